@@ -1,0 +1,106 @@
+//! `ant-server admin …`: user and tool administration straight against the database, for
+//! bootstrapping (the first admin) and for operators with database access.
+
+use std::io::{BufRead, Write};
+
+use anyhow::{Context, bail};
+use aniate_proto::api::{Role, UpsertOutcome};
+
+use crate::{
+    auth,
+    cli::{AdminCommand, DbArgs, ToolsCommand},
+    db::{Db, DbError, redact_url},
+};
+
+async fn open(db: &DbArgs) -> anyhow::Result<Db> {
+    let url = db.resolve_url()?;
+    Db::open(&url).await.with_context(|| format!("cannot open the database {}", redact_url(&url)))
+}
+
+/// Runs one admin command, writing its result to `out`.
+pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::CreateUser { email, admin, password_stdin: _, db } => {
+            let email = auth::normalize_email(&email).with_context(|| format!("`{email}` is not a valid email address"))?;
+            let mut password = String::new();
+            stdin.read_line(&mut password).context("cannot read the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']).to_owned();
+            auth::check_password_rules(&password).map_err(anyhow::Error::msg)?;
+            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+                .await?
+                .map_err(|err| anyhow::anyhow!("cannot hash the password: {err}"))?;
+            let role = if admin { Role::Admin } else { Role::User };
+            let db = open(&db).await?;
+            match db.create_user(&email, &hash, role).await {
+                Ok(_) => writeln!(out, "created {} {email}", role.as_str())?,
+                Err(DbError::Conflict) => bail!("a user with email {email} exists already"),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        AdminCommand::CreateToken { email, name, db } => {
+            let email = auth::normalize_email(&email).with_context(|| format!("`{email}` is not a valid email address"))?;
+            let db = open(&db).await?;
+            let user = db.user_by_email(&email).await?.with_context(|| format!("no user with email {email}"))?;
+            let token = auth::new_token();
+            db.create_token(user.id, &auth::hash_token(&token), &name).await?;
+            writeln!(out, "{token}")?;
+        }
+        AdminCommand::SetRole { email, role, db } => {
+            let role = if role == "admin" { Role::Admin } else { Role::User };
+            let db = open(&db).await?;
+            if !db.set_role(&email.trim().to_lowercase(), role).await? {
+                bail!("no user with email {email}");
+            }
+            writeln!(out, "{email} is now {}", role.as_str())?;
+        }
+        AdminCommand::Tools(ToolsCommand::List { json, db }) => {
+            let db = open(&db).await?;
+            let tools = db.all_tools().await?;
+            if json {
+                let rows: Vec<serde_json::Value> = tools
+                    .iter()
+                    .map(|tool| {
+                        let mut value = serde_json::to_value(tool.meta()).unwrap_or_default();
+                        value["active"] = serde_json::Value::Bool(tool.active);
+                        value
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else {
+                writeln!(out, "{:<16} {:<8} {:>7}  {:<8} {:<22} DESCRIPTION", "SLUG", "OUTPUT", "VERSION", "ACTIVE", "MODEL")?;
+                for tool in &tools {
+                    writeln!(
+                        out,
+                        "{:<16} {:<8} {:>7}  {:<8} {:<22} {}",
+                        tool.slug,
+                        tool.output.as_str(),
+                        tool.version,
+                        if tool.active { "yes" } else { "no" },
+                        tool.model,
+                        tool.description
+                    )?;
+                }
+            }
+        }
+        AdminCommand::Tools(ToolsCommand::Push { file, db }) => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let tool = crate::tooldef::parse_tool_toml(&text).map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?;
+            let db = open(&db).await?;
+            let (stored, outcome) = db.upsert_tool(&tool).await?;
+            let verb = match outcome {
+                UpsertOutcome::Created => "created",
+                UpsertOutcome::Updated => "updated",
+                UpsertOutcome::Unchanged => "unchanged",
+            };
+            writeln!(out, "{verb} {} (version {})", stored.slug, stored.version)?;
+        }
+        AdminCommand::Tools(ToolsCommand::Deactivate { slug, db }) => {
+            let db = open(&db).await?;
+            if !db.deactivate_tool(&slug).await? {
+                bail!("no tool `{slug}`");
+            }
+            writeln!(out, "deactivated {slug}")?;
+        }
+    }
+    Ok(())
+}

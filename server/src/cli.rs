@@ -1,0 +1,201 @@
+//! The `ant-server` command line: `serve` and `admin …`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The Aniate server: the tool registry with its secret prompts, accounts and API tokens, and
+/// the streaming tool runs against an OpenAI-compatible model provider.
+///
+/// Every flag can also be set by the environment variable shown next to it.
+#[derive(Debug, Parser)]
+#[command(name = "ant-server", version, propagate_version = true)]
+#[command(after_long_help = "Examples:
+  # Serve on SQLite in the default data dir, with Groq as the provider
+  ANIATE_UPSTREAM_API_KEY=gsk_... ant-server serve
+
+  # Create the first admin, then push a tool
+  echo 'a-long-password' | ant-server admin create-user --email ada@example.com --admin --password-stdin
+  ant-server admin tools push tools/explain-sql.toml
+
+  # Serve on PostgreSQL, HTTPS, all interfaces
+  ant-server serve --bind 0.0.0.0:8443 --database-url postgres://aniate@db/aniate \\
+      --tls-cert cert.pem --tls-key key.pem")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (migrations run at start; the seed tools are added to a new database)
+    Serve(ServeArgs),
+    /// Administer users and tools directly in the database
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DbArgs {
+    /// Database URL: `sqlite://PATH?mode=rwc` or `postgres://USER@HOST/DB` [default: a SQLite
+    /// file in the data dir]
+    #[arg(long, env = "ANIATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Where the server keeps its SQLite database and files [default:
+    /// $XDG_DATA_HOME/aniate-server or ~/.local/share/aniate-server]
+    #[arg(long, env = "ANIATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed)
+    #[arg(long, env = "ANIATE_BIND", default_value = "127.0.0.1:8787")]
+    pub bind: String,
+
+    /// OpenAI-compatible base URL of the model provider (Groq, OpenAI, Ollama, vLLM, LiteLLM…)
+    #[arg(long, env = "ANIATE_UPSTREAM_URL", default_value = crate::upstream::DEFAULT_UPSTREAM_URL)]
+    pub upstream_url: String,
+
+    /// API key for the provider, sent as a Bearer token
+    #[arg(long, env = "ANIATE_UPSTREAM_API_KEY", hide_env_values = true)]
+    pub upstream_api_key: Option<String>,
+
+    /// Milliseconds to wait for a TCP/TLS connection to the provider
+    #[arg(long, env = "ANIATE_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub upstream_connect_timeout_ms: u64,
+
+    /// Milliseconds from sending a request to the provider's first token (then: 504)
+    #[arg(long, env = "ANIATE_FIRST_TOKEN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub first_token_timeout_ms: u64,
+
+    /// Longest silence in milliseconds between two chunks of a provider stream
+    #[arg(long, env = "ANIATE_STREAM_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub stream_idle_timeout_ms: u64,
+
+    /// Largest `content` of a tool run, in bytes (then: 413)
+    #[arg(long, env = "ANIATE_MAX_CONTENT_BYTES", default_value_t = 1024 * 1024)]
+    pub max_content_bytes: usize,
+
+    /// Whether anyone may create an account with POST /auth/signup
+    #[arg(long, env = "ANIATE_ALLOW_SIGNUP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_signup: bool,
+
+    /// PEM certificate chain: serve HTTPS (HTTP/1.1 and HTTP/2) directly
+    #[arg(long, env = "ANIATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert
+    #[arg(long, env = "ANIATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Log format on stderr: `text` for people, `json` for log pipelines
+    #[arg(long, env = "ANIATE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user; the password is read from the first line of stdin
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        /// Make the user an admin
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from stdin (required: passwords never go on the command line)
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Create an API token for a user and print it (shown once, stored hashed)
+    CreateToken {
+        #[arg(long)]
+        email: String,
+        /// A name to recognise the token by, e.g. `ci`
+        #[arg(long, default_value = "admin-cli")]
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Make a user an admin or a plain user again
+    SetRole {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = ["user", "admin"])]
+        role: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List, push or deactivate tools
+    #[command(subcommand)]
+    Tools(ToolsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ToolsCommand {
+    /// List every tool, active or not (prompts are not shown)
+    List {
+        /// One JSON document instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Create or update a tool from a TOML file (slug, name, description, system_prompt,
+    /// and optionally model, requires_file, output, active)
+    Push {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Deactivate a tool: it disappears from /tools and can no longer run
+    Deactivate {
+        slug: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+impl DbArgs {
+    /// The database URL, defaulting to `aniate.db` in the data dir (created if missing).
+    pub fn resolve_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        let data_dir = match &self.data_dir {
+            Some(dir) => dir.clone(),
+            None => default_data_dir()?,
+        };
+        std::fs::create_dir_all(&data_dir).map_err(|err| {
+            anyhow::anyhow!("cannot create the data dir {}: {err}", data_dir.display())
+        })?;
+        Ok(crate::db::default_sqlite_url(&data_dir))
+    }
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("aniate-server"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("HOME is not set; pass --data-dir or --database-url"))?;
+    Ok(PathBuf::from(home).join(".local/share/aniate-server"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

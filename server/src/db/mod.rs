@@ -1,0 +1,188 @@
+//! The server's database: SQLite by default, PostgreSQL for several replicas.
+//!
+//! Both run through `sqlx::Any`, so every query here is written once, in the SQL both dialects
+//! share: `$N` parameters, `RETURNING`, `ON CONFLICT`, integers for times (Unix milliseconds)
+//! and flags (0/1). Migrations are per dialect, under `server/migrations/{sqlite,postgres}`.
+//!
+//! **Architecture Invariant:** this module is the only place that knows SQL, and every value
+//! reaches SQL as a bound parameter.
+
+mod tools;
+mod tokens;
+mod usage;
+mod users;
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    AnyPool, Executor,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+
+pub use self::{
+    tokens::TokenUser,
+    tools::{DEFAULT_MODEL, StoredTool},
+    usage::UsageRecord,
+    users::User,
+};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database error, with the cases callers act on split out.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("already exists")]
+    Conflict,
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL `{0}` (expected sqlite:// or postgres://)")]
+    UnsupportedUrl(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl DbError {
+    fn from_write(err: sqlx::Error) -> DbError {
+        match &err {
+            sqlx::Error::Database(db_err) if db_err.is_unique_violation() => DbError::Conflict,
+            _ => DbError::Sqlx(err),
+        }
+    }
+
+    /// Whether the error means "the database is not reachable now", as opposed to a bad query.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            DbError::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+        )
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// A pooled connection to the server's database.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The SQLite URL for the default database file inside `data_dir`.
+pub fn default_sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("aniate.db").display())
+}
+
+impl Db {
+    /// Connects, runs the migrations, and inserts the seed tools if this database never had
+    /// them. Safe to run from several replicas at once.
+    pub async fn open(url: &str) -> DbResult<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(DbError::UnsupportedUrl(redact_url(url)));
+        };
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Writers wait for each other instead of failing with SQLITE_BUSY.
+                        conn.execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers run while a request records its usage. The mode is stored in the
+            // file, so setting it once per start is enough.
+            pool.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;").await?;
+        }
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await?;
+        let db = Db { pool, backend };
+        db.seed_tools_once().await?;
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Answers a trivial query; used by `/healthz`.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Drops the password from a database URL, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every time column.
+pub fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Formats a time column as RFC 3339 UTC, as the API shows it.
+pub fn rfc3339(ms: i64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn times_format_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
+    }
+}

@@ -1,0 +1,74 @@
+//! The `api_tokens` table. Only hashes of tokens are stored.
+
+use aniate_proto::api::Role;
+use sqlx::Row;
+
+use super::{Db, DbResult, now_ms, users::parse_role};
+
+/// The owner of a valid, unrevoked token.
+#[derive(Debug, Clone)]
+pub struct TokenUser {
+    pub token_id: i64,
+    pub user_id: i64,
+    pub email: String,
+    pub role: Role,
+    pub plan: String,
+    pub last_used_at: Option<i64>,
+}
+
+impl Db {
+    pub async fn create_token(&self, user_id: i64, token_hash: &str, name: &str) -> DbResult<i64> {
+        let row = sqlx::query(
+            "INSERT INTO api_tokens (user_id, token_hash, name, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(token_hash)
+        .bind(name)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(super::DbError::from_write)?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Finds the user of an unrevoked token by the token's hash.
+    pub async fn token_user(&self, token_hash: &str) -> DbResult<Option<TokenUser>> {
+        let row = sqlx::query(
+            "SELECT t.id, u.id, u.email, u.role, u.plan, t.last_used_at \
+             FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(TokenUser {
+                token_id: row.try_get(0)?,
+                user_id: row.try_get(1)?,
+                email: row.try_get(2)?,
+                role: parse_role(row.try_get::<&str, _>(3)?)?,
+                plan: row.try_get(4)?,
+                last_used_at: row.try_get(5)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn touch_token(&self, token_id: i64) -> DbResult<()> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn revoke_token(&self, token_id: i64) -> DbResult<()> {
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! The `global_tools` table: every tool, with its system prompt.
+
+use aniate_proto::{api::{ToolUpsert, UpsertOutcome}, tool::OutputKind, tool::ToolMeta};
+use sqlx::{Row, any::AnyRow};
+
+use super::{Db, DbError, DbResult, now_ms, rfc3339};
+
+/// The default model of a tool that names none.
+pub const DEFAULT_MODEL: &str = "llama-3.1-8b-instant";
+
+/// A tool as stored, prompt included.
+///
+/// **Architecture Invariant:** this type is not `Serialize`. What leaves the server is
+/// [`ToolMeta`], made by [`StoredTool::meta`], which has no prompt field.
+#[derive(Debug, Clone)]
+pub struct StoredTool {
+    pub slug: String,
+    pub name: String,
+    pub description: String,
+    pub system_prompt: String,
+    pub model: String,
+    pub requires_file: bool,
+    pub output: OutputKind,
+    pub active: bool,
+    pub version: i64,
+    pub updated_at: i64,
+}
+
+
+impl StoredTool {
+    pub fn meta(&self) -> ToolMeta {
+        ToolMeta {
+            slug: self.slug.clone(),
+            name: self.name.clone(),
+            description: self.description.clone(),
+            model: self.model.clone(),
+            requires_file: self.requires_file,
+            output: self.output,
+            version: self.version,
+            updated_at: rfc3339(self.updated_at),
+        }
+    }
+
+    fn from_row(row: &AnyRow) -> DbResult<StoredTool> {
+        let output: String = row.try_get("output")?;
+        Ok(StoredTool {
+            slug: row.try_get("slug")?,
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            system_prompt: row.try_get("system_prompt")?,
+            model: row.try_get("model")?,
+            requires_file: row.try_get::<i64, _>("requires_file")? != 0,
+            output: output.parse().map_err(DbError::Corrupt)?,
+            active: row.try_get::<i64, _>("active")? != 0,
+            version: row.try_get("version")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+const TOOL_COLUMNS: &str =
+    "slug, name, description, system_prompt, model, requires_file, output, active, version, updated_at";
+
+impl Db {
+    /// Active tools, by slug.
+    pub async fn active_tools(&self) -> DbResult<Vec<StoredTool>> {
+        let sql = format!("SELECT {TOOL_COLUMNS} FROM global_tools WHERE active = 1 ORDER BY slug");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(StoredTool::from_row).collect()
+    }
+
+    /// Every tool, active or not, by slug (admin listing).
+    pub async fn all_tools(&self) -> DbResult<Vec<StoredTool>> {
+        let sql = format!("SELECT {TOOL_COLUMNS} FROM global_tools ORDER BY slug");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(StoredTool::from_row).collect()
+    }
+
+    /// One tool by slug, if it exists and is active.
+    pub async fn active_tool(&self, slug: &str) -> DbResult<Option<StoredTool>> {
+        let sql = format!("SELECT {TOOL_COLUMNS} FROM global_tools WHERE slug = $1 AND active = 1");
+        let row = sqlx::query(&sql).bind(slug).fetch_optional(&self.pool).await?;
+        row.as_ref().map(StoredTool::from_row).transpose()
+    }
+
+    /// Creates or updates a tool in one statement, so replicas pushing at once cannot lose an
+    /// update. The version goes up by one on every real change and stays when nothing changed.
+    pub async fn upsert_tool(&self, tool: &ToolUpsert) -> DbResult<(StoredTool, UpsertOutcome)> {
+        let now = now_ms();
+        let sql = format!(
+            "INSERT INTO global_tools (slug, name, description, system_prompt, model, requires_file, output, active, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, COALESCE($5, '{DEFAULT_MODEL}'), COALESCE($6, 0), COALESCE($7, 'text'), COALESCE($8, 1), 1, $9, $9) \
+             ON CONFLICT (slug) DO UPDATE SET \
+                name = excluded.name, description = excluded.description, system_prompt = excluded.system_prompt, \
+                model = COALESCE($5, global_tools.model), \
+                requires_file = COALESCE($6, global_tools.requires_file), \
+                output = COALESCE($7, global_tools.output), \
+                active = COALESCE($8, global_tools.active), \
+                version = global_tools.version + 1, updated_at = $9 \
+             WHERE global_tools.name <> excluded.name OR global_tools.description <> excluded.description \
+                OR global_tools.system_prompt <> excluded.system_prompt \
+                OR global_tools.model <> COALESCE($5, global_tools.model) \
+                OR global_tools.requires_file <> COALESCE($6, global_tools.requires_file) \
+                OR global_tools.output <> COALESCE($7, global_tools.output) \
+                OR global_tools.active <> COALESCE($8, global_tools.active) \
+             RETURNING {TOOL_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&tool.slug)
+            .bind(&tool.name)
+            .bind(&tool.description)
+            .bind(&tool.system_prompt)
+            .bind(tool.model.as_deref())
+            .bind(tool.requires_file.map(i64::from))
+            .bind(tool.output.map(OutputKind::as_str))
+            .bind(tool.active.map(i64::from))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => {
+                let stored = StoredTool::from_row(&row)?;
+                // Versions only go up, so version 1 means this statement inserted the row.
+                let outcome = if stored.version == 1 {
+                    UpsertOutcome::Created
+                } else {
+                    UpsertOutcome::Updated
+                };
+                Ok((stored, outcome))
+            }
+            None => {
+                let sql = format!("SELECT {TOOL_COLUMNS} FROM global_tools WHERE slug = $1");
+                let row = sqlx::query(&sql).bind(&tool.slug).fetch_one(&self.pool).await?;
+                Ok((StoredTool::from_row(&row)?, UpsertOutcome::Unchanged))
+            }
+        }
+    }
+
+    /// Deactivates a tool (bumping its version, so clients see the change); false when there
+    /// is no such tool. Deactivating an inactive tool changes nothing.
+    pub async fn deactivate_tool(&self, slug: &str) -> DbResult<bool> {
+        sqlx::query(
+            "UPDATE global_tools SET active = 0, version = version + 1, updated_at = $1 WHERE slug = $2 AND active = 1",
+        )
+        .bind(now_ms())
+        .bind(slug)
+        .execute(&self.pool)
+        .await?;
+        let exists: Option<(i64,)> = sqlx::query_as("SELECT version FROM global_tools WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(exists.is_some())
+    }
+
+    /// Inserts the seed tools the first time this database is opened, and never again: an
+    /// admin who deletes or edits a seed tool keeps their change.
+    pub(super) async fn seed_tools_once(&self) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let first = sqlx::query(
+            "INSERT INTO server_meta (key, value) VALUES ('seeded_at', $1) ON CONFLICT (key) DO NOTHING RETURNING key",
+        )
+        .bind(now_ms().to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if first.is_some() {
+            let now = now_ms();
+            for seed in crate::tooldef::seed_tools() {
+                sqlx::query(
+                    "INSERT INTO global_tools (slug, name, description, system_prompt, model, requires_file, output, active, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 1, $8, $8) ON CONFLICT (slug) DO NOTHING",
+                )
+                .bind(&seed.slug)
+                .bind(&seed.name)
+                .bind(&seed.description)
+                .bind(&seed.system_prompt)
+                .bind(seed.model.as_deref().unwrap_or(DEFAULT_MODEL))
+                .bind(i64::from(seed.requires_file.unwrap_or(false)))
+                .bind(seed.output.unwrap_or(OutputKind::Text).as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! Signup, login, logout and `/me`.
+
+use aniate_proto::{
+    api::{Credentials, Me, Role, TokenResponse},
+    error::ErrorCode,
+};
+use axum::{Json, extract::State, http::StatusCode};
+
+use super::{
+    AppState,
+    error::{ApiError, ApiResult},
+    extract::ApiJson,
+};
+use crate::{
+    auth::{self, AuthUser},
+    db::DbError,
+};
+
+/// A hash verified when the email is unknown, so that a login takes as long whether or not
+/// the account exists.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    auth::hash_password("no account has this password, it is never compared with success").unwrap_or_default()
+});
+
+pub async fn signup(
+    State(state): State<AppState>,
+    ApiJson(credentials): ApiJson<Credentials>,
+) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
+    if !state.limits.allow_signup {
+        return Err(ApiError::new(ErrorCode::Forbidden, "signups are closed on this server; ask its admin for an account"));
+    }
+    let email = auth::normalize_email(&credentials.email)
+        .ok_or_else(|| ApiError::invalid("email: not a valid email address"))?;
+    auth::check_password_rules(&credentials.password).map_err(ApiError::invalid)?;
+    let hash = auth::hash_password_async(credentials.password).await?;
+    let user_id = match state.db.create_user(&email, &hash, Role::User).await {
+        Ok(id) => id,
+        Err(DbError::Conflict) => {
+            return Err(ApiError::new(ErrorCode::Conflict, "an account with this email exists; log in instead"));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let token = auth::new_token();
+    state.db.create_token(user_id, &auth::hash_token(&token), "signup").await?;
+    tracing::info!(user_id, "user signed up");
+    Ok((StatusCode::CREATED, Json(TokenResponse { token })))
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(credentials): ApiJson<Credentials>,
+) -> ApiResult<Json<TokenResponse>> {
+    let wrong = || ApiError::unauthorized("wrong email or password");
+    if credentials.password.len() > auth::MAX_PASSWORD_BYTES {
+        return Err(wrong());
+    }
+    let user = match auth::normalize_email(&credentials.email) {
+        Some(email) => state.db.user_by_email(&email).await?,
+        None => None,
+    };
+    let hash = user.as_ref().map_or_else(|| DUMMY_HASH.clone(), |user| user.password_hash.clone());
+    let verified = auth::verify_password_async(credentials.password, hash).await;
+    let user = user.filter(|_| verified).ok_or_else(wrong)?;
+    let token = auth::new_token();
+    state.db.create_token(user.id, &auth::hash_token(&token), "login").await?;
+    tracing::info!(user_id = user.id, "user logged in");
+    Ok(Json(TokenResponse { token }))
+}
+
+/// Revokes the token the request was made with.
+pub async fn logout(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
+    state.db.revoke_token(user.token_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn me(user: AuthUser) -> Json<Me> {
+    Json(Me { email: user.email, role: user.role, plan: user.plan })
+}

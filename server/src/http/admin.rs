@@ -1,0 +1,52 @@
+//! `/admin/*`: tool management for admins.
+
+use aniate_proto::{
+    api::{ToolUpsert, ToolUpsertResponse, UpsertOutcome},
+    tool::ToolMeta,
+};
+use axum::{Json, extract::State, http::StatusCode};
+
+use super::{
+    AppState,
+    error::{ApiError, ApiResult},
+    extract::{ApiJson, SlugPath},
+};
+use crate::auth::AdminUser;
+
+/// Creates or updates a tool; 201 when created. The answer is the tool's public metadata.
+pub async fn upsert_tool(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    ApiJson(tool): ApiJson<ToolUpsert>,
+) -> ApiResult<(StatusCode, Json<ToolUpsertResponse>)> {
+    crate::tooldef::validate(&tool).map_err(ApiError::invalid)?;
+    let (stored, outcome) = state.db.upsert_tool(&tool).await?;
+    tracing::info!(admin = admin.user_id, tool = %stored.slug, version = stored.version, ?outcome, "tool pushed");
+    let status = if outcome == UpsertOutcome::Created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(ToolUpsertResponse { outcome, tool: stored.meta() })))
+}
+
+/// Every tool, active or not (the public list shows active ones only).
+pub async fn list_tools(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<AdminToolRow>>> {
+    let tools = state.db.all_tools().await?;
+    Ok(Json(tools.iter().map(|tool| AdminToolRow { active: tool.active, tool: tool.meta() }).collect()))
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct AdminToolRow {
+    #[serde(flatten)]
+    pub tool: ToolMeta,
+    pub active: bool,
+}
+
+pub async fn deactivate_tool(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    SlugPath(slug): SlugPath,
+) -> ApiResult<StatusCode> {
+    if !state.db.deactivate_tool(&slug).await? {
+        return Err(ApiError::not_found(format!("no tool `{slug}`")));
+    }
+    tracing::info!(admin = admin.user_id, tool = %slug, "tool deactivated");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,26 @@
+//! `GET /healthz` and `GET /metrics`.
+
+use aniate_proto::api::Health;
+use axum::{Json, extract::State, response::IntoResponse};
+use http::{StatusCode, header};
+
+use super::AppState;
+
+/// Liveness and readiness in one: 200 when the database answers, 503 when it does not.
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let database = state.db.ping().await;
+    let status = if database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = Health {
+        status: if database { "ok" } else { "not_ready" }.to_owned(),
+        version: aniate_proto::VERSION.to_owned(),
+        database,
+    };
+    (status, Json(body))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+}

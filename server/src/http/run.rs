@@ -1,0 +1,342 @@
+//! `POST /tool/{slug}`: a streamed tool run.
+//!
+//! The path of a run: authenticate, find the active tool, check the input, build the messages
+//! (system prompt + tagged user input), open a streamed completion at the provider, wait for it
+//! to start (so provider failures still get a proper HTTP status), then relay the answer as SSE
+//! events or plain text. The response body owns the provider stream: when the client goes away,
+//! hyper drops the body, which drops the provider connection (cancelling the request there) and
+//! records the run as `cancelled`.
+
+use std::time::Instant;
+
+use aniate_proto::{
+    api::RunToolRequest,
+    error::{ErrorCode, ErrorDetail},
+    event::{Delta, Done, Meta, StreamEvent, Usage},
+    tool::OutputKind,
+};
+use axum::{
+    Extension,
+    body::Body,
+    extract::State,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+
+use super::{
+    AppState, RequestId,
+    error::{ApiError, ApiResult},
+    extract::{ApiJson, SlugPath},
+};
+use crate::{
+    auth::AuthUser,
+    db::UsageRecord,
+    metrics::{RunLabels, TokenLabels, ToolLabels},
+    output, prompt,
+    upstream::{ProviderError, UpstreamEvent, UpstreamStream},
+};
+
+/// Longest `instructions`, in bytes.
+pub const MAX_INSTRUCTIONS_BYTES: usize = 16 * 1024;
+
+pub async fn run_tool(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    user: AuthUser,
+    SlugPath(slug): SlugPath,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<RunToolRequest>,
+) -> ApiResult<Response> {
+    let tool = state
+        .db
+        .active_tool(&slug)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no tool `{slug}`; GET /tools lists them")))?;
+    let max = state.limits.max_content_bytes;
+    if request.content.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("content is {} bytes; this server accepts at most {max}", request.content.len()),
+        ));
+    }
+    if request.instructions.as_ref().is_some_and(|i| i.len() > MAX_INSTRUCTIONS_BYTES) {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("instructions may be at most {MAX_INSTRUCTIONS_BYTES} bytes"),
+        ));
+    }
+    if tool.requires_file && request.content.trim().is_empty() {
+        return Err(ApiError::invalid(format!("content: tool `{slug}` needs a file; send it in `content`")));
+    }
+    if !tool.requires_file
+        && request.content.trim().is_empty()
+        && request.instructions.as_deref().is_none_or(|i| i.trim().is_empty())
+    {
+        return Err(ApiError::invalid(format!("tool `{slug}` needs `content` or `instructions`")));
+    }
+
+    let messages = prompt::tool_messages(&tool, &request);
+    let prompt_chars: usize = messages.iter().map(|m| m.content.chars().count()).sum();
+    let mut recorder = RunRecorder {
+        state: state.clone(),
+        user_id: user.user_id,
+        tool: tool.slug.clone(),
+        model: tool.model.clone(),
+        request_id: request_id.clone(),
+        started: Instant::now(),
+        ttft_ms: None,
+        prompt_chars,
+        completion_chars: 0,
+        usage: None,
+        provider_started: false,
+        finished: false,
+    };
+
+    let mut upstream = match state.provider.stream_chat(&tool.model, &messages, prompt::temperature(tool.output)).await {
+        Ok(upstream) => {
+            recorder.provider_started = true;
+            upstream
+        }
+        Err(err) => {
+            recorder.finish(err.label());
+            return Err(provider_api_error(&err));
+        }
+    };
+    // Wait for the answer to start, so that a provider that fails before its first token gets
+    // a real HTTP status rather than a 200 with an error event.
+    let first = match upstream.next().await {
+        Some(Err(err)) => {
+            recorder.finish(err.label());
+            return Err(provider_api_error(&err));
+        }
+        first => first,
+    };
+    if matches!(first, Some(Ok(UpstreamEvent::Delta(_)))) {
+        recorder.mark_first_token();
+    }
+
+    let sse = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/event-stream"));
+    let meta = Meta { request_id, tool: tool.slug.clone(), version: tool.version, model: tool.model.clone() };
+    let run = RunStream {
+        upstream,
+        replay: first,
+        recorder,
+        kind: tool.output,
+        original_ends_with_newline: request.content.ends_with('\n'),
+        answer: String::new(),
+        finish_reason: None,
+        sse,
+        meta: Some(meta),
+        ended: false,
+    };
+    let body = Body::from_stream(futures_util::stream::unfold(run, |mut run| async move {
+        let bytes = run.next_bytes().await?;
+        Some((Ok::<Bytes, std::convert::Infallible>(bytes), run))
+    }));
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    if sse {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // Tell nginx-style proxies not to buffer the stream.
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    } else {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    }
+    Ok(response)
+}
+
+/// The client-facing error for a provider failure. Never the provider's own words.
+fn provider_api_error(err: &ProviderError) -> ApiError {
+    match err {
+        ProviderError::Status { status: 429, retry_after } => {
+            let seconds = retry_after.unwrap_or(1);
+            ApiError {
+                code: ErrorCode::RateLimited,
+                message: format!("the model provider is rate limiting this server; retry in {seconds} s"),
+                retry_after: Some(seconds),
+            }
+        }
+        ProviderError::FirstTokenTimeout | ProviderError::IdleTimeout => {
+            ApiError::new(ErrorCode::ProviderTimeout, err.to_string())
+        }
+        _ => ApiError::new(ErrorCode::ProviderError, err.to_string()),
+    }
+}
+
+/// The relay from provider to client, pulled by hyper as it writes the response body.
+struct RunStream {
+    upstream: UpstreamStream,
+    /// The event read before responding, to be relayed first.
+    replay: Option<Result<UpstreamEvent, ProviderError>>,
+    recorder: RunRecorder,
+    kind: OutputKind,
+    original_ends_with_newline: bool,
+    answer: String,
+    finish_reason: Option<String>,
+    sse: bool,
+    meta: Option<Meta>,
+    ended: bool,
+}
+
+impl RunStream {
+    async fn next_bytes(&mut self) -> Option<Bytes> {
+        if self.ended {
+            return None;
+        }
+        if let Some(meta) = self.meta.take() {
+            if self.sse {
+                return Some(Bytes::from(StreamEvent::Meta(meta).to_sse()));
+            }
+        }
+        loop {
+            let event = match self.replay.take() {
+                Some(event) => Some(event),
+                None => self.upstream.next().await,
+            };
+            match event {
+                Some(Ok(UpstreamEvent::Delta(text))) => {
+                    self.recorder.mark_first_token();
+                    self.recorder.completion_chars += text.chars().count();
+                    if self.kind != OutputKind::Text {
+                        self.answer.push_str(&text);
+                    }
+                    return Some(if self.sse {
+                        Bytes::from(StreamEvent::Delta(Delta { text }).to_sse())
+                    } else {
+                        Bytes::from(text)
+                    });
+                }
+                Some(Ok(UpstreamEvent::Finish(reason))) => self.finish_reason = Some(reason),
+                Some(Ok(UpstreamEvent::Usage(usage))) => self.recorder.usage = Some(usage),
+                None => {
+                    self.ended = true;
+                    let usage = self.recorder.finish("ok");
+                    if !self.sse {
+                        return None;
+                    }
+                    let original = if self.original_ends_with_newline { "\n" } else { "" };
+                    let done = Done {
+                        usage,
+                        finish_reason: self.finish_reason.take().unwrap_or_else(|| "stop".to_owned()),
+                        result: output::structured_result(self.kind, &self.answer, original),
+                    };
+                    return Some(Bytes::from(StreamEvent::Done(done).to_sse()));
+                }
+                Some(Err(err)) => {
+                    self.ended = true;
+                    self.recorder.finish(err.label());
+                    let api_error = provider_api_error(&err);
+                    let detail = ErrorDetail { code: api_error.code, message: api_error.message };
+                    return Some(if self.sse {
+                        Bytes::from(StreamEvent::Error(detail).to_sse())
+                    } else {
+                        Bytes::from(format!("\n[aniate error: {}: {}]\n", detail.code, detail.message))
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Records a run in the usage table and the metrics exactly once: when it finishes, or, if
+/// the client went away first, when it is dropped (as `cancelled`).
+struct RunRecorder {
+    state: AppState,
+    user_id: i64,
+    tool: String,
+    model: String,
+    request_id: String,
+    started: Instant,
+    ttft_ms: Option<u64>,
+    prompt_chars: usize,
+    completion_chars: usize,
+    usage: Option<Usage>,
+    /// Whether the provider accepted the request (and so may bill for it).
+    provider_started: bool,
+    finished: bool,
+}
+
+impl RunRecorder {
+    fn mark_first_token(&mut self) {
+        if self.ttft_ms.is_none() {
+            let elapsed = self.started.elapsed();
+            self.ttft_ms = Some(elapsed.as_millis() as u64);
+            self.state
+                .metrics
+                .time_to_first_token
+                .get_or_create(&ToolLabels { tool: self.tool.clone() })
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Records the outcome; returns the usage, estimated at 4 characters a token when the
+    /// provider reported none, and zero when the provider never accepted the request.
+    fn finish(&mut self, status: &str) -> Usage {
+        let usage = match (self.usage, self.provider_started) {
+            (Some(usage), _) => usage,
+            (None, true) => Usage {
+                prompt_tokens: self.prompt_chars.div_ceil(4) as u64,
+                completion_tokens: self.completion_chars.div_ceil(4) as u64,
+            },
+            (None, false) => Usage::default(),
+        };
+        if self.finished {
+            return usage;
+        }
+        self.finished = true;
+        let metrics = &self.state.metrics;
+        metrics.tool_runs.get_or_create(&RunLabels { tool: self.tool.clone(), status: status.to_owned() }).inc();
+        if status != "ok" && status != "cancelled" {
+            metrics.tool_errors.get_or_create(&RunLabels { tool: self.tool.clone(), status: status.to_owned() }).inc();
+        }
+        for (kind, count) in [("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)] {
+            metrics.tokens.get_or_create(&TokenLabels { tool: self.tool.clone(), kind }).inc_by(count);
+        }
+        let latency_ms = self.started.elapsed().as_millis() as u64;
+        tracing::info!(
+            request_id = %self.request_id,
+            tool = %self.tool,
+            status,
+            latency_ms,
+            ttft_ms = self.ttft_ms,
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            "tool run finished"
+        );
+        let record = UsageRecord {
+            user_id: self.user_id,
+            tool: self.tool.clone(),
+            model: self.model.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            latency_ms,
+            ttft_ms: self.ttft_ms,
+            status: status.to_owned(),
+            request_id: self.request_id.clone(),
+        };
+        let db = self.state.db.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return usage;
+        };
+        runtime.spawn(async move {
+            if let Err(err) = db.record_usage(&record).await {
+                tracing::error!(cause = %err, request_id = %record.request_id, "could not record usage");
+            }
+        });
+        usage
+    }
+}
+
+impl Drop for RunRecorder {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish("cancelled");
+        }
+    }
+}

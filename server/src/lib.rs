@@ -1,0 +1,31 @@
+//! The Aniate server: the brain of the system.
+//!
+//! It alone holds the tools' system prompts, picks the model, calls the LLM provider and
+//! streams answers back; it keeps users, API tokens and usage.
+//!
+//! Layout:
+//! - [`cli`]: flags of `ant-server serve` and `ant-server admin …`.
+//! - [`serve`]: start-up, listening (HTTP or HTTPS), graceful shutdown.
+//! - [`http`]: routes, middleware and handlers; [`http::run`] is the streamed tool run.
+//! - [`upstream`]: the OpenAI-compatible provider client.
+//! - [`prompt`], [`output`]: what goes to the model, and what its answer becomes per output kind.
+//! - [`db`]: SQLite/PostgreSQL through `sqlx::Any`; the only module that knows SQL.
+//! - [`auth`]: passwords (Argon2id), API tokens (stored as SHA-256), the `AuthUser` extractor.
+//! - [`tooldef`]: tool TOML files, the seed tools, tool validation.
+//! - [`admin_cli`], [`metrics`], [`telemetry`].
+//!
+//! **Architecture Invariant:** a system prompt only ever travels from the database to the
+//! provider. The type that carries it, [`db::StoredTool`], is not `Serialize`.
+
+pub mod admin_cli;
+pub mod auth;
+pub mod cli;
+pub mod db;
+pub mod http;
+pub mod metrics;
+pub mod output;
+pub mod prompt;
+pub mod serve;
+pub mod telemetry;
+pub mod tooldef;
+pub mod upstream;

@@ -1,0 +1,85 @@
+//! Prometheus metrics, served as text at `GET /metrics`.
+//!
+//! Labels are bounded: routes are route templates (`/tool/{slug}`), tools are slugs of tools
+//! that exist, statuses and codes come from fixed lists. Nothing a client sends becomes a
+//! label verbatim.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub tool: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    pub tool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub tool: String,
+    pub kind: &'static str,
+}
+
+fn ttft_histogram() -> Histogram {
+    // 1 ms to ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub tool_runs: Family<RunLabels, Counter>,
+    pub tool_errors: Family<RunLabels, Counter>,
+    pub time_to_first_token: Family<ToolLabels, Histogram, fn() -> Histogram>,
+    pub tokens: Family<TokenLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("aniate");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
+        let tool_runs = Family::<RunLabels, Counter>::default();
+        registry.register("tool_runs", "Tool runs by tool and outcome (ok, cancelled or an error)", tool_runs.clone());
+        let tool_errors = Family::<RunLabels, Counter>::default();
+        registry.register("tool_errors", "Failed tool runs by tool and error", tool_errors.clone());
+        let time_to_first_token =
+            Family::<ToolLabels, Histogram, fn() -> Histogram>::new_with_constructor(ttft_histogram);
+        registry.register(
+            "time_to_first_token_seconds",
+            "From receiving a tool run to the provider's first token",
+            time_to_first_token.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register("tokens", "Tokens by tool and kind (prompt or completion)", tokens.clone());
+        Metrics { registry, http_requests, tool_runs, tool_errors, time_to_first_token, tokens }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        encode(&mut out, &self.registry).expect("encoding metrics into a String");
+        out
+    }
+}

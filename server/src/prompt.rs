@@ -1,0 +1,115 @@
+//! Builds the messages sent to the provider: the tool's system prompt, then the user's
+//! request in the tagged format the seed prompts describe.
+
+use aniate_proto::{api::RunToolRequest, tool::OutputKind};
+
+use crate::{db::StoredTool, upstream::ChatMessage};
+
+/// The messages for one tool run. For `findings` tools every line is numbered, so the model
+/// can cite lines without counting them.
+pub fn tool_messages(tool: &StoredTool, request: &RunToolRequest) -> Vec<ChatMessage> {
+    let mut user = String::with_capacity(request.content.len() + 256);
+    if let Some(instructions) = request.instructions.as_deref().filter(|i| !i.trim().is_empty()) {
+        user.push_str("<instructions>\n");
+        user.push_str(instructions.trim());
+        user.push_str("\n</instructions>\n");
+    }
+    if tool.output == OutputKind::Command {
+        user.push_str("<environment os=\"linux\" shell=\"bash\"/>\n");
+    }
+    if !request.content.is_empty() {
+        user.push_str("<file");
+        if let Some(name) = request.filename.as_deref() {
+            push_attribute(&mut user, "name", name);
+        }
+        if let Some(language) = request.language.as_deref() {
+            push_attribute(&mut user, "language", language);
+        }
+        let numbered = tool.output == OutputKind::Findings;
+        if numbered {
+            user.push_str(" numbered=\"true\"");
+        }
+        user.push_str(">\n");
+        if numbered {
+            for (idx, line) in request.content.lines().enumerate() {
+                user.push_str(&format!("{}: {line}\n", idx + 1));
+            }
+        } else {
+            user.push_str(&request.content);
+            if !request.content.ends_with('\n') {
+                user.push('\n');
+            }
+        }
+        user.push_str("</file>\n");
+    }
+    vec![
+        ChatMessage { role: "system", content: tool.system_prompt.clone() },
+        ChatMessage { role: "user", content: user },
+    ]
+}
+
+fn push_attribute(out: &mut String, key: &str, value: &str) {
+    out.push(' ');
+    out.push_str(key);
+    out.push_str("=\"");
+    for c in value.chars().filter(|c| !c.is_control()) {
+        match c {
+            '"' => out.push_str("&quot;"),
+            '<' => out.push_str("&lt;"),
+            '&' => out.push_str("&amp;"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Sampling temperature by kind: low where the answer must be exact.
+pub fn temperature(kind: OutputKind) -> Option<f32> {
+    match kind {
+        OutputKind::Code | OutputKind::Findings | OutputKind::Command => Some(0.2),
+        OutputKind::Text => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(output: OutputKind) -> StoredTool {
+        StoredTool {
+            slug: "t".into(),
+            name: "T".into(),
+            description: "d".into(),
+            system_prompt: "SYSTEM".into(),
+            model: "m".into(),
+            requires_file: true,
+            output,
+            active: true,
+            version: 1,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn review_input_is_numbered_and_tagged() {
+        let request = RunToolRequest {
+            content: "a = 1\nb = \"2\"\n".into(),
+            instructions: Some("be brief".into()),
+            filename: Some("x\".py".into()),
+            language: None,
+        };
+        let messages = tool_messages(&tool(OutputKind::Findings), &request);
+        assert_eq!(messages[0].content, "SYSTEM");
+        assert_eq!(
+            messages[1].content,
+            "<instructions>\nbe brief\n</instructions>\n<file name=\"x&quot;.py\" numbered=\"true\">\n1: a = 1\n2: b = \"2\"\n</file>\n"
+        );
+    }
+
+    #[test]
+    fn code_input_is_verbatim() {
+        let request = RunToolRequest { content: "x".into(), ..Default::default() };
+        let messages = tool_messages(&tool(OutputKind::Code), &request);
+        assert_eq!(messages[1].content, "<file>\nx\n</file>\n");
+    }
+}

@@ -1,0 +1,139 @@
+//! `ant-server serve`: open the database, build the app, listen (HTTP or HTTPS), and shut
+//! down gracefully.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::{
+    cli::ServeArgs,
+    db::{Db, redact_url},
+    http::{AppInner, AppState, Limits},
+    metrics::Metrics,
+    upstream::{Provider, ProviderConfig},
+};
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds the server from its flags and runs it until `shutdown` resolves.
+pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let url = args.db.resolve_url()?;
+    let db = Db::open(&url).await.with_context(|| format!("cannot open the database {}", redact_url(&url)))?;
+    let provider = Provider::new(ProviderConfig {
+        base_url: args.upstream_url.clone(),
+        api_key: args.upstream_api_key.clone(),
+        connect_timeout: Duration::from_millis(args.upstream_connect_timeout_ms),
+        first_token_timeout: Duration::from_millis(args.first_token_timeout_ms),
+        idle_timeout: Duration::from_millis(args.stream_idle_timeout_ms),
+    })
+    .context("cannot build the provider client")?;
+    let state = AppState(Arc::new(AppInner {
+        db: db.clone(),
+        provider,
+        metrics: Metrics::default(),
+        limits: Limits { max_content_bytes: args.max_content_bytes, allow_signup: args.allow_signup },
+    }));
+    let app = crate::http::router(state);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| format!("cannot load TLS certificate {} and key {}", cert.display(), key.display()))?,
+        ),
+        _ => None,
+    };
+    let listener = TcpListener::bind(&args.bind).await.with_context(|| format!("cannot listen on {}", args.bind))?;
+    tracing::info!(
+        database = ?db.backend(),
+        upstream = %args.upstream_url,
+        tls = tls.is_some(),
+        "ant-server {} starting",
+        aniate_proto::VERSION
+    );
+    run(listener, app, tls, shutdown).await?;
+    db.close().await;
+    Ok(())
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains for up to
+/// [`DRAIN_TIMEOUT`]. Prints `ant-server listening on URL` to stdout once accepting, for
+/// scripts and tests that start the server on port 0.
+pub async fn run(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    announce(&format!("ant-server listening on {scheme}://{addr}"));
+    match tls {
+        None => {
+            let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop_rx.changed().await;
+            });
+            let mut server = std::pin::pin!(server.into_future());
+            tokio::select! {
+                result = &mut server => result?,
+                () = shutdown => {
+                    tracing::info!("shutting down; draining in-flight requests");
+                    let _ = stop_tx.send(true);
+                    if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
+                        tracing::warn!("drain timed out; closing the remaining connections");
+                    }
+                }
+            }
+        }
+        Some(config) => {
+            let handle = axum_server::Handle::new();
+            let shutdown_handle = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                tracing::info!("shutting down; draining in-flight requests");
+                shutdown_handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
+            });
+            let std_listener = listener.into_std()?;
+            axum_server::from_tcp_rustls(std_listener, config)
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await?;
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout must not stop the server; the log says the same.
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+    tracing::info!("{line}");
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,333 @@
+//! The client of the LLM provider: any OpenAI-compatible `/chat/completions` endpoint (Groq by
+//! default; OpenAI, Ollama, vLLM and LiteLLM work the same way).
+//!
+//! One pooled `reqwest` client serves every request. A run is a streamed completion; dropping
+//! an [`UpstreamStream`] drops the provider connection's body, which is how a client that goes
+//! away cancels the provider request at once.
+//!
+//! **Architecture Invariant:** nothing the provider says is logged verbatim or relayed to a
+//! client verbatim: provider error bodies may echo the request, prompt included.
+
+use std::{collections::VecDeque, pin::Pin, time::Duration};
+
+use aniate_proto::{event::Usage, sse::SseParser};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Groq's OpenAI-compatible API, the default provider.
+pub const DEFAULT_UPSTREAM_URL: &str = "https://api.groq.com/openai/v1";
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The OpenAI-compatible base URL, e.g. `https://api.groq.com/openai/v1`.
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub connect_timeout: Duration,
+    /// From sending the request to the first token.
+    pub first_token_timeout: Duration,
+    /// The longest silence allowed between two chunks of a stream.
+    pub idle_timeout: Duration,
+}
+
+/// Why a provider call failed. Each maps to one client-facing error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("the model provider could not be reached")]
+    Unreachable,
+    #[error("the model provider answered HTTP {status}")]
+    Status { status: u16, retry_after: Option<u64> },
+    #[error("the model provider did not start answering in time")]
+    FirstTokenTimeout,
+    #[error("the model provider stopped sending mid-answer")]
+    IdleTimeout,
+    #[error("the model provider closed the stream before the answer was complete")]
+    Disconnected,
+    #[error("the model provider sent a malformed stream")]
+    Malformed,
+}
+
+impl ProviderError {
+    /// A short, stable label for logs, metrics and the usage table.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ProviderError::Unreachable => "provider_unreachable",
+            ProviderError::Status { status: 429, .. } => "provider_rate_limited",
+            ProviderError::Status { .. } => "provider_status",
+            ProviderError::FirstTokenTimeout | ProviderError::IdleTimeout => "provider_timeout",
+            ProviderError::Disconnected => "provider_disconnected",
+            ProviderError::Malformed => "provider_malformed",
+        }
+    }
+}
+
+/// One message of a chat completion request.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatMessage {
+    pub role: &'static str,
+    pub content: String,
+}
+
+#[derive(Serialize)]
+struct CompletionRequest<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    stream: bool,
+    stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    usage: Option<ChunkUsage>,
+    /// Groq reports usage here when `stream_options` is not honoured.
+    #[serde(default)]
+    x_groq: Option<GroqExtra>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: ChunkDelta,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ChunkDelta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+struct ChunkUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct GroqExtra {
+    #[serde(default)]
+    usage: Option<ChunkUsage>,
+}
+
+/// What a provider stream yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamEvent {
+    Delta(String),
+    Finish(String),
+    Usage(Usage),
+}
+
+/// The pooled provider client.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    client: reqwest::Client,
+    chat_url: String,
+    api_key: Option<String>,
+    first_token_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Provider {
+    pub fn new(config: ProviderConfig) -> anyhow::Result<Provider> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .user_agent(concat!("ant-server/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Provider {
+            client,
+            chat_url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
+            api_key: config.api_key.filter(|key| !key.is_empty()),
+            first_token_timeout: config.first_token_timeout,
+            idle_timeout: config.idle_timeout,
+        })
+    }
+
+    /// Starts a streamed completion and waits for the provider's response headers.
+    pub async fn stream_chat(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        temperature: Option<f32>,
+    ) -> Result<UpstreamStream, ProviderError> {
+        let started = Instant::now();
+        let body = CompletionRequest {
+            model,
+            messages,
+            stream: true,
+            stream_options: StreamOptions { include_usage: true },
+            temperature,
+        };
+        let mut request = self.client.post(&self.chat_url).json(&body).header("accept", "text/event-stream");
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = tokio::time::timeout(self.first_token_timeout, request.send())
+            .await
+            .map_err(|_| ProviderError::FirstTokenTimeout)?
+            .map_err(|err| {
+                tracing::warn!(cause = %err, "provider request failed");
+                if err.is_timeout() { ProviderError::FirstTokenTimeout } else { ProviderError::Unreachable }
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok());
+            let error_type = provider_error_type(response).await;
+            tracing::warn!(status = status.as_u16(), error_type, "provider refused the request");
+            return Err(ProviderError::Status { status: status.as_u16(), retry_after });
+        }
+        Ok(UpstreamStream {
+            body: Box::pin(response.bytes_stream()),
+            parser: SseParser::default(),
+            pending: VecDeque::new(),
+            first_deadline: Some(started + self.first_token_timeout),
+            idle_timeout: self.idle_timeout,
+            finished: false,
+            saw_finish: false,
+            saw_done: false,
+        })
+    }
+}
+
+/// Reads the `error.type` (or `error.code`) of an OpenAI-style error body: a short label, safe
+/// to log, unlike the message, which may quote the request.
+async fn provider_error_type(response: reqwest::Response) -> String {
+    #[derive(Deserialize)]
+    struct ErrorEnvelope {
+        error: ErrorFields,
+    }
+    #[derive(Deserialize)]
+    struct ErrorFields {
+        #[serde(rename = "type", default)]
+        kind: Option<serde_json::Value>,
+        #[serde(default)]
+        code: Option<serde_json::Value>,
+    }
+    let body = match tokio::time::timeout(Duration::from_secs(2), response.bytes()).await {
+        Ok(Ok(body)) if body.len() <= 64 * 1024 => body,
+        _ => return "unreadable".to_owned(),
+    };
+    let label = serde_json::from_slice::<ErrorEnvelope>(&body)
+        .ok()
+        .and_then(|envelope| envelope.error.kind.or(envelope.error.code))
+        .map(|value| match value {
+            serde_json::Value::String(text) => text,
+            other => other.to_string(),
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    label.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(48).collect()
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// A provider's streamed answer. Dropping it cancels the provider request.
+pub struct UpstreamStream {
+    body: ByteStream,
+    parser: SseParser,
+    pending: VecDeque<UpstreamEvent>,
+    /// Until the first content arrives, the deadline for it; afterwards, `None` and the idle
+    /// timeout applies per chunk.
+    first_deadline: Option<Instant>,
+    idle_timeout: Duration,
+    finished: bool,
+    saw_finish: bool,
+    saw_done: bool,
+}
+
+impl UpstreamStream {
+    /// The next event; `None` at the clean end of the stream.
+    pub async fn next(&mut self) -> Option<Result<UpstreamEvent, ProviderError>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                if matches!(event, UpstreamEvent::Delta(_)) {
+                    self.first_deadline = None;
+                }
+                return Some(Ok(event));
+            }
+            if self.finished {
+                return None;
+            }
+            if self.saw_done {
+                // Read the body to its end so the connection goes back to the pool instead of
+                // being closed; the rest is only the transfer's terminator.
+                while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_millis(200), self.body.next()).await {}
+                self.finished = true;
+                return None;
+            }
+            let deadline = self.first_deadline.unwrap_or_else(|| Instant::now() + self.idle_timeout);
+            let chunk = match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => {
+                    self.finished = true;
+                    return Some(Err(if self.first_deadline.is_some() {
+                        ProviderError::FirstTokenTimeout
+                    } else {
+                        ProviderError::IdleTimeout
+                    }));
+                }
+                Ok(None) => {
+                    self.finished = true;
+                    // A provider may omit `[DONE]`, but not the finish reason.
+                    return if self.saw_finish { None } else { Some(Err(ProviderError::Disconnected)) };
+                }
+                Ok(Some(Err(err))) => {
+                    tracing::warn!(cause = %err, "provider stream broke");
+                    self.finished = true;
+                    return Some(Err(ProviderError::Disconnected));
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            if let Err(err) = self.absorb(&chunk) {
+                self.finished = true;
+                return Some(Err(err));
+            }
+        }
+    }
+
+    fn absorb(&mut self, chunk: &[u8]) -> Result<(), ProviderError> {
+        let events = self.parser.push(chunk).map_err(|_| ProviderError::Malformed)?;
+        for event in events {
+            let data = event.data.trim();
+            if data == "[DONE]" {
+                self.saw_done = true;
+                return Ok(());
+            }
+            let chunk: Chunk = serde_json::from_str(data).map_err(|_| ProviderError::Malformed)?;
+            for choice in chunk.choices {
+                if let Some(text) = choice.delta.content.filter(|text| !text.is_empty()) {
+                    self.pending.push_back(UpstreamEvent::Delta(text));
+                }
+                if let Some(reason) = choice.finish_reason {
+                    self.saw_finish = true;
+                    self.pending.push_back(UpstreamEvent::Finish(reason));
+                }
+            }
+            if let Some(usage) = chunk.usage.or(chunk.x_groq.and_then(|extra| extra.usage)) {
+                self.pending.push_back(UpstreamEvent::Usage(Usage {
+                    prompt_tokens: usage.prompt_tokens,
+                    completion_tokens: usage.completion_tokens,
+                }));
+            }
+        }
+        Ok(())
+    }
+}
