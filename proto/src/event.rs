@@ -119,12 +119,7 @@ mod tests {
     #[test]
     fn events_round_trip_through_sse() {
         let events = vec![
-            StreamEvent::Meta(Meta {
-                request_id: "r1".into(),
-                tool: "fix".into(),
-                version: 2,
-                model: "m".into(),
-            }),
+            StreamEvent::Meta(Meta { request_id: "r1".into(), tool: "fix".into(), version: 2, model: "m".into() }),
             StreamEvent::Delta(Delta { text: "line one\nline two\n".into() }),
             StreamEvent::Done(Done {
                 usage: Usage { prompt_tokens: 10, completion_tokens: 4 },

@@ -19,12 +19,7 @@ pub enum OutputKind {
 }
 
 impl OutputKind {
-    pub const ALL: [OutputKind; 4] = [
-        OutputKind::Text,
-        OutputKind::Code,
-        OutputKind::Findings,
-        OutputKind::Command,
-    ];
+    pub const ALL: [OutputKind; 4] = [OutputKind::Text, OutputKind::Code, OutputKind::Findings, OutputKind::Command];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -147,9 +142,7 @@ pub fn is_valid_slug(slug: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 32
         && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 #[cfg(test)]

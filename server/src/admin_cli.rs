@@ -3,8 +3,8 @@
 
 use std::io::{BufRead, Write};
 
-use anyhow::{Context, bail};
 use aniate_proto::api::{Role, UpsertOutcome};
+use anyhow::{Context, bail};
 
 use crate::{
     auth,
@@ -21,7 +21,8 @@ async fn open(db: &DbArgs) -> anyhow::Result<Db> {
 pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
         AdminCommand::CreateUser { email, admin, password_stdin: _, db } => {
-            let email = auth::normalize_email(&email).with_context(|| format!("`{email}` is not a valid email address"))?;
+            let email =
+                auth::normalize_email(&email).with_context(|| format!("`{email}` is not a valid email address"))?;
             let mut password = String::new();
             stdin.read_line(&mut password).context("cannot read the password from stdin")?;
             let password = password.trim_end_matches(['\n', '\r']).to_owned();
@@ -38,7 +39,8 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             }
         }
         AdminCommand::CreateToken { email, name, db } => {
-            let email = auth::normalize_email(&email).with_context(|| format!("`{email}` is not a valid email address"))?;
+            let email =
+                auth::normalize_email(&email).with_context(|| format!("`{email}` is not a valid email address"))?;
             let db = open(&db).await?;
             let user = db.user_by_email(&email).await?.with_context(|| format!("no user with email {email}"))?;
             let token = auth::new_token();
@@ -67,7 +69,11 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
                     .collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
-                writeln!(out, "{:<16} {:<8} {:>7}  {:<8} {:<22} DESCRIPTION", "SLUG", "OUTPUT", "VERSION", "ACTIVE", "MODEL")?;
+                writeln!(
+                    out,
+                    "{:<16} {:<8} {:>7}  {:<8} {:<22} DESCRIPTION",
+                    "SLUG", "OUTPUT", "VERSION", "ACTIVE", "MODEL"
+                )?;
                 for tool in &tools {
                     writeln!(
                         out,
@@ -84,7 +90,8 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
         }
         AdminCommand::Tools(ToolsCommand::Push { file, db }) => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let tool = crate::tooldef::parse_tool_toml(&text).map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?;
+            let tool =
+                crate::tooldef::parse_tool_toml(&text).map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?;
             let db = open(&db).await?;
             let (stored, outcome) = db.upsert_tool(&tool).await?;
             let verb = match outcome {

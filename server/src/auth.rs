@@ -51,19 +51,16 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 /// Hashes on the blocking pool: Argon2 takes tens of milliseconds of CPU by design.
 pub async fn hash_password_async(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|err| {
+    tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(|_| ApiError::internal())?.map_err(
+        |err| {
             tracing::error!(cause = %err, "password hashing failed");
             ApiError::internal()
-        })
+        },
+    )
 }
 
 pub async fn verify_password_async(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .unwrap_or(false)
+    tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false)
 }
 
 /// Normalises an email for storage and lookup; `None` if it cannot be an address.
@@ -109,10 +106,9 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<AuthUser> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing API token: send `Authorization: Bearer <token>` (get one with `ant login`)"))?;
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing API token: send `Authorization: Bearer <token>` (get one with `ant login`)")
+        })?;
         let token = header
             .to_str()
             .ok()
@@ -149,10 +145,7 @@ impl FromRequestParts<AppState> for AdminUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<AdminUser> {
         let user = AuthUser::from_request_parts(parts, state).await?;
         if user.role != Role::Admin {
-            return Err(ApiError::new(
-                aniate_proto::error::ErrorCode::Forbidden,
-                "this needs an admin account",
-            ));
+            return Err(ApiError::new(aniate_proto::error::ErrorCode::Forbidden, "this needs an admin account"));
         }
         Ok(AdminUser(user))
     }

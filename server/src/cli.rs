@@ -172,9 +172,8 @@ impl DbArgs {
             Some(dir) => dir.clone(),
             None => default_data_dir()?,
         };
-        std::fs::create_dir_all(&data_dir).map_err(|err| {
-            anyhow::anyhow!("cannot create the data dir {}: {err}", data_dir.display())
-        })?;
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|err| anyhow::anyhow!("cannot create the data dir {}: {err}", data_dir.display()))?;
         Ok(crate::db::default_sqlite_url(&data_dir))
     }
 }

@@ -121,17 +121,19 @@ fn finding_from_json(value: &Value) -> Option<Finding> {
     };
     let line = number("line")?.max(1);
     let end_line = number("end_line").filter(|end| *end >= line);
-    let severity = object
-        .get("severity")
-        .and_then(Value::as_str)
-        .and_then(Severity::parse_lenient)
-        .unwrap_or(Severity::Warning);
+    let severity =
+        object.get("severity").and_then(Value::as_str).and_then(Severity::parse_lenient).unwrap_or(Severity::Warning);
     Some(Finding {
         line,
         end_line,
         severity,
         message: text(&["message", "description", "issue"])?,
-        suggestion: text(&["suggestion", "fix"]),
+        // Replacement code: its indentation matters, so only trailing newlines go.
+        suggestion: ["suggestion", "fix"]
+            .iter()
+            .find_map(|key| object.get(*key)?.as_str())
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_owned()),
     })
 }
 
@@ -152,19 +154,32 @@ pub fn parse_command(answer: &str) -> Option<CommandSuggestion> {
         }
     }
     let (command_source, explanation) = match longest_fenced_block(answer) {
-        Some(block) => (block, answer.replace(block, "").replace("```", "")),
+        Some(block) => (block, prose_outside_fences(answer)),
         None => {
             let trimmed = answer.trim();
             let (first, rest) = trimmed.split_once('\n').unwrap_or((trimmed, ""));
-            (first, rest.to_owned())
+            (first, rest.split_whitespace().collect::<Vec<_>>().join(" "))
         }
     };
     let command = command_source.lines().map(str::trim).find(|line| !line.is_empty())?;
     let command = command.strip_prefix("$ ").unwrap_or(command);
-    Some(CommandSuggestion {
-        command: command.to_owned(),
-        explanation: explanation.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("```")).collect::<Vec<_>>().join(" "),
-    })
+    Some(CommandSuggestion { command: command.to_owned(), explanation })
+}
+
+/// The lines of `text` outside fenced blocks, joined into one paragraph.
+fn prose_outside_fences(text: &str) -> String {
+    let mut in_fence = false;
+    let mut words = Vec::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if !in_fence {
+            words.extend(line.split_whitespace());
+        }
+    }
+    words.join(" ")
 }
 
 #[cfg(test)]
@@ -177,7 +192,7 @@ mod tests {
         assert_eq!(strip_fences("```\nx = 1\ny = 2\n```\n"), "x = 1\ny = 2");
         assert_eq!(strip_fences("x = 1\n"), "x = 1\n");
         assert_eq!(strip_fences("Here is the fix:\n```py\na\n```\nThanks"), "a\n");
-        assert_eq!(strip_fences("```py\nunterminated\n"), "unterminated\n");
+        assert_eq!(strip_fences("```py\nunterminated\n"), "unterminated");
         assert_eq!(strip_fences("```"), "");
     }
 
@@ -205,7 +220,13 @@ mod tests {
                     message: "division by zero".into(),
                     suggestion: Some("if d: x / d".into()),
                 },
-                Finding { line: 7, end_line: None, severity: Severity::Hint, message: "naming".into(), suggestion: None },
+                Finding {
+                    line: 7,
+                    end_line: None,
+                    severity: Severity::Hint,
+                    message: "naming".into(),
+                    suggestion: None
+                },
             ]
         );
         assert_eq!(n_skipped, 3);

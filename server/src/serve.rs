@@ -97,10 +97,7 @@ pub async fn run(
                 shutdown_handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
             });
             let std_listener = listener.into_std()?;
-            axum_server::from_tcp_rustls(std_listener, config)
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await?;
+            axum_server::from_tcp_rustls(std_listener, config).handle(handle).serve(app.into_make_service()).await?;
         }
     }
     tracing::info!("stopped");

@@ -84,9 +84,7 @@ fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), String> 
 pub fn seed_tools() -> Vec<ToolUpsert> {
     SEEDS
         .iter()
-        .map(|(file, text)| {
-            parse_tool_toml(text).unwrap_or_else(|err| panic!("seed tool {file} is invalid: {err}"))
-        })
+        .map(|(file, text)| parse_tool_toml(text).unwrap_or_else(|err| panic!("seed tool {file} is invalid: {err}")))
         .collect()
 }
 

@@ -7,8 +7,8 @@
 //! **Architecture Invariant:** this module is the only place that knows SQL, and every value
 //! reaches SQL as a bound parameter.
 
-mod tools;
 mod tokens;
+mod tools;
 mod usage;
 mod users;
 
@@ -61,10 +61,7 @@ impl DbError {
 
     /// Whether the error means "the database is not reachable now", as opposed to a bad query.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            DbError::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
-        )
+        matches!(self, DbError::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed))
     }
 }
 
@@ -155,9 +152,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// Milliseconds since the Unix epoch, the unit of every time column.
 pub fn now_ms() -> i64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 

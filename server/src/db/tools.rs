@@ -1,6 +1,10 @@
 //! The `global_tools` table: every tool, with its system prompt.
 
-use aniate_proto::{api::{ToolUpsert, UpsertOutcome}, tool::OutputKind, tool::ToolMeta};
+use aniate_proto::{
+    api::{ToolUpsert, UpsertOutcome},
+    tool::OutputKind,
+    tool::ToolMeta,
+};
 use sqlx::{Row, any::AnyRow};
 
 use super::{Db, DbError, DbResult, now_ms, rfc3339};
@@ -25,7 +29,6 @@ pub struct StoredTool {
     pub version: i64,
     pub updated_at: i64,
 }
-
 
 impl StoredTool {
     pub fn meta(&self) -> ToolMeta {
@@ -121,11 +124,7 @@ impl Db {
             Some(row) => {
                 let stored = StoredTool::from_row(&row)?;
                 // Versions only go up, so version 1 means this statement inserted the row.
-                let outcome = if stored.version == 1 {
-                    UpsertOutcome::Created
-                } else {
-                    UpsertOutcome::Updated
-                };
+                let outcome = if stored.version == 1 { UpsertOutcome::Created } else { UpsertOutcome::Updated };
                 Ok((stored, outcome))
             }
             None => {

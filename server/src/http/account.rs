@@ -27,7 +27,10 @@ pub async fn signup(
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
     if !state.limits.allow_signup {
-        return Err(ApiError::new(ErrorCode::Forbidden, "signups are closed on this server; ask its admin for an account"));
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "signups are closed on this server; ask its admin for an account",
+        ));
     }
     let email = auth::normalize_email(&credentials.email)
         .ok_or_else(|| ApiError::invalid("email: not a valid email address"))?;

@@ -21,7 +21,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     ErrorCode::PayloadTooLarge,
-                    format!("request body over the limit (content may be at most {} bytes)", state.limits.max_content_bytes),
+                    format!(
+                        "request body over the limit (content may be at most {} bytes)",
+                        state.limits.max_content_bytes
+                    ),
                 )
             } else {
                 ApiError::bad_request(format!("could not read the request body: {rejection}"))
@@ -43,9 +46,8 @@ impl FromRequestParts<AppState> for SlugPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Path(slug) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::not_found("no such tool"))?;
+        let Path(slug) =
+            Path::<String>::from_request_parts(parts, state).await.map_err(|_| ApiError::not_found("no such tool"))?;
         if !aniate_proto::tool::is_valid_slug(&slug) {
             return Err(ApiError::not_found("no such tool (slugs are a-z, 0-9 and -)"));
         }

@@ -98,8 +98,8 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> Response {
-    let mut response =
-        ApiError::new(aniate_proto::error::ErrorCode::BadRequest, "method not allowed on this endpoint").into_response();
+    let mut response = ApiError::new(aniate_proto::error::ErrorCode::BadRequest, "method not allowed on this endpoint")
+        .into_response();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
 }
@@ -128,20 +128,14 @@ pub fn new_request_id() -> String {
 
 /// Gives the request its id and span, logs it, counts it.
 async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(sane_request_id)
-        .unwrap_or_else(new_request_id);
+    let request_id = request.headers().get("x-request-id").and_then(sane_request_id).unwrap_or_else(new_request_id);
     request.extensions_mut().insert(RequestId(request_id.clone()));
     let method = request.method().clone();
     let span = tracing::info_span!("request", request_id = %request_id, method = %method);
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
-    let route = response
-        .extensions()
-        .get::<MatchedRoute>()
-        .map_or_else(|| "unmatched".to_owned(), |route| route.0.clone());
+    let route =
+        response.extensions().get::<MatchedRoute>().map_or_else(|| "unmatched".to_owned(), |route| route.0.clone());
     let status = response.status().as_u16();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);

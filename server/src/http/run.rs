@@ -93,7 +93,8 @@ pub async fn run_tool(
         finished: false,
     };
 
-    let mut upstream = match state.provider.stream_chat(&tool.model, &messages, prompt::temperature(tool.output)).await {
+    let mut upstream = match state.provider.stream_chat(&tool.model, &messages, prompt::temperature(tool.output)).await
+    {
         Ok(upstream) => {
             recorder.provider_started = true;
             upstream

@@ -1,1 +1,10 @@
+//! Integration tests: the real `ant-server` binary over real HTTP, on SQLite and PostgreSQL,
+//! against the fake LLM.
 
+mod harness;
+
+mod accounts;
+mod ops;
+mod registry;
+mod runs;
+mod secrets;
