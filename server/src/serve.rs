@@ -20,6 +20,14 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the server from its flags and runs it until `shutdown` resolves.
 pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| format!("cannot load TLS certificate {} and key {}", cert.display(), key.display()))?,
+        ),
+        _ => None,
+    };
     let url = args.db.resolve_url()?;
     let db = Db::open(&url).await.with_context(|| format!("cannot open the database {}", redact_url(&url)))?;
     let provider = Provider::new(ProviderConfig {
@@ -37,14 +45,6 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         limits: Limits { max_content_bytes: args.max_content_bytes, allow_signup: args.allow_signup },
     }));
     let app = crate::http::router(state);
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .with_context(|| format!("cannot load TLS certificate {} and key {}", cert.display(), key.display()))?,
-        ),
-        _ => None,
-    };
     let listener = TcpListener::bind(&args.bind).await.with_context(|| format!("cannot listen on {}", args.bind))?;
     tracing::info!(
         database = ?db.backend(),

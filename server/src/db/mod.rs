@@ -92,11 +92,18 @@ impl Db {
             return Err(DbError::UnsupportedUrl(redact_url(url)));
         };
         let options = AnyConnectOptions::from_str(url)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
+        // Every connection to an in-memory SQLite database is a database of its own, so such
+        // a pool must be one connection that is never closed.
+        let in_memory = backend == Backend::Sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
+        let pool_options = if in_memory {
+            AnyPoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+        } else {
+            AnyPoolOptions::new().max_connections(match backend {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
+        };
+        let pool = pool_options
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
@@ -173,6 +180,14 @@ mod tests {
     fn urls_are_redacted() {
         assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[tokio::test]
+    async fn in_memory_sqlite_is_one_database() {
+        let db = Db::open("sqlite::memory:").await.unwrap();
+        assert_eq!(db.active_tools().await.unwrap().len(), 4, "migrations and seeds share the one connection");
+        let again = Db::open("sqlite::memory:").await.unwrap();
+        assert!(again.user_by_email("nobody@x.y").await.unwrap().is_none());
     }
 
     #[test]

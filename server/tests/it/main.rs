@@ -8,3 +8,4 @@ mod ops;
 mod registry;
 mod runs;
 mod secrets;
+mod tls;
