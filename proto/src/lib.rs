@@ -15,6 +15,7 @@
 pub mod api;
 pub mod error;
 pub mod event;
+pub mod ipc;
 pub mod sse;
 pub mod tool;
 

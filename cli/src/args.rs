@@ -1,0 +1,719 @@
+//! The command line of `ant`, as clap derive types.
+//!
+//! Built-in commands are variants of [`Command`]. Tools are dynamic (an admin can push one at any
+//! time), so anything that is not a built-in command lands in [`Command::Run`] through clap's
+//! external subcommand support, and [`parse_run_args`] parses it with a second, small parser
+//! ([`RunArgs`]). That way `ant fix app.py -i "keep it short" --apply` works, and `ant fix --help`
+//! prints the help of a tool run.
+//!
+//! Global flags live in [`GlobalArgs`]. Both parsers accept them, because flags written after a
+//! tool's slug never reach the top-level parser: `ant fix app.py --json` puts `--json` in
+//! [`RunArgs::global`]; [`GlobalArgs::merged_with`] combines the two.
+
+use std::io::Write;
+
+use aniate_proto::tool::is_valid_slug;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, error::ErrorKind};
+
+/// Copy-paste examples shown by `ant --help`.
+const EXAMPLES: &str = "\
+Examples:
+  ant login                                  Log in (asks for your email and password)
+  ant marketplace                            See the tools on the server
+  ant install fix review shell what          Install tools
+  ant fix app.py                             Show the fix for app.py as a diff
+  ant fix app.py -i \"keep it short\" --apply  Apply the fix (the original is kept as app.py.orig)
+  git diff | ant review -                    Review what is on stdin
+  ant review src/main.rs --format sarif      Findings as SARIF, for code-scanning tools
+  ant shell -i \"find files over 1 GB\"        Propose a command, and ask before running it
+  ant what -i \"what is a monad?\"             Ask a question
+  ant list                                   The installed tools
+  ant update                                 Update the installed tools
+  ant daemon status                          Is the background daemon running?
+  ant completions zsh > ~/.zfunc/_ant        Shell completions
+
+Environment:
+  ANIATE_HOME     where ant keeps its files (default ~/.aniate)
+  ANIATE_SERVER   the server URL, like --server
+  ANIATE_TOKEN    an API token to use instead of the stored one (for CI)
+  ANIATE_LOG      the daemon's log filter, e.g. debug
+  NO_COLOR        set to turn colours off
+
+Exit codes:
+  0 ok, 1 error, 2 usage error, 3 not logged in, 4 tool not installed or unknown,
+  5 server or provider unavailable, 130 interrupted";
+
+/// Examples shown by `ant SLUG --help`.
+const RUN_EXAMPLES: &str = "\
+What the flags do depends on the tool's output kind (see `ant list`):
+  text      the answer is printed as it streams
+  code      a diff against FILE is shown; --apply writes it (the original is kept as FILE.orig)
+  findings  findings are printed as file:line: severity: message; --format sarif gives SARIF
+  command   the command is shown and run only after you say yes, or with --yes
+
+Examples:
+  ant fix app.py
+  ant fix app.py -i \"keep it short\" --apply
+  cat app.py | ant fix - --language python
+  ant review src/main.rs --format sarif > review.sarif
+  ant shell -i \"list the 10 largest files here\"
+  ant what -i \"what does `set -euo pipefail` do?\"";
+
+/// `ant`: the Aniate command line.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "ant",
+    version,
+    about = "Aniate: AI developer tools from your terminal",
+    long_about = "Aniate: AI developer tools from your terminal.\n\n\
+        Browse the tools with `ant marketplace`, install them with `ant install`, and run one with \
+        `ant SLUG [FILE]`. A background daemon (aniated) keeps your login and a warm connection to \
+        the server; ant starts it when needed.",
+    after_long_help = EXAMPLES,
+    arg_required_else_help = true,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, before or after the command name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Machine-readable output: one JSON document, or NDJSON for a streamed answer
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Talk to the server directly instead of through the aniated daemon
+    #[arg(long, global = true)]
+    pub no_daemon: bool,
+    /// The Aniate server, e.g. https://aniate.example.com (overrides config.toml)
+    #[arg(long, global = true, env = "ANIATE_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// When to use colours; `auto` means on a terminal and when NO_COLOR is unset
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+    /// Print only results and errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+impl GlobalArgs {
+    /// Combines these flags with `later` ones, written after a tool's slug: a flag set in either
+    /// place counts, and where both give a value, the later one wins.
+    pub fn merged_with(self, later: &GlobalArgs) -> GlobalArgs {
+        GlobalArgs {
+            json: self.json || later.json,
+            no_daemon: self.no_daemon || later.no_daemon,
+            server: later.server.clone().or(self.server),
+            color: if later.color == ColorChoice::Auto { self.color } else { later.color },
+            quiet: self.quiet || later.quiet,
+        }
+    }
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour on a terminal, unless NO_COLOR is set
+    #[default]
+    Auto,
+    /// Always colour, even when piped
+    Always,
+    /// Never colour
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Log in: asks for your email and password, or takes a token
+    #[command(after_long_help = "Examples:\n  ant login\n  ant login --token \"$ANIATE_TOKEN\"\n  \
+        printf '%s' \"$PASSWORD\" | ant login --email me@example.com --password-stdin")]
+    Login(LoginArgs),
+    /// Create an account and log in
+    #[command(after_long_help = "Examples:\n  ant signup --email me@example.com\n  \
+        printf '%s' \"$PASSWORD\" | ant signup --email me@example.com --password-stdin")]
+    Signup(SignupArgs),
+    /// Log out: revoke and forget the stored token
+    Logout,
+    /// Show who you are logged in as, and on which server
+    Whoami,
+    /// List every tool on the server, with what is installed
+    #[command(visible_alias = "market")]
+    Marketplace,
+    /// Install tools by slug
+    #[command(after_long_help = "Example:\n  ant install fix review")]
+    Install {
+        /// The tools to install, e.g. `fix review`
+        #[arg(required = true, value_name = "SLUG")]
+        slugs: Vec<String>,
+    },
+    /// Remove an installed tool
+    Uninstall {
+        /// The tool to remove
+        #[arg(value_name = "SLUG")]
+        slug: String,
+    },
+    /// List the installed tools
+    #[command(visible_alias = "ls")]
+    List,
+    /// Update the installed tools to the server's versions
+    Update,
+    /// Manage the background daemon (aniated)
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+    /// Read and change settings in config.toml
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print shell completions
+    #[command(
+        after_long_help = "Examples:\n  ant completions bash > ~/.local/share/bash-completion/completions/ant\n  \
+        ant completions zsh > ~/.zfunc/_ant\n  ant completions fish > ~/.config/fish/completions/ant.fish"
+    )]
+    Completions {
+        /// The shell to print completions for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Run an installed tool: `ant SLUG [FILE|-] [-i TEXT]` (see `ant SLUG --help`)
+    #[command(external_subcommand)]
+    Run(Vec<String>),
+}
+
+/// `ant login`: interactive without flags.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct LoginArgs {
+    /// Log in with an API token instead of a password
+    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["email", "password_stdin"])]
+    pub token: Option<String>,
+    /// Your email; asked for when missing
+    #[arg(long, value_name = "EMAIL")]
+    pub email: Option<String>,
+    /// Read the password from stdin (one line) instead of asking for it
+    #[arg(long, requires = "email")]
+    pub password_stdin: bool,
+}
+
+/// `ant signup`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct SignupArgs {
+    /// The email of the new account
+    #[arg(long, value_name = "EMAIL")]
+    pub email: String,
+    /// Read the password from stdin (one line) instead of asking for it twice
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum DaemonCommand {
+    /// Start the daemon in the background (ant also starts it when needed)
+    Start,
+    /// Stop the daemon
+    Stop,
+    /// Stop the daemon, then start it again
+    Restart,
+    /// Show whether the daemon runs, and its state
+    Status,
+    /// Show the daemon's log
+    Logs {
+        /// Keep printing new lines as they are written
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines to show
+        #[arg(short = 'n', long, default_value_t = 50, value_name = "N")]
+        lines: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ConfigCommand {
+    /// Print one setting
+    Get {
+        #[arg(value_enum)]
+        key: ConfigKey,
+    },
+    /// Change one setting; an empty VALUE removes it
+    Set {
+        #[arg(value_enum)]
+        key: ConfigKey,
+        value: String,
+    },
+    /// Print every setting
+    List,
+}
+
+/// The settings of `config.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+pub enum ConfigKey {
+    /// The Aniate server's URL
+    #[value(name = "server")]
+    Server,
+    /// A PEM file with an extra CA certificate to trust (self-hosted HTTPS)
+    #[value(name = "ca_cert")]
+    CaCert,
+    /// How often the daemon checks for tool updates, in seconds
+    #[value(name = "update_check_secs")]
+    UpdateCheckSecs,
+    /// How long the daemon keeps a tool's answer for the same input, in seconds
+    #[value(name = "cache_ttl_secs")]
+    CacheTtlSecs,
+}
+
+impl ConfigKey {
+    pub const ALL: [ConfigKey; 4] =
+        [ConfigKey::Server, ConfigKey::CaCert, ConfigKey::UpdateCheckSecs, ConfigKey::CacheTtlSecs];
+
+    /// The key as written in `config.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigKey::Server => "server",
+            ConfigKey::CaCert => "ca_cert",
+            ConfigKey::UpdateCheckSecs => "update_check_secs",
+            ConfigKey::CacheTtlSecs => "cache_ttl_secs",
+        }
+    }
+}
+
+/// `ant SLUG ...`: running an installed tool. Parsed by [`parse_run_args`].
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "ant-run",
+    about = "Run an installed tool",
+    override_usage = "ant SLUG [FILE|-] [OPTIONS]",
+    after_long_help = RUN_EXAMPLES
+)]
+pub struct RunArgs {
+    /// The tool's slug; set by [`parse_run_args`], not parsed.
+    #[arg(skip)]
+    pub slug: String,
+    /// The file to work on; `-` reads stdin
+    #[arg(value_name = "FILE")]
+    pub file: Option<String>,
+    /// What you want, in your words
+    #[arg(short, long, value_name = "TEXT")]
+    pub instructions: Option<String>,
+    /// Write the fix to FILE, keeping the original as FILE.orig (`code` tools)
+    #[arg(long)]
+    pub apply: bool,
+    /// Ask the server again instead of using a cached answer
+    #[arg(long)]
+    pub fresh: bool,
+    /// How to print findings: `sarif` is for code-scanning tools (`findings` tools)
+    #[arg(long, value_enum, default_value_t = RunFormat::Text, value_name = "FORMAT")]
+    pub format: RunFormat,
+    /// Run the proposed command without asking (`command` tools)
+    #[arg(short, long)]
+    pub yes: bool,
+    /// The file's language, when its extension does not tell, e.g. `python`
+    #[arg(long, value_name = "LANGUAGE")]
+    pub language: Option<String>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+/// `--format` of a tool run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, ValueEnum)]
+pub enum RunFormat {
+    /// Human-readable
+    #[default]
+    Text,
+    /// SARIF 2.1.0 JSON (`findings` tools only)
+    Sarif,
+}
+
+/// The clap command for running `slug`; `description` (the tool's, from its local metadata)
+/// replaces the generic about text in `ant SLUG --help`.
+pub fn run_command(slug: &str, description: Option<&str>) -> clap::Command {
+    let command =
+        RunArgs::command().bin_name(format!("ant {slug}")).override_usage(format!("ant {slug} [FILE|-] [OPTIONS]"));
+    match description {
+        Some(description) => command.about(description.to_owned()),
+        None => command,
+    }
+}
+
+/// Parses the words of [`Command::Run`]: the tool's slug, then its arguments.
+///
+/// A `--help` comes back as an error of kind [`ErrorKind::DisplayHelp`], as with any clap parse;
+/// `error.exit()` or [`crate::exit::Exit::for_clap_error`] handle it.
+pub fn parse_run_args(slug_and_args: &[String]) -> Result<RunArgs, clap::Error> {
+    parse_run_args_described(slug_and_args, None)
+}
+
+/// [`parse_run_args`] with the tool's description for `--help`, when the tool is known locally.
+pub fn parse_run_args_described(slug_and_args: &[String], description: Option<&str>) -> Result<RunArgs, clap::Error> {
+    let Some((slug, args)) = slug_and_args.split_first() else {
+        return Err(Cli::command().error(ErrorKind::MissingSubcommand, "a command or a tool's slug is required"));
+    };
+    if !is_valid_slug(slug) {
+        let mut message = format!(
+            "`{slug}` is not a command or a tool; tool slugs are lowercase letters, digits and `-` (see `ant list`)"
+        );
+        if let Some(builtin) = suggest_builtin(slug) {
+            message.push_str(&format!("\n\n  tip: a similar command exists: `ant {builtin}`"));
+        }
+        return Err(Cli::command().error(ErrorKind::InvalidSubcommand, message));
+    }
+    let mut command = run_command(slug, description);
+    let argv = std::iter::once(format!("ant {slug}")).chain(args.iter().cloned());
+    let mut matches = command.try_get_matches_from_mut(argv)?;
+    let mut run = RunArgs::from_arg_matches_mut(&mut matches).map_err(|err| err.format(&mut command))?;
+    run.slug = slug.clone();
+    Ok(run)
+}
+
+/// The names of the built-in commands, aliases included.
+pub fn builtin_names() -> Vec<String> {
+    let cli = Cli::command();
+    let mut names = Vec::new();
+    for sub in cli.get_subcommands() {
+        names.push(sub.get_name().to_owned());
+        names.extend(sub.get_all_aliases().map(str::to_owned));
+    }
+    names
+}
+
+/// A built-in command close to `word`, for a "did you mean" hint when `ant WORD` names neither a
+/// command nor an installed tool (e.g. `ant instal`).
+pub fn suggest_builtin(word: &str) -> Option<String> {
+    let names = builtin_names();
+    if names.iter().any(|name| name == word) {
+        return None;
+    }
+    let word = word.to_lowercase();
+    names
+        .into_iter()
+        .filter(|name| name != "help")
+        .map(|name| (edit_distance(&word, &name), name))
+        .filter(|(distance, name)| *distance <= 2.min(name.len() / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, a_char) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, b_char) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(a_char != *b_char);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// Writes the completion script of `shell` for `ant`.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "ant", out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        match Cli::try_parse_from(std::iter::once("ant").chain(args.iter().copied())) {
+            Ok(cli) => cli,
+            Err(err) => panic!("{args:?}: {err}"),
+        }
+    }
+
+    fn command(args: &[&str]) -> Command {
+        parse(args).command
+    }
+
+    fn parse_err(args: &[&str]) -> ErrorKind {
+        match Cli::try_parse_from(std::iter::once("ant").chain(args.iter().copied())) {
+            Ok(cli) => panic!("{args:?} parsed: {cli:?}"),
+            Err(err) => err.kind(),
+        }
+    }
+
+    fn run(args: &[&str]) -> RunArgs {
+        let Command::Run(words) = command(args) else { panic!("{args:?} is not a run") };
+        match parse_run_args(&words) {
+            Ok(run) => run,
+            Err(err) => panic!("{args:?}: {err}"),
+        }
+    }
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|word| (*word).to_owned()).collect()
+    }
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+        RunArgs::command().debug_assert();
+        run_command("fix", Some("Fixes a file")).debug_assert();
+    }
+
+    #[test]
+    fn login_forms() {
+        assert_eq!(command(&["login"]), Command::Login(LoginArgs { token: None, email: None, password_stdin: false }));
+        assert_eq!(
+            command(&["login", "--token", "T"]),
+            Command::Login(LoginArgs { token: Some("T".into()), email: None, password_stdin: false })
+        );
+        assert_eq!(
+            command(&["login", "--email", "e@x.org", "--password-stdin"]),
+            Command::Login(LoginArgs { token: None, email: Some("e@x.org".into()), password_stdin: true })
+        );
+        assert_eq!(parse_err(&["login", "--password-stdin"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(parse_err(&["login", "--token", "T", "--email", "e@x.org"]), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn signup_forms() {
+        assert_eq!(
+            command(&["signup", "--email", "e@x.org"]),
+            Command::Signup(SignupArgs { email: "e@x.org".into(), password_stdin: false })
+        );
+        assert_eq!(
+            command(&["signup", "--email", "e@x.org", "--password-stdin"]),
+            Command::Signup(SignupArgs { email: "e@x.org".into(), password_stdin: true })
+        );
+        assert_eq!(parse_err(&["signup"]), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn simple_commands_and_aliases() {
+        assert_eq!(command(&["logout"]), Command::Logout);
+        assert_eq!(command(&["whoami"]), Command::Whoami);
+        assert_eq!(command(&["marketplace"]), Command::Marketplace);
+        assert_eq!(command(&["market"]), Command::Marketplace);
+        assert_eq!(command(&["list"]), Command::List);
+        assert_eq!(command(&["ls"]), Command::List);
+        assert_eq!(command(&["update"]), Command::Update);
+    }
+
+    #[test]
+    fn install_and_uninstall() {
+        assert_eq!(command(&["install", "fix"]), Command::Install { slugs: strings(&["fix"]) });
+        assert_eq!(command(&["install", "fix", "review"]), Command::Install { slugs: strings(&["fix", "review"]) });
+        assert_eq!(parse_err(&["install"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(command(&["uninstall", "fix"]), Command::Uninstall { slug: "fix".into() });
+        assert_eq!(parse_err(&["uninstall"]), ErrorKind::MissingRequiredArgument);
+        assert_eq!(parse_err(&["uninstall", "a", "b"]), ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn daemon_commands() {
+        assert_eq!(command(&["daemon", "start"]), Command::Daemon(DaemonCommand::Start));
+        assert_eq!(command(&["daemon", "stop"]), Command::Daemon(DaemonCommand::Stop));
+        assert_eq!(command(&["daemon", "restart"]), Command::Daemon(DaemonCommand::Restart));
+        assert_eq!(command(&["daemon", "status"]), Command::Daemon(DaemonCommand::Status));
+        assert_eq!(command(&["daemon", "logs"]), Command::Daemon(DaemonCommand::Logs { follow: false, lines: 50 }));
+        assert_eq!(
+            command(&["daemon", "logs", "-f", "-n", "10"]),
+            Command::Daemon(DaemonCommand::Logs { follow: true, lines: 10 })
+        );
+        assert_eq!(
+            command(&["daemon", "logs", "--follow", "--lines", "3"]),
+            Command::Daemon(DaemonCommand::Logs { follow: true, lines: 3 })
+        );
+        assert_eq!(parse_err(&["daemon", "logs", "-n", "many"]), ErrorKind::ValueValidation);
+        assert_eq!(parse_err(&["daemon"]), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
+    }
+
+    #[test]
+    fn config_commands() {
+        assert_eq!(
+            command(&["config", "get", "server"]),
+            Command::Config(ConfigCommand::Get { key: ConfigKey::Server })
+        );
+        assert_eq!(
+            command(&["config", "set", "ca_cert", "/etc/ca.pem"]),
+            Command::Config(ConfigCommand::Set { key: ConfigKey::CaCert, value: "/etc/ca.pem".into() })
+        );
+        assert_eq!(
+            command(&["config", "set", "cache_ttl_secs", ""]),
+            Command::Config(ConfigCommand::Set { key: ConfigKey::CacheTtlSecs, value: String::new() })
+        );
+        assert_eq!(command(&["config", "list"]), Command::Config(ConfigCommand::List));
+        assert_eq!(parse_err(&["config", "get", "password"]), ErrorKind::InvalidValue);
+        for key in ConfigKey::ALL {
+            let parsed = command(&["config", "get", key.as_str()]);
+            assert_eq!(parsed, Command::Config(ConfigCommand::Get { key }));
+        }
+    }
+
+    #[test]
+    fn completions_for_every_shell() {
+        for (name, shell) in [
+            ("bash", clap_complete::Shell::Bash),
+            ("zsh", clap_complete::Shell::Zsh),
+            ("fish", clap_complete::Shell::Fish),
+            ("elvish", clap_complete::Shell::Elvish),
+            ("powershell", clap_complete::Shell::PowerShell),
+        ] {
+            assert_eq!(command(&["completions", name]), Command::Completions { shell });
+            let mut script = Vec::new();
+            write_completions(shell, &mut script);
+            let script = String::from_utf8(script).unwrap();
+            assert!(script.contains("marketplace"), "{name}");
+        }
+        assert_eq!(parse_err(&["completions", "tcsh"]), ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let cli =
+            parse(&["--json", "--no-daemon", "--server", "http://localhost:8787", "--color", "never", "-q", "list"]);
+        assert_eq!(
+            cli.global,
+            GlobalArgs {
+                json: true,
+                no_daemon: true,
+                server: Some("http://localhost:8787".into()),
+                color: ColorChoice::Never,
+                quiet: true
+            }
+        );
+        let cli = parse(&["list", "--json", "--color=always"]);
+        assert!(cli.global.json);
+        assert_eq!(cli.global.color, ColorChoice::Always);
+        assert_eq!(parse(&["whoami"]).global.color, ColorChoice::Auto);
+        assert_eq!(parse_err(&["--color", "sometimes", "list"]), ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn no_command_shows_help() {
+        assert_eq!(parse_err(&[]), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
+        assert_eq!(parse_err(&["--help"]), ErrorKind::DisplayHelp);
+        assert_eq!(parse_err(&["--version"]), ErrorKind::DisplayVersion);
+    }
+
+    #[test]
+    fn long_help_teaches_with_examples() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("ant fix app.py -i \"keep it short\" --apply"), "{help}");
+        assert!(help.contains("Exit codes:"), "{help}");
+    }
+
+    #[test]
+    fn running_a_tool_with_everything() {
+        let run = run(&["fix", "app.py", "-i", "keep it short", "--apply"]);
+        assert_eq!(
+            run,
+            RunArgs {
+                slug: "fix".into(),
+                file: Some("app.py".into()),
+                instructions: Some("keep it short".into()),
+                apply: true,
+                fresh: false,
+                format: RunFormat::Text,
+                yes: false,
+                language: None,
+                global: GlobalArgs::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn running_a_tool_in_other_shapes() {
+        let review = run(&["review", "-", "--format", "sarif", "--fresh", "--language", "rust"]);
+        assert_eq!(review.slug, "review");
+        assert_eq!(review.file.as_deref(), Some("-"));
+        assert_eq!(review.format, RunFormat::Sarif);
+        assert!(review.fresh);
+        assert_eq!(review.language.as_deref(), Some("rust"));
+
+        let shell = run(&["shell", "--instructions", "find big files", "--yes"]);
+        assert_eq!(shell.file, None);
+        assert_eq!(shell.instructions.as_deref(), Some("find big files"));
+        assert!(shell.yes);
+
+        let what = run(&["what", "-y", "-i", "hi"]);
+        assert!(what.yes);
+
+        let bare = run(&["what"]);
+        assert_eq!(bare.slug, "what");
+        assert_eq!(bare.file, None);
+        assert_eq!(bare.instructions, None);
+    }
+
+    #[test]
+    fn global_flags_after_the_slug_are_merged() {
+        let cli =
+            parse(&["--server", "http://a", "fix", "app.py", "--json", "--color", "never", "--server", "http://b"]);
+        let Command::Run(words) = &cli.command else { panic!("not a run") };
+        let run = parse_run_args(words).unwrap();
+        assert_eq!(run.file.as_deref(), Some("app.py"));
+        let merged = cli.global.clone().merged_with(&run.global);
+        assert!(merged.json);
+        assert_eq!(merged.color, ColorChoice::Never);
+        assert_eq!(merged.server.as_deref(), Some("http://b"));
+
+        let cli = parse(&["--color", "always", "-q", "what"]);
+        let Command::Run(words) = &cli.command else { panic!("not a run") };
+        let merged = cli.global.clone().merged_with(&parse_run_args(words).unwrap().global);
+        assert_eq!(merged.color, ColorChoice::Always);
+        assert!(merged.quiet);
+        assert!(!merged.json);
+    }
+
+    #[test]
+    fn run_help_is_the_run_parsers() {
+        let err = parse_run_args(&strings(&["fix", "--help"])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::DisplayHelp);
+        let help = err.to_string();
+        assert!(help.contains("Usage: ant fix [FILE|-] [OPTIONS]"), "{help}");
+        assert!(help.contains("--apply"), "{help}");
+        assert!(help.contains("command   the command is shown"), "{help}");
+
+        let err = parse_run_args_described(&strings(&["fix", "-h"]), Some("Fixes bugs in one file")).unwrap_err();
+        assert!(err.to_string().contains("Fixes bugs in one file"), "{err}");
+    }
+
+    #[test]
+    fn bad_run_arguments_are_usage_errors() {
+        let err = parse_run_args(&strings(&["fix", "a.py", "b.py"])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnknownArgument);
+        let err = parse_run_args(&strings(&["fix", "--format", "xml"])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        let err = parse_run_args(&strings(&["fix", "--bogus"])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnknownArgument);
+        let err = parse_run_args(&strings(&["fix", "-i"])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        let err = parse_run_args(&[]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingSubcommand);
+    }
+
+    #[test]
+    fn invalid_slugs_are_refused_with_a_tip() {
+        let err = parse_run_args(&strings(&["Fix", "app.py"])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidSubcommand);
+        assert!(err.to_string().contains("`Fix` is not a command or a tool"), "{err}");
+        let err = parse_run_args(&strings(&["../x"])).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidSubcommand);
+        let err = parse_run_args(&strings(&["Install"])).unwrap_err();
+        assert!(err.to_string().contains("`ant install`"), "{err}");
+    }
+
+    #[test]
+    fn builtin_suggestions() {
+        assert_eq!(suggest_builtin("instal").as_deref(), Some("install"));
+        assert_eq!(suggest_builtin("marketplce").as_deref(), Some("marketplace"));
+        assert_eq!(suggest_builtin("wohami").as_deref(), Some("whoami"));
+        assert_eq!(suggest_builtin("fix"), None);
+        assert_eq!(suggest_builtin("list"), None);
+        assert_eq!(suggest_builtin(""), None);
+        assert!(builtin_names().contains(&"ls".to_owned()));
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("é", "e"), 1);
+    }
+}

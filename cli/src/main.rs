@@ -1,0 +1,2 @@
+//! ant binary.
+fn main() {}

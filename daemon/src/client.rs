@@ -1,0 +1,333 @@
+//! [`DaemonClient`]: how `ant` and `ant-lsp` talk to `aniated`, starting it when it is not
+//! running and restarting it when it is older than the client.
+//!
+//! Start-up follows sccache's: connect; only if nothing listens, spawn the daemon (detached,
+//! in its own process group so a Ctrl-C in the terminal does not reach it) and retry the
+//! connection until it answers or the start timeout passes.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aniate_proto::ipc::{
+    ClientFrame, ClientHello, DaemonFrame, DaemonHello, IpcError, IpcErrorCode, PROTOCOL, Reply, Request, RequestFrame,
+};
+use interprocess::local_socket::{
+    GenericFilePath,
+    tokio::{Stream, prelude::*},
+};
+use tokio::{
+    io::{AsyncWriteExt, BufReader},
+    sync::mpsc,
+};
+
+use crate::{
+    frames::{SharedStream, read_frame, write_frame},
+    home::Home,
+    replies::Replies,
+};
+
+/// The exit status of an `aniated` that found another one running for its home.
+pub const EXIT_ALREADY_RUNNING: i32 = 3;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `name/version`, sent in the hello.
+    pub client: String,
+    /// Start the daemon when it is not running.
+    pub autostart: bool,
+    /// The `aniated` to start; default: `ANIATE_DAEMON_EXE`, else next to the current
+    /// executable, else `aniated` on `PATH`.
+    pub daemon_exe: Option<PathBuf>,
+    pub start_timeout: Duration,
+}
+
+impl ClientOptions {
+    pub fn new(client: impl Into<String>) -> ClientOptions {
+        ClientOptions {
+            client: client.into(),
+            autostart: true,
+            daemon_exe: None,
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("aniated is not running (no daemon at {0})")]
+    NotRunning(String),
+    #[error("could not start aniated: {0}")]
+    Start(String),
+    #[error("lost the connection to aniated: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("aniated answered something unexpected: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The same failure as an [`IpcError`], for uniform reporting.
+    pub fn into_ipc(self) -> IpcError {
+        IpcError::new(IpcErrorCode::Internal, self.to_string())
+            .with_hint("`ant daemon logs` shows the daemon's log; `ANIATE_LOG=debug aniated` runs it in the foreground")
+    }
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, mpsc::Sender<Reply>>>>;
+
+/// A connection to the daemon; requests on it are multiplexed. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DaemonClient {
+    writer: Arc<tokio::sync::Mutex<SharedStream>>,
+    /// Stops the reply reader when the last clone goes, which closes the connection.
+    _reader: Arc<AbortOnDrop>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    hello: DaemonHello,
+}
+
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Reply>>> {
+    pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl DaemonClient {
+    /// Connects, starting (or restarting an older) daemon if needed.
+    pub async fn connect(home: &Home, options: &ClientOptions) -> Result<DaemonClient, ClientError> {
+        match DaemonClient::connect_once(home, options).await {
+            Ok(client) if client.is_older_than_us() && options.autostart => {
+                tracing::info!(daemon = %client.hello.daemon, "restarting an older daemon");
+                client.shutdown_and_wait(home).await;
+                DaemonClient::start_and_connect(home, options).await
+            }
+            Ok(client) => Ok(client),
+            Err(ClientError::NotRunning(_)) if options.autostart => {
+                DaemonClient::start_and_connect(home, options).await
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    pub fn hello(&self) -> &DaemonHello {
+        &self.hello
+    }
+
+    /// Connects to a running daemon, without starting one.
+    pub async fn connect_once(home: &Home, options: &ClientOptions) -> Result<DaemonClient, ClientError> {
+        let name = home
+            .socket
+            .as_path()
+            .to_fs_name::<GenericFilePath>()
+            .map_err(|err| ClientError::Protocol(format!("bad socket path: {err}")))?;
+        let stream = match Stream::connect(name).await {
+            Ok(stream) => stream,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                return Err(ClientError::NotRunning(home.socket.display().to_string()));
+            }
+            Err(err) => return Err(ClientError::Io(err)),
+        };
+        let stream = Arc::new(stream);
+        let recv = SharedStream(Arc::clone(&stream));
+        let mut send = SharedStream(stream);
+        let hello = ClientFrame::Hello(ClientHello { protocol: PROTOCOL, client: options.client.clone() });
+        write_frame(&mut send, &hello).await?;
+        send.flush().await?;
+        let mut reader = BufReader::new(recv);
+        let mut line = Vec::new();
+        let daemon_hello =
+            match tokio::time::timeout(Duration::from_secs(5), read_frame::<DaemonFrame, _>(&mut reader, &mut line))
+                .await
+            {
+                Ok(Ok(Some(DaemonFrame::Hello(hello)))) => hello,
+                Ok(Ok(other)) => return Err(ClientError::Protocol(format!("expected a hello, got {other:?}"))),
+                Ok(Err(err)) => return Err(ClientError::Protocol(err.to_string())),
+                Err(_) => return Err(ClientError::Protocol("no hello within 5 s".to_owned())),
+            };
+        let pending: Pending = Arc::default();
+        let reader_task = tokio::spawn(read_replies(reader, Arc::clone(&pending)));
+        Ok(DaemonClient {
+            writer: Arc::new(tokio::sync::Mutex::new(send)),
+            _reader: Arc::new(AbortOnDrop(reader_task.abort_handle())),
+            pending,
+            next_id: Arc::new(AtomicU64::new(1)),
+            hello: daemon_hello,
+        })
+    }
+
+    /// Sends a request; its replies arrive on the returned [`Replies`]. Dropping them before
+    /// the final reply cancels the request in the daemon.
+    pub async fn request(&self, request: Request) -> Result<Replies, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, replies) = Replies::channel(256);
+        lock(&self.pending).insert(id, tx);
+        if let Err(err) = self.send(ClientFrame::Request(RequestFrame { id, request })).await {
+            lock(&self.pending).remove(&id);
+            return Err(err);
+        }
+        let client = self.clone();
+        Ok(replies.on_cancel(move || {
+            lock(&client.pending).remove(&id);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = client
+                        .send(ClientFrame::Request(RequestFrame { id: 0, request: Request::Cancel { id } }))
+                        .await;
+                });
+            }
+        }))
+    }
+
+    async fn send(&self, frame: ClientFrame) -> Result<(), ClientError> {
+        let mut writer = self.writer.lock().await;
+        write_frame(&mut *writer, &frame).await?;
+        writer.flush().await?;
+        Ok(())
+    }
+
+    fn is_older_than_us(&self) -> bool {
+        let ours = parse_version(aniate_proto::VERSION);
+        let theirs = self.hello.daemon.strip_prefix("aniated/").map(parse_version);
+        self.hello.protocol != PROTOCOL || theirs.is_none_or(|theirs| theirs < ours)
+    }
+
+    /// Asks the daemon to stop and waits (up to 5 s) until its socket is gone.
+    pub async fn shutdown_and_wait(self, home: &Home) {
+        if let Ok(replies) = self.request(Request::Shutdown).await {
+            let _ = tokio::time::timeout(Duration::from_secs(2), replies.result::<serde_json::Value>()).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while home.socket.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn start_and_connect(home: &Home, options: &ClientOptions) -> Result<DaemonClient, ClientError> {
+        let mut child = spawn_daemon(home, options)?;
+        let deadline = Instant::now() + options.start_timeout;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            match DaemonClient::connect_once(home, options).await {
+                Ok(client) => return Ok(client),
+                Err(ClientError::NotRunning(_)) => {}
+                Err(err) => return Err(err),
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                // Another client won the race to start it: keep connecting to that one.
+                if status.code() != Some(EXIT_ALREADY_RUNNING) {
+                    return Err(ClientError::Start(format!(
+                        "aniated exited at start ({status}); see {}",
+                        home.log_path().display()
+                    )));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Start(format!(
+                    "aniated did not answer within {} s; see {}",
+                    options.start_timeout.as_secs(),
+                    home.log_path().display()
+                )));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Dispatches reply frames to their requests; when the daemon goes away, every pending
+/// request gets an error saying so.
+async fn read_replies<R: tokio::io::AsyncBufRead + Unpin>(mut reader: R, pending: Pending) {
+    let mut line = Vec::new();
+    loop {
+        match read_frame::<DaemonFrame, _>(&mut reader, &mut line).await {
+            Ok(Some(DaemonFrame::Reply(frame))) => {
+                let sender = {
+                    let mut pending = lock(&pending);
+                    if frame.event.is_final() { pending.remove(&frame.id) } else { pending.get(&frame.id).cloned() }
+                };
+                if let Some(sender) = sender {
+                    let _ = sender.send(frame.event).await;
+                }
+            }
+            Ok(Some(DaemonFrame::Hello(_))) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let senders: Vec<_> = lock(&pending).drain().map(|(_, sender)| sender).collect();
+    for sender in senders {
+        let error =
+            IpcError::new(IpcErrorCode::Internal, "aniated closed the connection mid-request (it may have crashed)")
+                .with_hint("the next command starts a fresh daemon; `ant daemon logs` shows what happened");
+        let _ = sender.send(Reply::Error(error)).await;
+    }
+}
+
+fn daemon_exe(options: &ClientOptions) -> PathBuf {
+    if let Some(exe) = &options.daemon_exe {
+        return exe.clone();
+    }
+    if let Some(exe) = std::env::var_os("ANIATE_DAEMON_EXE").filter(|v| !v.is_empty()) {
+        return PathBuf::from(exe);
+    }
+    let name = if cfg!(windows) { "aniated.exe" } else { "aniated" };
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(name))
+        .filter(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn spawn_daemon(home: &Home, options: &ClientOptions) -> Result<std::process::Child, ClientError> {
+    let exe = daemon_exe(options);
+    let mut command = std::process::Command::new(&exe);
+    command
+        .env("ANIATE_HOME", &home.root)
+        .env("ANIATE_SOCKET", &home.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+    }
+    tracing::debug!(exe = %exe.display(), "starting aniated");
+    command.spawn().map_err(|err| ClientError::Start(format!("cannot run {}: {err}", exe.display())))
+}
+
+fn parse_version(version: &str) -> (u64, u64, u64) {
+    let mut parts = version.split(['.', '-', '+']).map(|part| part.parse::<u64>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(parse_version("0.1.0") < parse_version("0.1.1"));
+        assert!(parse_version("0.9.0") < parse_version("0.10.0"));
+        assert_eq!(parse_version("1.2.3-beta"), (1, 2, 3));
+    }
+}

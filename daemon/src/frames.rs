@@ -1,0 +1,134 @@
+//! NDJSON framing for the local socket: one JSON object per line, at most
+//! [`MAX_FRAME_BYTES`](aniate_proto::ipc::MAX_FRAME_BYTES).
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use aniate_proto::ipc::MAX_FRAME_BYTES;
+use interprocess::local_socket::tokio::Stream;
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame larger than {MAX_FRAME_BYTES} bytes")]
+    TooLarge,
+    #[error("malformed frame: {0}")]
+    Malformed(serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A local socket stream shared by a reading and a writing task (`&Stream` reads and writes).
+/// The connection closes when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct SharedStream(pub Arc<Stream>);
+
+impl tokio::io::AsyncRead for SharedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SharedStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_shutdown(cx)
+    }
+}
+
+/// Reads one frame; `None` at a clean end of stream. Never buffers more than the limit.
+pub async fn read_frame<T: DeserializeOwned, R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> Result<Option<T>, FrameError> {
+    line.clear();
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            if line.is_empty() {
+                return Ok(None);
+            }
+            // A last frame without its newline still counts.
+            break;
+        }
+        match available.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                if line.len() + end > MAX_FRAME_BYTES {
+                    return Err(FrameError::TooLarge);
+                }
+                line.extend_from_slice(&available[..end]);
+                reader.consume(end + 1);
+                break;
+            }
+            None => {
+                let n = available.len();
+                if line.len() + n > MAX_FRAME_BYTES {
+                    return Err(FrameError::TooLarge);
+                }
+                line.extend_from_slice(available);
+                reader.consume(n);
+            }
+        }
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        // Blank lines are keep-alives from hand-written clients; skip them.
+        return Box::pin(read_frame(reader, line)).await;
+    }
+    serde_json::from_slice(line).map(Some).map_err(FrameError::Malformed)
+}
+
+/// Writes one frame and its newline (not flushed: callers batch).
+pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(writer: &mut W, frame: &T) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(frame).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    writer.write_all(&bytes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_oversize_is_refused() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &serde_json::json!({"a": 1})).await.unwrap();
+        wire.extend_from_slice(b"\n  \n");
+        write_frame(&mut wire, &serde_json::json!({"b": "x\ny"})).await.unwrap();
+        wire.extend_from_slice(b"{\"c\":3}");
+        let mut reader = tokio::io::BufReader::with_capacity(7, wire.as_slice());
+        let mut line = Vec::new();
+        let mut frames = Vec::new();
+        while let Some(frame) = read_frame::<serde_json::Value, _>(&mut reader, &mut line).await.unwrap() {
+            frames.push(frame);
+        }
+        assert_eq!(
+            frames,
+            vec![serde_json::json!({"a": 1}), serde_json::json!({"b": "x\ny"}), serde_json::json!({"c": 3})]
+        );
+
+        let huge = vec![b'x'; MAX_FRAME_BYTES + 10];
+        let mut reader = tokio::io::BufReader::new(huge.as_slice());
+        let result = read_frame::<serde_json::Value, _>(&mut reader, &mut line).await;
+        assert!(matches!(result, Err(FrameError::TooLarge)));
+        let mut reader = tokio::io::BufReader::new(&b"{not json}\n"[..]);
+        assert!(matches!(
+            read_frame::<serde_json::Value, _>(&mut reader, &mut line).await,
+            Err(FrameError::Malformed(_))
+        ));
+    }
+}

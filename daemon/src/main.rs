@@ -1,0 +1,107 @@
+//! `aniated`: the Aniate daemon. Usually started on demand by `ant` or `ant-lsp`; also runs
+//! under systemd or launchd.
+
+use std::process::ExitCode;
+
+use aniated::{
+    client::EXIT_ALREADY_RUNNING,
+    daemon::{self, StartError},
+    engine::{Engine, EngineOptions},
+    home::Home,
+};
+use clap::Parser;
+
+/// The Aniate daemon: keeps your login, installed tools and a warm connection to the server,
+/// so `ant` and `ant-lsp` start instantly. `ant` starts it when needed; you rarely run it
+/// yourself.
+#[derive(Debug, Parser)]
+#[command(name = "aniated", version)]
+#[command(after_long_help = "Files live in ANIATE_HOME (default ~/.aniate): config.toml, credentials, tools/, \
+aniated.sock, aniated.log, state.redb.
+
+Environment: ANIATE_HOME, ANIATE_SOCKET (socket path), ANIATE_SERVER (server URL), ANIATE_TOKEN \
+(token instead of the stored one), ANIATE_CA_CERT, ANIATE_LOG (log filter, e.g. debug).
+
+Exit status: 0 after a clean stop, 1 on an error, 3 when another aniated already serves this home.
+
+Debugging: ANIATE_LOG=debug aniated --foreground")]
+struct Args {
+    /// Also log to stderr (the log file is always written)
+    #[arg(long)]
+    foreground: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let home = match Home::from_env() {
+        Ok(home) => home,
+        Err(err) => {
+            eprintln!("aniated: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(err) = home.ensure() {
+        eprintln!("aniated: {err}");
+        return ExitCode::FAILURE;
+    }
+    aniated::init_logging(&home, args.foreground);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("aniated: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let (listener, _lock) = match daemon::bind(&home) {
+            Ok(bound) => bound,
+            Err(err @ StartError::AlreadyRunning { .. }) => {
+                tracing::info!("{err}");
+                eprintln!("aniated: {err}");
+                return ExitCode::from(EXIT_ALREADY_RUNNING as u8);
+            }
+            Err(err) => {
+                tracing::error!("{err}");
+                eprintln!("aniated: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let engine = match Engine::open(home.clone(), EngineOptions { cache: true }) {
+            Ok(engine) => engine,
+            Err(err) => {
+                tracing::error!("{err}");
+                eprintln!("aniated: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let _watcher = aniated::watch::spawn(&engine)
+            .map_err(|err| tracing::warn!(cause = %err, "not watching files; restart the daemon after editing them"))
+            .ok();
+        let background = engine.spawn_background();
+        daemon::run(engine, listener, shutdown_signal()).await;
+        background.abort();
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,206 @@
+//! The socket protocol: handshake, multiplexing, cancellation, the cache, bad frames.
+
+use std::time::Duration;
+
+use aniate_testkit::{
+    FakeLlmConfig, Outcome,
+    stack::{Stack, StackOptions},
+};
+use serde_json::{Value, json};
+
+use crate::harness::{Daemon, Raw, login_and_install, now_ms};
+
+fn slow_fake() -> FakeLlmConfig {
+    FakeLlmConfig {
+        default_reply: Some("slow words ".repeat(200)),
+        chunk_chars: 6,
+        chunk_delay_ms: 15,
+        ..Default::default()
+    }
+}
+
+fn text_of(replies: &[Value]) -> String {
+    replies.iter().filter(|r| r["event"] == "delta").map(|r| r["data"]["text"].as_str().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_is_private_and_requests_multiplex() {
+    let stack = Stack::start(StackOptions {
+        fake: FakeLlmConfig { chunk_chars: 3, chunk_delay_ms: 2, ..Default::default() },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let home = stack.new_home("h");
+    let daemon = Daemon::start(&stack, &home);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(daemon.socket()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "socket mode {mode:o}");
+        let home_mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o777;
+        assert_eq!(home_mode, 0o700, "home mode {home_mode:o}");
+    }
+    let mut raw = Raw::greeted(&daemon.socket()).await;
+    login_and_install(&stack, &mut raw, "multi@example.test", &["what"]).await;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let creds = std::fs::metadata(home.join("credentials")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(creds, 0o600);
+    }
+
+    // Two streams at once on one connection, replies tagged by id.
+    raw.request(1, "run_tool", json!({"tool": "what", "instructions": "first question"})).await;
+    raw.request(2, "run_tool", json!({"tool": "what", "instructions": "second question"})).await;
+    let mut by_id: std::collections::HashMap<u64, Vec<Value>> = Default::default();
+    let mut order = Vec::new();
+    while by_id.values().filter(|r| r.last().is_some_and(|l| l["event"] == "done")).count() < 2 {
+        let frame = raw.recv().await.expect("a frame");
+        let id = frame["reply"]["id"].as_u64().unwrap();
+        order.push(id);
+        by_id.entry(id).or_default().push(frame["reply"].clone());
+    }
+    assert!(text_of(&by_id[&1]).contains("first question"));
+    assert!(text_of(&by_id[&2]).contains("second question"));
+    assert_eq!(by_id[&1][0]["event"], "meta");
+    let first_done = order.iter().position(|id| *id == 1 && by_id[&1].len() > 0).unwrap();
+    assert!(
+        order[first_done..].contains(&2) && order.iter().filter(|id| **id == 2).count() > 3,
+        "interleaved: {order:?}"
+    );
+
+    let status = raw.call(3, "status", Value::Null).await;
+    assert_eq!(status["logged_in"], true);
+    assert_eq!(status["installed_tools"], 1);
+    assert_eq!(status["server_reachable"], true);
+    assert!(status["requests_served"].as_u64().unwrap() >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_disconnect_cancel_the_provider_request() {
+    let stack = Stack::start(StackOptions { fake: slow_fake(), ..Default::default() }).await.unwrap();
+    let home = stack.new_home("h");
+    let daemon = Daemon::start(&stack, &home);
+    let mut raw = Raw::greeted(&daemon.socket()).await;
+    login_and_install(&stack, &mut raw, "cancel@example.test", &["what"]).await;
+
+    // An explicit cancel.
+    raw.request(1, "run_tool", json!({"tool": "what", "instructions": "talk", "fresh": true})).await;
+    loop {
+        let frame = raw.recv().await.unwrap();
+        if frame["reply"]["event"] == "delta" {
+            break;
+        }
+    }
+    raw.request(2, "cancel", json!({"id": 1})).await;
+    let cancelled_at = now_ms();
+    let replies = raw.replies_of(1).await;
+    assert_eq!(replies.last().unwrap()["data"]["code"], "cancelled");
+    let (requests, ok) = stack
+        .fake
+        .wait_until(Duration::from_secs(2), |r| r.first().is_some_and(|r| r.outcome == Outcome::Cancelled))
+        .await;
+    assert!(ok, "{requests:?}");
+    let delay = requests[0].ended_at_ms.unwrap().saturating_sub(cancelled_at);
+    assert!(delay < 100, "provider request cancelled {delay} ms after the cancel");
+
+    // A client that goes away.
+    stack.fake.clear_requests();
+    raw.request(3, "run_tool", json!({"tool": "what", "instructions": "talk more", "fresh": true})).await;
+    loop {
+        let frame = raw.recv().await.unwrap();
+        if frame["reply"]["id"] == 3 && frame["reply"]["event"] == "delta" {
+            break;
+        }
+    }
+    drop(raw);
+    let dropped_at = now_ms();
+    let (requests, ok) = stack
+        .fake
+        .wait_until(Duration::from_secs(2), |r| r.first().is_some_and(|r| r.outcome == Outcome::Cancelled))
+        .await;
+    assert!(ok, "{requests:?}");
+    let delay = requests[0].ended_at_ms.unwrap().saturating_sub(dropped_at);
+    assert!(delay < 100, "provider request cancelled {delay} ms after the client left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uninstalled_tools_fail_locally_and_results_are_cached() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let home = stack.new_home("h");
+    let daemon = Daemon::start(&stack, &home);
+    let mut raw = Raw::greeted(&daemon.socket()).await;
+
+    // Not logged in, nothing installed: both refused without the network.
+    raw.request(1, "run_tool", json!({"tool": "what", "instructions": "x"})).await;
+    let replies = raw.replies_of(1).await;
+    assert_eq!(replies[0]["data"]["code"], "not_installed", "{replies:?}");
+    assert!(replies[0]["data"]["hint"].as_str().unwrap().contains("ant install what"));
+
+    login_and_install(&stack, &mut raw, "cache@example.test", &["what", "fix"]).await;
+    let server_lines_before = stack.server_log().lines().filter(|l| l.contains("response")).count();
+    raw.request(2, "run_tool", json!({"tool": "review", "content": "x = 1"})).await;
+    assert_eq!(raw.replies_of(2).await[0]["data"]["code"], "not_installed");
+    raw.request(3, "run_tool", json!({"tool": "fix", "content": "   "})).await;
+    assert_eq!(raw.replies_of(3).await[0]["data"]["code"], "bad_request");
+    raw.request(4, "run_tool", json!({"tool": "fix", "content": "x".repeat(1024 * 1024 + 1)})).await;
+    assert_eq!(raw.replies_of(4).await[0]["data"]["code"], "bad_request");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let server_lines_after = stack.server_log().lines().filter(|l| l.contains("response")).count();
+    assert_eq!(server_lines_before, server_lines_after, "refused runs made no server request");
+    assert!(stack.fake.requests().is_empty());
+
+    // The same request twice: the second is answered from state.redb.
+    let run = json!({"tool": "what", "instructions": "cache me", "filename": "a.py"});
+    raw.request(5, "run_tool", run.clone()).await;
+    let first = raw.replies_of(5).await;
+    raw.request(6, "run_tool", run.clone()).await;
+    let second = raw.replies_of(6).await;
+    assert_eq!(first.last().unwrap()["data"]["cached"], false);
+    assert_eq!(second.last().unwrap()["data"]["cached"], true);
+    assert_eq!(text_of(&first), text_of(&second));
+    assert_eq!(stack.fake.requests().len(), 1);
+    let mut fresh = run.clone();
+    fresh["fresh"] = json!(true);
+    raw.request(7, "run_tool", fresh).await;
+    assert_eq!(raw.replies_of(7).await.last().unwrap()["data"]["cached"], false);
+    assert_eq!(stack.fake.requests().len(), 2);
+    let status = raw.call(8, "status", Value::Null).await;
+    assert_eq!(status["cache_hits"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_end_only_their_connection() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let home = stack.new_home("h");
+    let daemon = Daemon::start(&stack, &home);
+
+    let mut early = Raw::connect(&daemon.socket()).await;
+    early.send(json!({"request": {"id": 1, "method": "status"}})).await;
+    let reply = early.recv().await.unwrap();
+    assert_eq!(reply["reply"]["data"]["code"], "bad_request");
+    assert!(early.recv().await.is_none(), "closed after a request without hello");
+
+    let mut garbage = Raw::greeted(&daemon.socket()).await;
+    garbage.send_raw(b"{this is not json}\n").await.unwrap();
+    assert_eq!(garbage.recv().await.unwrap()["reply"]["data"]["code"], "bad_request");
+    assert!(garbage.recv().await.is_none());
+
+    let mut huge = Raw::greeted(&daemon.socket()).await;
+    let big = vec![b'a'; aniate_proto::ipc::MAX_FRAME_BYTES + 1024];
+    // The daemon may close before it has read everything; either way it must answer or close.
+    let _ = huge.send_raw(&big).await;
+    let _ = huge.send_raw(b"\n").await;
+    if let Some(frame) = huge.recv().await {
+        assert_eq!(frame["reply"]["data"]["code"], "bad_request");
+    }
+
+    let mut unknown = Raw::greeted(&daemon.socket()).await;
+    unknown.send(json!({"request": {"id": 5, "method": "format_disk"}})).await;
+    assert_eq!(unknown.recv().await.unwrap()["reply"]["data"]["code"], "bad_request");
+
+    // The daemon is fine.
+    let mut fine = Raw::greeted(&daemon.socket()).await;
+    let status = fine.call(1, "status", Value::Null).await;
+    assert_eq!(status["protocol"], 1);
+    assert!(daemon.log().contains("bad frame"));
+}
