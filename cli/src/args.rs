@@ -17,6 +17,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, 
 
 /// Copy-paste examples shown by `ant --help`.
 const EXAMPLES: &str = "\
+Run an installed tool with `ant SLUG [FILE|-] [-i TEXT]`; `ant SLUG --help` tells more.
+
 Examples:
   ant login                                  Log in (asks for your email and password)
   ant marketplace                            See the tools on the server
@@ -69,6 +71,8 @@ Examples:
         Browse the tools with `ant marketplace`, install them with `ant install`, and run one with \
         `ant SLUG [FILE]`. A background daemon (aniated) keeps your login and a warm connection to \
         the server; ant starts it when needed.",
+    after_help = "Run an installed tool with `ant SLUG [FILE|-] [-i TEXT]`; see `ant SLUG --help`.\n\
+        Examples, environment and exit codes: `ant --help`.",
     after_long_help = EXAMPLES,
     arg_required_else_help = true,
     propagate_version = true
@@ -90,8 +94,14 @@ pub struct GlobalArgs {
     /// Talk to the server directly instead of through the aniated daemon
     #[arg(long, global = true)]
     pub no_daemon: bool,
-    /// The Aniate server, e.g. https://aniate.example.com (overrides config.toml)
-    #[arg(long, global = true, env = "ANIATE_SERVER", value_name = "URL")]
+    /// `--server` or `ANIATE_SERVER`; may be empty, unlike [`GlobalArgs::server_url`].
+    #[arg(
+        long,
+        global = true,
+        env = "ANIATE_SERVER",
+        value_name = "URL",
+        help = "The Aniate server, e.g. https://aniate.example.com (overrides config.toml)"
+    )]
     pub server: Option<String>,
     /// When to use colours; `auto` means on a terminal and when NO_COLOR is unset
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
@@ -102,13 +112,18 @@ pub struct GlobalArgs {
 }
 
 impl GlobalArgs {
+    /// The server URL from `--server` or `ANIATE_SERVER`, if one is given and not empty.
+    pub fn server_url(&self) -> Option<&str> {
+        self.server.as_deref().map(str::trim).filter(|server| !server.is_empty())
+    }
+
     /// Combines these flags with `later` ones, written after a tool's slug: a flag set in either
     /// place counts, and where both give a value, the later one wins.
     pub fn merged_with(self, later: &GlobalArgs) -> GlobalArgs {
         GlobalArgs {
             json: self.json || later.json,
             no_daemon: self.no_daemon || later.no_daemon,
-            server: later.server.clone().or(self.server),
+            server: later.server_url().map(str::to_owned).or(self.server),
             color: if later.color == ColorChoice::Auto { self.color } else { later.color },
             quiet: self.quiet || later.quiet,
         }
@@ -328,8 +343,12 @@ pub enum RunFormat {
 /// The clap command for running `slug`; `description` (the tool's, from its local metadata)
 /// replaces the generic about text in `ant SLUG --help`.
 pub fn run_command(slug: &str, description: Option<&str>) -> clap::Command {
-    let command =
-        RunArgs::command().bin_name(format!("ant {slug}")).override_usage(format!("ant {slug} [FILE|-] [OPTIONS]"));
+    let command = RunArgs::command()
+        .bin_name(format!("ant {slug}"))
+        .override_usage(format!("ant {slug} [FILE|-] [OPTIONS]"))
+        // The top-level parser reads ANIATE_SERVER; here only a `--server` typed after the slug
+        // counts, so that it can override an earlier `--server` but the environment cannot.
+        .mut_arg("server", |arg| arg.env(None));
     match description {
         Some(description) => command.about(description.to_owned()),
         None => command,
@@ -581,6 +600,8 @@ mod tests {
         assert!(cli.global.json);
         assert_eq!(cli.global.color, ColorChoice::Always);
         assert_eq!(parse(&["whoami"]).global.color, ColorChoice::Auto);
+        assert_eq!(parse(&["--server", " ", "whoami"]).global.server_url(), None);
+        assert_eq!(parse(&["--server", "http://a ", "whoami"]).global.server_url(), Some("http://a"));
         assert_eq!(parse_err(&["--color", "sometimes", "list"]), ErrorKind::InvalidValue);
     }
 
@@ -596,6 +617,10 @@ mod tests {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("ant fix app.py -i \"keep it short\" --apply"), "{help}");
         assert!(help.contains("Exit codes:"), "{help}");
+        assert!(help.contains("The Aniate server, e.g. https://aniate.example.com"), "{help}");
+        assert!(!help.contains("server_url"), "{help}");
+        let short = Cli::command().render_help().to_string();
+        assert!(short.contains("Run an installed tool with `ant SLUG [FILE|-] [-i TEXT]`"), "{short}");
     }
 
     #[test]

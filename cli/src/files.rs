@@ -71,7 +71,7 @@ pub fn read_input(path: &str, max_bytes: usize, stdin: &mut dyn Read) -> Result<
         return Err(InputError::TooLarge { path: path.to_owned(), size: metadata.len(), limit: max_bytes });
     }
     let mut file = File::open(path).map_err(|err| InputError::Io { path: path.to_owned(), source: err })?;
-    let known_size = metadata.is_file().then(|| metadata.len());
+    let known_size = metadata.is_file().then_some(metadata.len());
     let content = read_text(path, &mut file, max_bytes, known_size)?;
     Ok(Input { content, filename: Some(path.to_owned()), language: guess_language(path) })
 }
@@ -105,9 +105,9 @@ fn read_text(
 pub fn format_size(bytes: usize) -> String {
     const KIB: usize = 1024;
     const MIB: usize = 1024 * 1024;
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
-    } else if bytes >= KIB && bytes % KIB == 0 {
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
         format!("{} KiB", bytes / KIB)
     } else {
         format!("{bytes} bytes")

@@ -10,6 +10,7 @@
 //! **Architecture Invariant:** nothing here knows a tool's prompt; the CLI only ever sees tool
 //! metadata and answers.
 
+pub mod app;
 pub mod args;
 pub mod exit;
 pub mod files;

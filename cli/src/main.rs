@@ -1,2 +1,55 @@
-//! ant binary.
-fn main() {}
+//! `ant`: parses the command line and runs it; errors become messages and exit codes.
+
+use std::process::ExitCode;
+
+use aniate_cli::{
+    args::Cli,
+    exit::{Exit, Failure, hint_of},
+    render,
+};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let exit = Exit::for_clap_error(&err);
+            let _ = err.print();
+            return exit.into();
+        }
+    };
+    let json = cli.global.json;
+    let colored = render::style::use_color(
+        cli.global.color,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return Exit::Error.into();
+        }
+    };
+    match runtime.block_on(aniate_cli::app::run(cli)) {
+        Ok(()) => Exit::Ok.into(),
+        Err(err) => {
+            let exit = Exit::for_error(&err);
+            let message = match err.downcast_ref::<Failure>() {
+                Some(failure) => failure.to_string(),
+                None => format!("{err:#}"),
+            };
+            if exit != Exit::Ok && !message.is_empty() {
+                if json {
+                    let error =
+                        serde_json::json!({"error": {"message": message, "hint": hint_of(&err), "exit": exit.code()}});
+                    eprintln!("{error}");
+                } else {
+                    eprint!("{}", render::message::render_error(&message, hint_of(&err), colored));
+                }
+            }
+            exit.into()
+        }
+    }
+}

@@ -62,6 +62,7 @@ pub fn key(params: &RunToolParams, version: i64) -> [u8; 32] {
 impl ResultCache {
     pub fn open(path: &Path) -> Result<ResultCache, CacheError> {
         let db = Database::create(path).map_err(err)?;
+        crate::fsutil::make_private(path).map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(RESULTS).map_err(err)?;
         txn.commit().map_err(err)?;
@@ -111,6 +112,10 @@ impl ResultCache {
     pub fn flush(&self) -> Result<(), CacheError> {
         let txn = self.db.begin_write().map_err(err)?;
         txn.commit().map_err(err)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, CacheError> {
+        Ok(self.len()? == 0)
     }
 
     pub fn len(&self) -> Result<u64, CacheError> {

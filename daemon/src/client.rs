@@ -46,6 +46,9 @@ pub struct ClientOptions {
     /// executable, else `aniated` on `PATH`.
     pub daemon_exe: Option<PathBuf>,
     pub start_timeout: Duration,
+    /// The server a daemon started by this client talks to (`ant --server`); `None` leaves it
+    /// to the environment and `config.toml`.
+    pub server: Option<String>,
 }
 
 impl ClientOptions {
@@ -55,6 +58,7 @@ impl ClientOptions {
             autostart: true,
             daemon_exe: None,
             start_timeout: Duration::from_secs(10),
+            server: None,
         }
     }
 }
@@ -306,6 +310,9 @@ fn spawn_daemon(home: &Home, options: &ClientOptions) -> Result<std::process::Ch
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    if let Some(server) = &options.server {
+        command.env("ANIATE_SERVER", server);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;

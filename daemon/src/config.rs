@@ -88,7 +88,7 @@ impl Config {
         };
         match key {
             "server" => {
-                if !value.is_empty() && !(value.starts_with("http://") || value.starts_with("https://")) {
+                if !(value.is_empty() || value.starts_with("http://") || value.starts_with("https://")) {
                     return Err(format!("server must be an http:// or https:// URL, not `{value}`"));
                 }
                 self.server = (!value.is_empty()).then(|| value.trim_end_matches('/').to_owned());

@@ -59,6 +59,7 @@ pub fn bind(home: &Home) -> Result<(Listener, Lock), StartError> {
         .truncate(false)
         .open(&lock_path)
         .map_err(io_error(&lock_path))?;
+    crate::fsutil::make_private(&lock_path).map_err(io_error(&lock_path))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {

@@ -43,11 +43,13 @@ pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 /// How often the daemon touches the server to keep its pooled connection open.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(25);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Use the result cache in `state.redb` (the daemon does; `--no-daemon` does not, since the
     /// daemon may hold the file).
     pub cache: bool,
+    /// A server URL that wins over `ANIATE_SERVER` and the config (`ant --server`).
+    pub server: Option<String>,
 }
 
 /// The daemon's state. Cheap to clone.
@@ -88,7 +90,8 @@ impl Engine {
         if let Some(warning) = warning {
             tracing::warn!("{warning}");
         }
-        let server = ServerClient::new(&config.server_url(), config.ca_cert_path().as_deref())?;
+        let server_url = options.server.clone().unwrap_or_else(|| config.server_url());
+        let server = ServerClient::new(&server_url, config.ca_cert_path().as_deref())?;
         let (store, warnings) = ToolStore::load(&home);
         for warning in warnings {
             tracing::warn!("{warning}");
@@ -182,10 +185,10 @@ impl Engine {
 
     /// Makes the result cache durable; called when the daemon stops.
     pub fn flush(&self) {
-        if let Some(cache) = &self.0.cache {
-            if let Err(err) = cache.flush() {
-                tracing::warn!(cause = %err, "could not flush the result cache");
-            }
+        if let Some(cache) = &self.0.cache
+            && let Err(err) = cache.flush()
+        {
+            tracing::warn!(cause = %err, "could not flush the result cache");
         }
     }
 
@@ -282,17 +285,17 @@ impl Engine {
                     LoginParams::Token { token } => token.trim().to_owned(),
                     LoginParams::Password { email, password } => server.login(&email, &password).await?,
                 };
-                self.adopt_token(token).await.map(|result| json(result))?
+                json(self.adopt_token(token).await?)
             }
             Request::Signup { email, password } => {
                 let token = self.server().signup(&email, &password).await?;
-                self.adopt_token(token).await.map(|result| json(result))?
+                json(self.adopt_token(token).await?)
             }
             Request::Logout => {
-                if let Some(token) = self.token() {
-                    if let Err(err) = self.server().logout(&token).await {
-                        tracing::warn!(cause = %err, "could not revoke the token on the server");
-                    }
+                if let Some(token) = self.token()
+                    && let Err(err) = self.server().logout(&token).await
+                {
+                    tracing::warn!(cause = %err, "could not revoke the token on the server");
                 }
                 credentials::delete(&self.0.home).map_err(internal)?;
                 self.set_token(None);

@@ -44,6 +44,7 @@ pub fn init_logging(home: &home::Home, to_stderr: bool) {
         let _ = std::fs::rename(&log_path, log_path.with_extension("log.1"));
     }
     let file = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).ok();
+    let _ = fsutil::make_private(&log_path);
     let file_layer = file.map(|file| fmt::layer().with_ansi(false).with_writer(std::sync::Mutex::new(file)));
     let stderr_layer = to_stderr.then(|| fmt::layer().with_writer(std::io::stderr));
     tracing_subscriber::registry().with(filter).with(file_layer).with(stderr_layer).init();

@@ -67,7 +67,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let engine = match Engine::open(home.clone(), EngineOptions { cache: true }) {
+        let engine = match Engine::open(home.clone(), EngineOptions { cache: true, server: None }) {
             Ok(engine) => engine,
             Err(err) => {
                 tracing::error!("{err}");

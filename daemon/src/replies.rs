@@ -75,10 +75,10 @@ impl Replies {
 
 impl Drop for Replies {
     fn drop(&mut self) {
-        if !self.finished {
-            if let Some(cancel) = self.on_drop.take() {
-                cancel();
-            }
+        if !self.finished
+            && let Some(cancel) = self.on_drop.take()
+        {
+            cancel();
         }
     }
 }

@@ -57,10 +57,10 @@ impl ToolStore {
         }
         let mut current = self.write();
         for (slug, tool) in &mut tools {
-            if let Some(old) = current.get(slug) {
-                if old.meta.version == tool.meta.version {
-                    tool.update_available = old.update_available;
-                }
+            if let Some(old) = current.get(slug)
+                && old.meta.version == tool.meta.version
+            {
+                tool.update_available = old.update_available;
             }
         }
         *current = tools;

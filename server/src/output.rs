@@ -79,13 +79,13 @@ fn longest_fenced_block(text: &str) -> Option<&str> {
 /// findings and the number of non-empty lines that were not findings.
 pub fn parse_findings(answer: &str) -> (Vec<Finding>, usize) {
     let body = strip_fences(answer).trim();
-    if body.starts_with('[') {
-        if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(body) {
-            let n_items = items.len();
-            let findings: Vec<Finding> = items.iter().filter_map(finding_from_json).take(MAX_FINDINGS).collect();
-            let n_skipped = n_items.saturating_sub(findings.len());
-            return (findings, n_skipped);
-        }
+    if body.starts_with('[')
+        && let Ok(Value::Array(items)) = serde_json::from_str::<Value>(body)
+    {
+        let n_items = items.len();
+        let findings: Vec<Finding> = items.iter().filter_map(finding_from_json).take(MAX_FINDINGS).collect();
+        let n_skipped = n_items.saturating_sub(findings.len());
+        return (findings, n_skipped);
     }
     let mut findings = Vec::new();
     let mut n_skipped = 0;
@@ -140,18 +140,16 @@ fn finding_from_json(value: &Value) -> Option<Finding> {
 /// Parses a `command` answer: the JSON object the prompt asks for, or else the first line
 /// of a fenced block (or of the answer) as the command and the rest as the explanation.
 pub fn parse_command(answer: &str) -> Option<CommandSuggestion> {
-    if let (Some(start), Some(end)) = (answer.find('{'), answer.rfind('}')) {
-        if start < end {
-            if let Ok(Value::Object(object)) = serde_json::from_str::<Value>(&answer[start..=end]) {
-                if let Some(command) = object.get("command").and_then(Value::as_str) {
-                    let explanation = object.get("explanation").and_then(Value::as_str).unwrap_or("");
-                    return Some(CommandSuggestion {
-                        command: command.trim().to_owned(),
-                        explanation: explanation.trim().to_owned(),
-                    });
-                }
-            }
-        }
+    if let (Some(start), Some(end)) = (answer.find('{'), answer.rfind('}'))
+        && start < end
+        && let Ok(Value::Object(object)) = serde_json::from_str::<Value>(&answer[start..=end])
+        && let Some(command) = object.get("command").and_then(Value::as_str)
+    {
+        let explanation = object.get("explanation").and_then(Value::as_str).unwrap_or("");
+        return Some(CommandSuggestion {
+            command: command.trim().to_owned(),
+            explanation: explanation.trim().to_owned(),
+        });
     }
     let (command_source, explanation) = match longest_fenced_block(answer) {
         Some(block) => (block, prose_outside_fences(answer)),

@@ -94,20 +94,20 @@ impl TestProcess {
             if let Some(line) = state.lines.iter().find(|line| line.starts_with(prefix)) {
                 return Ok(line.clone());
             }
-            if exited.is_none() {
-                if let Ok(Some(status)) = lock(&self.child).try_wait() {
-                    exited = Some((status, Instant::now()));
-                }
+            if exited.is_none()
+                && let Ok(Some(status)) = lock(&self.child).try_wait()
+            {
+                exited = Some((status, Instant::now()));
             }
-            if let Some((status, exited_at)) = exited {
-                if state.closed || exited_at.elapsed() >= STDOUT_DRAIN_GRACE {
-                    bail!(
-                        "{} (pid {}) exited with {status} before printing a line starting with {prefix:?}\n{}",
-                        self.program.display(),
-                        self.pid,
-                        self.describe_output(&state.lines)
-                    );
-                }
+            if let Some((status, exited_at)) = exited
+                && (state.closed || exited_at.elapsed() >= STDOUT_DRAIN_GRACE)
+            {
+                bail!(
+                    "{} (pid {}) exited with {status} before printing a line starting with {prefix:?}\n{}",
+                    self.program.display(),
+                    self.pid,
+                    self.describe_output(&state.lines)
+                );
             }
             let now = Instant::now();
             if now >= deadline {

@@ -62,7 +62,7 @@ async fn socket_is_private_and_requests_multiplex() {
     assert!(text_of(&by_id[&1]).contains("first question"));
     assert!(text_of(&by_id[&2]).contains("second question"));
     assert_eq!(by_id[&1][0]["event"], "meta");
-    let first_done = order.iter().position(|id| *id == 1 && by_id[&1].len() > 0).unwrap();
+    let first_done = order.iter().position(|id| *id == 1 && !by_id[&1].is_empty()).unwrap();
     assert!(
         order[first_done..].contains(&2) && order.iter().filter(|id| **id == 2).count() > 3,
         "interleaved: {order:?}"

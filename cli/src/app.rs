@@ -1,0 +1,645 @@
+//! What each command does: the glue between the parsed command line, the daemon (or an
+//! in-process engine with `--no-daemon`), and the renderers.
+//!
+//! Data goes to stdout, messages and progress to stderr. Errors are returned as
+//! [`Failure`]s carrying the exit code of the CLI contract.
+
+use std::{
+    io::{IsTerminal, Write},
+    path::Path,
+    time::Duration,
+};
+
+use aniate_proto::{
+    ipc::{
+        InstallResult, IpcError, LoginParams, MarketplaceResult, Reply, Request, RunToolParams, StatusResult,
+        ToolsListResult, UninstallResult, UpdateResult, WhoamiResult,
+    },
+    tool::{OutputKind, ToolMeta, ToolResult},
+};
+use aniated::{
+    client::{ClientError, ClientOptions, DaemonClient},
+    config::Config,
+    engine::{Engine, EngineOptions},
+    home::Home,
+    replies::Replies,
+};
+use anyhow::Context;
+
+use crate::{
+    args::{Cli, Command, ConfigCommand, DaemonCommand, GlobalArgs, LoginArgs, RunArgs, RunFormat, SignupArgs},
+    exit::{Exit, Failure},
+    files,
+    render::{self, command::RunDecision, style},
+};
+
+/// Where a command's requests go.
+enum Backend {
+    Daemon(DaemonClient),
+    Direct(Engine),
+}
+
+impl Backend {
+    async fn request(&self, request: Request) -> anyhow::Result<Replies> {
+        match self {
+            Backend::Daemon(client) => client.request(request).await.map_err(|err| anyhow::Error::new(err.into_ipc())),
+            Backend::Direct(engine) => Ok(engine.handle(request)),
+        }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(&self, request: Request) -> anyhow::Result<T> {
+        Ok(self.request(request).await?.result::<T>().await?)
+    }
+}
+
+/// Output settings shared by every command.
+struct Out {
+    json: bool,
+    colored: bool,
+    colored_err: bool,
+    quiet: bool,
+    width: usize,
+}
+
+impl Out {
+    fn new(global: &GlobalArgs) -> Out {
+        let no_color = std::env::var_os("NO_COLOR");
+        Out {
+            json: global.json,
+            colored: style::use_color(global.color, std::io::stdout().is_terminal(), no_color.as_deref()),
+            colored_err: style::use_color(global.color, std::io::stderr().is_terminal(), no_color.as_deref()),
+            quiet: global.quiet,
+            width: render::table::terminal_width(std::env::var_os("COLUMNS").as_deref()),
+        }
+    }
+
+    fn print(&self, text: &str) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()?;
+        Ok(())
+    }
+
+    fn json<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        render::json::write_json(&mut std::io::stdout().lock(), value)?;
+        Ok(())
+    }
+
+    /// A message for people, on stderr; silent with `--quiet` or `--json`.
+    fn note(&self, text: &str) {
+        if !self.quiet && !self.json {
+            eprint!("{text}");
+        }
+    }
+}
+
+/// Runs the command; the exit code is `Ok` or comes from the returned error.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli { global, command } = cli;
+    match command {
+        Command::Run(words) => {
+            let run = crate::args::parse_run_args(&words).map_err(|err| {
+                // `ant fix --help` is not an error.
+                let exit = Exit::for_clap_error(&err);
+                let _ = err.print();
+                anyhow::Error::new(Failure::new(exit, ""))
+            })?;
+            let global = global.merged_with(&run.global);
+            run_tool(&global, run).await
+        }
+        Command::Completions { shell } => {
+            crate::args::write_completions(shell, &mut std::io::stdout().lock());
+            Ok(())
+        }
+        Command::Config(config) => config_command(&global, config),
+        Command::Daemon(daemon) => daemon_command(&global, daemon).await,
+        other => {
+            let out = Out::new(&global);
+            let backend = connect(&global).await?;
+            account_or_registry(&out, &backend, other).await
+        }
+    }
+}
+
+fn home() -> anyhow::Result<Home> {
+    Home::from_env().map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, err.to_string())))
+}
+
+/// The daemon (started if needed), or an in-process engine with `--no-daemon`.
+async fn connect(global: &GlobalArgs) -> anyhow::Result<Backend> {
+    let home = home()?;
+    let server = global.server_url().map(str::to_owned);
+    if global.no_daemon {
+        let engine = Engine::open(home, EngineOptions { cache: false, server })
+            .map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, err)))?;
+        return Ok(Backend::Direct(engine));
+    }
+    let mut options = ClientOptions::new(format!("ant/{}", aniate_proto::VERSION));
+    options.server = server;
+    match DaemonClient::connect(&home, &options).await {
+        Ok(client) => Ok(Backend::Daemon(client)),
+        Err(err) => Err(daemon_failure(err)),
+    }
+}
+
+fn daemon_failure(err: ClientError) -> anyhow::Error {
+    let error = err.into_ipc();
+    anyhow::Error::new(
+        Failure::new(Exit::Error, error.message)
+            .with_hint("`ant daemon logs` shows the daemon's log; `ant --no-daemon …` works without it"),
+    )
+}
+
+fn ipc_failure(error: IpcError) -> anyhow::Error {
+    let mut failure = Failure::new(Exit::from_ipc(error.code), error.message);
+    if let Some(hint) = error.hint {
+        failure = failure.with_hint(hint);
+    }
+    anyhow::Error::new(failure)
+}
+
+async fn account_or_registry(out: &Out, backend: &Backend, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Login(args) => {
+            let params = login_params(&args)?;
+            let who: WhoamiResult = backend.call(Request::Login(params)).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&who);
+            }
+            out.print(&format!("Logged in as {} on {}\n", who.me.email, who.server))
+        }
+        Command::Signup(args) => {
+            let (email, password) = signup_credentials(&args)?;
+            let who: WhoamiResult = backend.call(Request::Signup { email, password }).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&who);
+            }
+            out.print(&format!("Welcome! Signed up and logged in as {} on {}\n", who.me.email, who.server))
+        }
+        Command::Logout => {
+            let _: serde_json::Value = backend.call(Request::Logout).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&serde_json::json!({"logged_out": true}));
+            }
+            out.print("Logged out\n")
+        }
+        Command::Whoami => {
+            let who: WhoamiResult = backend.call(Request::Whoami).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&who);
+            }
+            out.print(&render::table::render_whoami(&who))
+        }
+        Command::Marketplace => {
+            let market: MarketplaceResult = backend.call(Request::Marketplace).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&market);
+            }
+            out.print(&render::table::render_marketplace(&market.tools, out.width, out.colored))
+        }
+        Command::Install { slugs } => {
+            let installed: InstallResult = backend.call(Request::Install { slugs }).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&installed);
+            }
+            out.print(&render::table::render_install(&installed))
+        }
+        Command::Uninstall { slug } => {
+            let removed: UninstallResult = backend.call(Request::Uninstall { slug }).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&removed);
+            }
+            out.print(&render::table::render_uninstall(&removed))
+        }
+        Command::List => {
+            let list: ToolsListResult = backend.call(Request::ToolsList).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&list);
+            }
+            out.print(&render::table::render_installed(&list.tools, out.width, out.colored))
+        }
+        Command::Update => {
+            let update: UpdateResult = backend.call(Request::Update).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&update);
+            }
+            out.print(&render::table::render_update(&update))
+        }
+        Command::Run(_) | Command::Completions { .. } | Command::Config(_) | Command::Daemon(_) => {
+            unreachable!("handled before connecting")
+        }
+    }
+}
+
+/// Turns an [`IpcError`] inside an `anyhow::Error` into a [`Failure`] with its exit code.
+fn reipc(err: anyhow::Error) -> anyhow::Error {
+    match err.downcast::<IpcError>() {
+        Ok(error) => ipc_failure(error),
+        Err(err) => err,
+    }
+}
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Failure::new(Exit::Usage, message))
+}
+
+fn read_stdin_line(what: &str) -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).with_context(|| format!("cannot read the {what} from stdin"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn prompt(question: &str) -> anyhow::Result<String> {
+    eprint!("{question}");
+    std::io::stderr().flush()?;
+    read_stdin_line("answer")
+}
+
+fn login_params(args: &LoginArgs) -> anyhow::Result<LoginParams> {
+    if let Some(token) = &args.token {
+        return Ok(LoginParams::Token { token: token.clone() });
+    }
+    if let Ok(token) = std::env::var("ANIATE_TOKEN") {
+        if !token.trim().is_empty() && args.email.is_none() {
+            return Ok(LoginParams::Token { token });
+        }
+    }
+    let interactive = std::io::stdin().is_terminal();
+    let email = match &args.email {
+        Some(email) => email.clone(),
+        None if interactive => prompt("Email: ")?,
+        None => return Err(usage("`ant login` needs a terminal; use --token T, or --email E --password-stdin")),
+    };
+    let password = if args.password_stdin {
+        read_stdin_line("password")?
+    } else if interactive {
+        rpassword::prompt_password("Password: ").context("cannot read the password")?
+    } else {
+        return Err(usage("no terminal to ask for the password; use --password-stdin"));
+    };
+    Ok(LoginParams::Password { email, password })
+}
+
+fn signup_credentials(args: &SignupArgs) -> anyhow::Result<(String, String)> {
+    let email = args.email.clone();
+    if args.password_stdin {
+        return Ok((email, read_stdin_line("password")?));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(usage("no terminal to ask for the password; use --password-stdin"));
+    }
+    let password =
+        rpassword::prompt_password("Choose a password (8+ characters): ").context("cannot read the password")?;
+    let again = rpassword::prompt_password("Repeat it: ").context("cannot read the password")?;
+    if password != again {
+        return Err(anyhow::Error::new(Failure::new(Exit::Error, "the passwords differ")));
+    }
+    Ok((email, password))
+}
+
+fn config_command(global: &GlobalArgs, command: ConfigCommand) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let home = home()?;
+    let (mut config, warning) = Config::load(&home);
+    if let Some(warning) = warning {
+        eprint!("{}", render::message::render_warning(&warning, None, out.colored_err));
+    }
+    let bad = |message: String| anyhow::Error::new(Failure::new(Exit::Error, message));
+    match command {
+        ConfigCommand::Get { key } => {
+            let value = config.get(key.as_str()).map_err(bad)?;
+            if out.json {
+                return out.json(&serde_json::json!({ key.as_str(): value }));
+            }
+            match value {
+                Some(value) => out.print(&format!("{value}\n")),
+                None if key.as_str() == "server" => out.print(&format!("{}\n", config.server_url())),
+                None => Err(anyhow::Error::new(Failure::new(Exit::Error, format!("{} is not set", key.as_str())))),
+            }
+        }
+        ConfigCommand::Set { key, value } => {
+            config.set(key.as_str(), &value).map_err(bad)?;
+            home.ensure().map_err(|err| bad(err.to_string()))?;
+            config.save(&home).with_context(|| format!("cannot write {}", home.config_path().display()))?;
+            out.note(&format!("{} = {}\n", key.as_str(), value));
+            Ok(())
+        }
+        ConfigCommand::List => {
+            let pairs: Vec<(String, Option<String>)> =
+                aniated::config::KEYS.iter().map(|key| (key.to_string(), config.get(key).ok().flatten())).collect();
+            if out.json {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    pairs.into_iter().map(|(k, v)| (k, v.map_or(serde_json::Value::Null, Into::into))).collect();
+                return out.json(&map);
+            }
+            let mut text = String::new();
+            for (key, value) in pairs {
+                text.push_str(&format!("{key} = {}\n", value.unwrap_or_else(|| "(default)".to_owned())));
+            }
+            out.print(&text)
+        }
+    }
+}
+
+async fn daemon_command(global: &GlobalArgs, command: DaemonCommand) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let home = home()?;
+    let options = ClientOptions::new(format!("ant/{}", aniate_proto::VERSION));
+    let running = || async {
+        match DaemonClient::connect_once(&home, &options).await {
+            Ok(client) => Ok(Some(client)),
+            Err(ClientError::NotRunning(_)) => Ok(None),
+            Err(err) => Err(daemon_failure(err)),
+        }
+    };
+    match command {
+        DaemonCommand::Start => {
+            let client = DaemonClient::connect(&home, &options).await.map_err(daemon_failure)?;
+            if out.json {
+                return out.json(client.hello());
+            }
+            out.print(&format!("aniated is running (pid {}, {})\n", client.hello().pid, client.hello().daemon))
+        }
+        DaemonCommand::Stop => match running().await? {
+            Some(client) => {
+                let pid = client.hello().pid;
+                client.shutdown_and_wait(&home).await;
+                out.print(&format!("stopped aniated (pid {pid})\n"))
+            }
+            None => out.print("aniated is not running\n"),
+        },
+        DaemonCommand::Restart => {
+            if let Some(client) = running().await? {
+                client.shutdown_and_wait(&home).await;
+            }
+            let client = DaemonClient::connect(&home, &options).await.map_err(daemon_failure)?;
+            out.print(&format!("aniated is running (pid {})\n", client.hello().pid))
+        }
+        DaemonCommand::Status => match running().await? {
+            Some(client) => {
+                let status: StatusResult = Backend::Daemon(client).call(Request::Status).await.map_err(reipc)?;
+                if out.json {
+                    return out.json(&status);
+                }
+                out.print(&render::table::render_status(&status, out.colored))
+            }
+            None => {
+                if out.json {
+                    out.json(&serde_json::json!({"running": false}))?;
+                } else {
+                    out.print("aniated is not running (it starts with the next command that needs it)\n")?;
+                }
+                Err(anyhow::Error::new(Failure::new(Exit::Error, "")))
+            }
+        },
+        DaemonCommand::Logs { follow, lines } => print_logs(&home.log_path(), lines, follow).await,
+    }
+}
+
+async fn print_logs(path: &Path, lines: usize, follow: bool) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    let mut stdout = std::io::stdout().lock();
+    for line in &all[start..] {
+        writeln!(stdout, "{line}")?;
+    }
+    stdout.flush()?;
+    drop(stdout);
+    if !follow {
+        if all.is_empty() {
+            eprintln!("no daemon log yet at {}", path.display());
+        }
+        return Ok(());
+    }
+    let mut offset = text.len() as u64;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        let Ok(bytes) = std::fs::read(path) else { continue };
+        if (bytes.len() as u64) < offset {
+            offset = 0; // rotated
+        }
+        let new = &bytes[offset as usize..];
+        if !new.is_empty() {
+            std::io::stdout().write_all(new)?;
+            std::io::stdout().flush()?;
+            offset = bytes.len() as u64;
+        }
+    }
+}
+
+/// Reads an installed tool's metadata from `tools/<slug>.json`: no daemon, no network.
+fn installed_tool(home: &Home, slug: &str) -> anyhow::Result<ToolMeta> {
+    let path = home.tool_path(slug);
+    let not_installed = || {
+        let mut failure = Failure::new(Exit::NoTool, format!("tool `{slug}` is not installed"));
+        failure = match crate::args::suggest_builtin(slug) {
+            Some(suggestion) => failure.with_hint(format!("did you mean `ant {suggestion}`?")),
+            None => failure.with_hint(format!("run `ant install {slug}` (`ant marketplace` lists the tools)")),
+        };
+        anyhow::Error::new(failure)
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(not_installed()),
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    };
+    serde_json::from_slice(&bytes).map_err(|err| {
+        anyhow::Error::new(
+            Failure::new(Exit::NoTool, format!("{} is corrupt: {err}", path.display()))
+                .with_hint(format!("reinstall it: `ant install {slug}`")),
+        )
+    })
+}
+
+async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let home = home()?;
+    let tool = installed_tool(&home, &args.slug)?;
+    let input = match &args.file {
+        Some(path) => Some(
+            files::read_input(path, files::MAX_INPUT_BYTES, &mut std::io::stdin().lock())
+                .map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, err.to_string())))?,
+        ),
+        None => None,
+    };
+    if tool.requires_file && input.is_none() {
+        return Err(usage(format!("`{}` needs a file: ant {} FILE (or - for stdin)", tool.slug, tool.slug)));
+    }
+    if input.is_none() && args.instructions.as_deref().is_none_or(|i| i.trim().is_empty()) {
+        return Err(usage(format!("`{}` needs a file or -i \"your question\"", tool.slug)));
+    }
+    let original = input.as_ref().map(|input| input.content.clone()).unwrap_or_default();
+    let display_name =
+        input.as_ref().map(|input| input.display_name().to_owned()).unwrap_or_else(|| "stdin".to_owned());
+    let params = RunToolParams {
+        tool: tool.slug.clone(),
+        content: original.clone(),
+        instructions: args.instructions.clone(),
+        filename: input.as_ref().and_then(|input| input.filename.clone()),
+        language: args.language.clone().or_else(|| input.as_ref().and_then(|input| input.language.clone())),
+        fresh: args.fresh,
+    };
+    let backend = connect(global).await?;
+    let mut replies = backend.request(Request::RunTool(params)).await.map_err(reipc)?;
+
+    let live_text = tool.output == OutputKind::Text && !out.json;
+    let progress = !out.json && !out.quiet && !live_text && std::io::stderr().is_terminal();
+    let mut text = String::new();
+    let mut received = 0usize;
+    loop {
+        let reply = tokio::select! {
+            reply = replies.next() => reply,
+            _ = tokio::signal::ctrl_c() => {
+                drop(replies);
+                if progress {
+                    eprintln!();
+                }
+                return Err(anyhow::Error::new(Failure::new(Exit::Interrupted, "interrupted")));
+            }
+        };
+        let Some(reply) = reply else { break };
+        if out.json {
+            render::json::write_reply_line(&mut std::io::stdout().lock(), &reply)?;
+            match reply {
+                Reply::Error(error) => return Err(anyhow::Error::new(Failure::new(Exit::from_ipc(error.code), ""))),
+                Reply::Done(_) => return Ok(()),
+                _ => continue,
+            }
+        }
+        match reply {
+            Reply::Meta(_) | Reply::Result(_) => {}
+            Reply::Delta(delta) => {
+                received += delta.text.len();
+                if live_text {
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(render::style::sanitize_text(&delta.text).as_bytes())?;
+                    stdout.flush()?;
+                } else {
+                    text.push_str(&delta.text);
+                    if progress {
+                        eprint!("\r{} {} … {}", tool.slug, display_name, files::format_size(received));
+                    }
+                }
+            }
+            Reply::Done(done) => {
+                if progress {
+                    eprint!("\r\x1b[2K");
+                }
+                if live_text && !text.ends_with('\n') && received > 0 {
+                    out.print("\n")?;
+                }
+                if done.cached {
+                    out.note("(cached answer; --fresh asks again)\n");
+                }
+                return finish_run(&out, &args, &tool, &display_name, &original, &text, done.done.result);
+            }
+            Reply::Error(error) => {
+                if progress {
+                    eprint!("\r\x1b[2K");
+                }
+                return Err(ipc_failure(error));
+            }
+        }
+    }
+    Err(anyhow::Error::new(Failure::new(Exit::Error, "the answer ended without a result")))
+}
+
+fn finish_run(
+    out: &Out,
+    args: &RunArgs,
+    tool: &ToolMeta,
+    display_name: &str,
+    original: &str,
+    text: &str,
+    result: Option<ToolResult>,
+) -> anyhow::Result<()> {
+    match (tool.output, result) {
+        (OutputKind::Text, _) => Ok(()),
+        (OutputKind::Code, result) => {
+            let corrected = match result {
+                Some(ToolResult::Code(code)) => code,
+                _ => text.to_owned(),
+            };
+            let diff = render::diff::unified_diff(display_name, original, &corrected, out.colored);
+            if diff.is_empty() {
+                out.note("No changes\n");
+                return Ok(());
+            }
+            out.print(&diff)?;
+            out.note(&format!("{}\n", render::diff::change_summary(original, &corrected)));
+            match (&args.apply, &args.file) {
+                (true, Some(path)) if path != "-" => {
+                    let path = Path::new(path);
+                    if !files::is_unchanged(path, original)? {
+                        return Err(anyhow::Error::new(Failure::new(
+                            Exit::Error,
+                            format!("{} changed while the tool ran; not applying", path.display()),
+                        )));
+                    }
+                    let backup = files::write_atomic_with_backup(path, &corrected)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    out.note(&format!("Applied to {} (backup: {})\n", path.display(), backup.display()));
+                }
+                (true, _) => out.note("--apply needs a file, not stdin; the fix is above\n"),
+                (false, _) => out.note(&format!("Apply it with: ant {} {} --apply\n", tool.slug, display_name)),
+            }
+            Ok(())
+        }
+        (OutputKind::Findings, result) => {
+            let findings = match result {
+                Some(ToolResult::Findings(findings)) => findings,
+                _ => Vec::new(),
+            };
+            if args.format == RunFormat::Sarif {
+                return out.print(&render::sarif::render_sarif(
+                    &tool.slug,
+                    Some(&tool.description),
+                    display_name,
+                    &findings,
+                ));
+            }
+            out.print(&render::findings::render_findings(display_name, &findings, out.colored))?;
+            out.note(&format!("{}\n", render::findings::findings_summary(&findings)));
+            Ok(())
+        }
+        (OutputKind::Command, result) => {
+            let Some(ToolResult::Command(suggestion)) = result else {
+                return Err(anyhow::Error::new(Failure::new(Exit::Error, "the model did not propose a command")));
+            };
+            out.print(&render::command::render_command(&suggestion, out.colored))?;
+            if suggestion.command.trim().is_empty() {
+                return Ok(());
+            }
+            let run = match render::command::run_decision(args.yes, std::io::stdin().is_terminal()) {
+                RunDecision::Run => true,
+                RunDecision::Ask => render::command::confirm(
+                    render::command::RUN_PROMPT,
+                    &mut std::io::stdin().lock(),
+                    &mut std::io::stderr(),
+                )?,
+                RunDecision::PrintOnly => {
+                    out.note("Not running it: stdin is not a terminal (pass --yes to run it)\n");
+                    false
+                }
+            };
+            if !run {
+                return Ok(());
+            }
+            let shell = std::env::var("SHELL").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "/bin/sh".to_owned());
+            let status = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(&suggestion.command)
+                .status()
+                .context("cannot start the shell")?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(anyhow::Error::new(Failure::new(Exit::Error, format!("the command exited with {status}"))))
+            }
+        }
+    }
+}
