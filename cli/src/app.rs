@@ -259,11 +259,10 @@ fn login_params(args: &LoginArgs) -> anyhow::Result<LoginParams> {
     if let Some(token) = &args.token {
         return Ok(LoginParams::Token { token: token.clone() });
     }
-    if let Ok(token) = std::env::var("ANIATE_TOKEN") {
-        if !token.trim().is_empty() && args.email.is_none() {
+    if let Ok(token) = std::env::var("ANIATE_TOKEN")
+        && !token.trim().is_empty() && args.email.is_none() {
             return Ok(LoginParams::Token { token });
         }
-    }
     let interactive = std::io::stdin().is_terminal();
     let email = match &args.email {
         Some(email) => email.clone(),

@@ -51,6 +51,18 @@ fn tempfile_in(dir: &Path) -> std::io::Result<TempFile> {
     }
 }
 
+/// Restricts an existing file to its owner (0600); a no-op off Unix.
+pub fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,16 +98,4 @@ mod tests {
             assert_eq!(std::fs::read(&path).unwrap(), b"old");
         }
     }
-}
-
-/// Restricts an existing file to its owner (0600); a no-op off Unix.
-pub fn make_private(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }
