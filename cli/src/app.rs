@@ -260,9 +260,11 @@ fn login_params(args: &LoginArgs) -> anyhow::Result<LoginParams> {
         return Ok(LoginParams::Token { token: token.clone() });
     }
     if let Ok(token) = std::env::var("ANIATE_TOKEN")
-        && !token.trim().is_empty() && args.email.is_none() {
-            return Ok(LoginParams::Token { token });
-        }
+        && !token.trim().is_empty()
+        && args.email.is_none()
+    {
+        return Ok(LoginParams::Token { token });
+    }
     let interactive = std::io::stdin().is_terminal();
     let email = match &args.email {
         Some(email) => email.clone(),

@@ -155,19 +155,23 @@ impl DaemonClient {
         let recv = SharedStream(Arc::clone(&stream));
         let mut send = SharedStream(stream);
         let hello = ClientFrame::Hello(ClientHello { protocol: PROTOCOL, client: options.client.clone() });
-        write_frame(&mut send, &hello).await?;
-        send.flush().await?;
+        // A daemon that dies as we connect (killed, or stopping) resets the connection or
+        // closes it before its hello: that is "not running", and the caller may start one.
+        let gone = |_| ClientError::NotRunning(home.socket.display().to_string());
+        write_frame(&mut send, &hello).await.map_err(gone)?;
+        send.flush().await.map_err(gone)?;
         let mut reader = BufReader::new(recv);
         let mut line = Vec::new();
-        let daemon_hello =
-            match tokio::time::timeout(Duration::from_secs(5), read_frame::<DaemonFrame, _>(&mut reader, &mut line))
-                .await
-            {
-                Ok(Ok(Some(DaemonFrame::Hello(hello)))) => hello,
-                Ok(Ok(other)) => return Err(ClientError::Protocol(format!("expected a hello, got {other:?}"))),
-                Ok(Err(err)) => return Err(ClientError::Protocol(err.to_string())),
-                Err(_) => return Err(ClientError::Protocol("no hello within 5 s".to_owned())),
-            };
+        let first = tokio::time::timeout(Duration::from_secs(5), read_frame::<DaemonFrame, _>(&mut reader, &mut line));
+        let daemon_hello = match first.await {
+            Ok(Ok(Some(DaemonFrame::Hello(hello)))) => hello,
+            Ok(Ok(None) | Err(crate::frames::FrameError::Io(_))) => {
+                return Err(ClientError::NotRunning(home.socket.display().to_string()));
+            }
+            Ok(Ok(other)) => return Err(ClientError::Protocol(format!("expected a hello, got {other:?}"))),
+            Ok(Err(err)) => return Err(ClientError::Protocol(err.to_string())),
+            Err(_) => return Err(ClientError::Protocol("no hello within 5 s".to_owned())),
+        };
         let pending: Pending = Arc::default();
         let reader_task = tokio::spawn(read_replies(reader, Arc::clone(&pending)));
         Ok(DaemonClient {

@@ -1,1 +1,11 @@
-//! CLI integration tests.
+//! End-to-end tests through the real binaries: `ant` → `aniated` → `ant-server` → the fake LLM,
+//! each test on its own temporary home and free ports.
+
+#![cfg(unix)]
+
+mod harness;
+
+mod bad_input;
+mod daemon;
+mod flow;
+mod kinds;

@@ -1,5 +1,6 @@
 //! What Linux says about a process and the machine: memory (`/proc/PID/status`), CPU time
-//! (`/proc/PID/stat`), CPU model (`/proc/cpuinfo`). Elsewhere these read as `None`.
+//! (`/proc/PID/stat`, `/proc/stat`), CPU model (`/proc/cpuinfo`). Elsewhere these read as
+//! `None`.
 
 use std::process::Command;
 use std::time::Duration;
@@ -50,8 +51,31 @@ impl ClockTicks {
     /// `None` if it cannot be read.
     pub fn cpu_time(self, pid: u32) -> Option<Duration> {
         let ticks = parse_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
-        Some(Duration::from_secs_f64(ticks as f64 / self.0 as f64))
+        Some(self.to_duration(ticks))
     }
+
+    /// CPU time every CPU of the machine spent busy so far (all processes, the kernel,
+    /// and time stolen by the hypervisor); `None` if it cannot be read.
+    pub fn machine_busy_time(self) -> Option<Duration> {
+        let ticks = parse_machine_busy_ticks(&std::fs::read_to_string("/proc/stat").ok()?)?;
+        Some(self.to_duration(ticks))
+    }
+
+    fn to_duration(self, ticks: u64) -> Duration {
+        Duration::from_secs_f64(ticks as f64 / self.0 as f64)
+    }
+}
+
+/// The busy ticks of the `cpu` line of `/proc/stat`: everything but `idle` and `iowait`
+/// (`guest` time is already counted in `user`).
+fn parse_machine_busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).map(|field| field.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    let [user, nice, system, _idle, _iowait, irq, softirq, steal, ..] = ticks[..] else {
+        return None;
+    };
+    Some(user + nice + system + irq + softirq + steal)
 }
 
 /// `utime + stime` from a `/proc/PID/stat` line. The command name (field 2) is in
@@ -95,11 +119,20 @@ mod tests {
     }
 
     #[test]
+    fn reads_machine_busy_ticks() {
+        let stat = "cpu  100 5 50 1000 7 3 2 1 0 0\ncpu0 50 2 25 500 3 1 1 0 0 0\n";
+        assert_eq!(parse_machine_busy_ticks(stat), Some(161));
+        assert_eq!(parse_machine_busy_ticks("cpu  1 2 3\n"), None);
+        assert_eq!(parse_machine_busy_ticks("intr 5\n"), None);
+    }
+
+    #[test]
     fn reads_this_process() {
         if cfg!(target_os = "linux") {
             let memory = memory(std::process::id()).unwrap();
             assert!(memory.rss > 0 && memory.peak_rss >= memory.rss);
             assert!(ClockTicks::detect().cpu_time(std::process::id()).is_some());
+            assert!(ClockTicks::detect().machine_busy_time().is_some());
         }
     }
 }

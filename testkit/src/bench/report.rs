@@ -33,8 +33,9 @@ impl Machine {
 
     /// One line for a report: CPU, count, date, commit.
     pub fn describe(&self) -> String {
-        let commit = self.commit.as_deref().unwrap_or("unknown commit");
-        format!("{} × {} CPUs, {}, commit {commit}", self.n_cpus, self.cpu_model, self.date)
+        let commit =
+            self.commit.as_deref().map_or_else(|| "outside git".to_owned(), |commit| format!("commit {commit}"));
+        format!("{} × {} CPUs, {}, {commit}", self.n_cpus, self.cpu_model, self.date)
     }
 }
 

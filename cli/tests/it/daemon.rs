@@ -1,0 +1,111 @@
+//! The daemon as `ant` sees it: started on demand, restarted when older, survived when it
+//! crashes, and Ctrl-C cancelling a run end to end.
+
+use std::time::Duration;
+
+use aniate_testkit::{
+    FakeLlmConfig, Outcome,
+    stack::{Stack, StackOptions},
+};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::UnixListener,
+};
+
+use crate::harness::{Client, kill, now_ms};
+
+fn slow_fake() -> FakeLlmConfig {
+    FakeLlmConfig {
+        default_reply: Some("slow words ".repeat(300)),
+        chunk_chars: 5,
+        chunk_delay_ms: 10,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_on_demand_and_restarted_after_a_crash() {
+    let stack = Stack::start(StackOptions { fake: slow_fake(), ..Default::default() }).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ready("crash@example.test", &["what"]).await;
+    let first = client.daemon_pid().expect("ant started the daemon");
+
+    // SIGKILL the daemon mid-stream: ant says so, with a non-zero exit.
+    let run = client.command(&["what", "-i", "talk for a while"]).spawn().unwrap();
+    let (_, started) = stack.fake.wait_until(Duration::from_secs(10), |r| r.iter().any(|r| r.chunks_sent > 3)).await;
+    assert!(started);
+    kill(first, "KILL");
+    let output = tokio::time::timeout(Duration::from_secs(20), run.wait_with_output()).await.unwrap().unwrap();
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("aniated closed the connection"), "{stderr}");
+    assert!(client.home.join("aniated.sock").exists(), "the crash left a stale socket");
+
+    // The next command starts a fresh daemon; the installed tools are intact.
+    let list = client.ant(&["list"]).await;
+    assert!(list.ok().stdout.contains("what"));
+    let second = client.daemon_pid().expect("a new daemon");
+    assert_ne!(first, second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_the_run_end_to_end() {
+    let stack = Stack::start(StackOptions { fake: slow_fake(), ..Default::default() }).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ready("ctrlc@example.test", &["what"]).await;
+    let run = client.command(&["what", "-i", "talk for a while"]).spawn().unwrap();
+    let (_, started) = stack.fake.wait_until(Duration::from_secs(10), |r| r.iter().any(|r| r.chunks_sent > 3)).await;
+    assert!(started);
+    kill(run.id().unwrap(), "INT");
+    let interrupted_at = now_ms();
+    let output = tokio::time::timeout(Duration::from_secs(20), run.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    let (requests, cancelled) = stack
+        .fake
+        .wait_until(Duration::from_secs(2), |r| r.last().is_some_and(|r| r.outcome == Outcome::Cancelled))
+        .await;
+    assert!(cancelled, "{requests:?}");
+    let delay = requests.last().unwrap().ended_at_ms.unwrap().saturating_sub(interrupted_at);
+    assert!(delay < 100, "the provider request ended {delay} ms after Ctrl-C");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_daemon_is_replaced() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let client = Client::new(&stack, "u");
+    // An "old daemon": answers the hello with an old version, and stops when asked.
+    let socket = client.home.join("aniated.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let old = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let frame: Value = serde_json::from_str(&line).unwrap();
+            if frame.get("hello").is_some() {
+                write
+                    .write_all(b"{\"hello\":{\"protocol\":1,\"daemon\":\"aniated/0.0.1\",\"pid\":1}}\n")
+                    .await
+                    .unwrap();
+            } else if frame["request"]["method"] == "shutdown" {
+                let id = &frame["request"]["id"];
+                write
+                    .write_all(format!("{{\"reply\":{{\"id\":{id},\"event\":\"result\",\"data\":null}}}}\n").as_bytes())
+                    .await
+                    .unwrap();
+                drop(listener_cleanup(&socket));
+                return true;
+            }
+        }
+        false
+    });
+    let started = client.ant(&["daemon", "start", "--json"]).await;
+    let hello: Value = serde_json::from_str(&started.ok().stdout).unwrap();
+    assert_eq!(hello["daemon"], format!("aniated/{}", env!("CARGO_PKG_VERSION")));
+    assert!(old.await.unwrap(), "the old daemon was asked to shut down");
+}
+
+fn listener_cleanup(socket: &std::path::Path) -> std::io::Result<()> {
+    std::fs::remove_file(socket)
+}
