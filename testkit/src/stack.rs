@@ -36,11 +36,20 @@ pub struct StackOptions {
     pub server_env: Vec<(String, String)>,
 }
 
+fn spawn_server(env: &[(String, String)], dir: &Path) -> anyhow::Result<(TestProcess, String)> {
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = TestProcess::spawn(&workspace_bin("ant-server"), &["serve"], &env_refs, &dir.join("server.log"))?;
+    let line = server.wait_for_stdout_line("ant-server listening on ", Duration::from_secs(30))?;
+    let listening = line.trim_start_matches("ant-server listening on ").trim().to_owned();
+    Ok((server, listening))
+}
+
 /// A running server with its fake provider, and a directory for client homes.
 #[derive(Debug)]
 pub struct Stack {
     pub fake: FakeLlm,
     pub server: TestProcess,
+    server_env: Vec<(String, String)>,
     /// `http://127.0.0.1:PORT` or `https://localhost:PORT`.
     pub url: String,
     pub dir: tempfile::TempDir,
@@ -83,7 +92,23 @@ impl Stack {
         if let Some(ca) = &ca {
             http = http.add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem.as_bytes())?);
         }
-        Ok(Stack { fake, server, url, dir, ca, http: http.build()?, db_url })
+        Ok(Stack { fake, server, server_env: env, url, dir, ca, http: http.build()?, db_url })
+    }
+
+    /// Stops the server (SIGKILL, as a crash) and starts it again on the same address, with the
+    /// same database.
+    pub fn restart_server(&mut self) -> anyhow::Result<()> {
+        self.server.kill();
+        let port = self.url.rsplit(':').next().context("a port in the URL")?.trim_end_matches('/').to_owned();
+        let mut env = self.server_env.clone();
+        for (key, value) in &mut env {
+            if key == "ANIATE_BIND" {
+                *value = format!("127.0.0.1:{port}");
+            }
+        }
+        let (server, _) = spawn_server(&env, self.dir.path())?;
+        self.server = server;
+        Ok(())
     }
 
     /// A fresh, empty `ANIATE_HOME` inside the stack's directory. Kept short: Unix socket

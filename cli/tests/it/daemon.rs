@@ -109,3 +109,17 @@ async fn an_older_daemon_is_replaced() {
 fn listener_cleanup(socket: &std::path::Path) -> std::io::Result<()> {
     std::fs::remove_file(socket)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_is_invisible_to_the_next_run() {
+    let mut stack = Stack::start(StackOptions::default()).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ready("restart@example.test", &["what"]).await;
+    client.ant(&["what", "-i", "before the restart", "--fresh"]).await.ok();
+    let daemon = client.daemon_pid().unwrap();
+    stack.restart_server().unwrap();
+    let after = client.ant(&["what", "-i", "after the restart", "--fresh"]).await;
+    after.ok();
+    assert!(after.stdout.contains("after the restart"), "{}", after.stdout);
+    assert_eq!(client.daemon_pid(), Some(daemon), "the same warm daemon served it");
+}
