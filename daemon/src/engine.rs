@@ -203,21 +203,29 @@ impl Engine {
     pub fn spawn_background(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.0);
         tokio::spawn(async move {
-            let mut keepalive = tokio::time::interval(KEEPALIVE_INTERVAL);
+            let mut last_ping = Instant::now().checked_sub(KEEPALIVE_INTERVAL).unwrap_or_else(Instant::now);
             let mut last_update_check: Option<Instant> = None;
             loop {
-                keepalive.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let engine = Engine(inner);
-                engine.warm_up().await;
-                let interval =
-                    engine.0.config.read().unwrap_or_else(std::sync::PoisonError::into_inner).update_check_secs();
-                let due =
-                    interval > 0 && last_update_check.is_none_or(|at| at.elapsed() >= Duration::from_secs(interval));
-                if due {
+                let update_every = Duration::from_secs(
+                    engine.0.config.read().unwrap_or_else(std::sync::PoisonError::into_inner).update_check_secs(),
+                );
+                let update_due =
+                    !update_every.is_zero() && last_update_check.is_none_or(|at| at.elapsed() >= update_every);
+                if update_due {
+                    // A /tools request also keeps the connection warm.
                     last_update_check = Some(Instant::now());
+                    last_ping = Instant::now();
                     engine.check_updates().await;
+                } else if last_ping.elapsed() >= KEEPALIVE_INTERVAL {
+                    last_ping = Instant::now();
+                    engine.warm_up().await;
                 }
+                let tick =
+                    if update_every.is_zero() { KEEPALIVE_INTERVAL } else { update_every.min(KEEPALIVE_INTERVAL) };
+                drop(engine);
+                tokio::time::sleep(tick).await;
             }
         })
     }
@@ -227,12 +235,19 @@ impl Engine {
         let etag = self.0.tools_etag.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         match self.server().tools(etag.as_deref()).await {
             Ok(ToolsFetch::Modified { tools, etag }) => {
+                self.0.server_reachable.store(true, Ordering::Relaxed);
                 self.0.store.mark_updates(&tools);
                 *self.0.tools_etag.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = etag;
                 tracing::debug!(n_tools = tools.len(), "checked for tool updates");
             }
-            Ok(ToolsFetch::NotModified) => tracing::debug!("tools unchanged"),
-            Err(err) => tracing::debug!(cause = %err, "update check failed"),
+            Ok(ToolsFetch::NotModified) => {
+                self.0.server_reachable.store(true, Ordering::Relaxed);
+                tracing::debug!("tools unchanged");
+            }
+            Err(err) => {
+                self.0.server_reachable.store(false, Ordering::Relaxed);
+                tracing::debug!(cause = %err, "update check failed");
+            }
         }
     }
 

@@ -123,3 +123,45 @@ async fn a_server_restart_is_invisible_to_the_next_run() {
     assert!(after.stdout.contains("after the restart"), "{}", after.stdout);
     assert_eq!(client.daemon_pid(), Some(daemon), "the same warm daemon served it");
 }
+
+/// The socket is 0600, so another user cannot even connect; if it is opened up by mistake,
+/// the daemon's peer-uid check still refuses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_is_refused_even_through_an_open_socket() {
+    let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("skipping: switching users needs root");
+        return;
+    }
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ant(&["daemon", "start"]).await.ok();
+    // Open every directory on the way, and the socket itself.
+    use std::os::unix::fs::PermissionsExt;
+    let mut dir = Some(client.home.as_path());
+    while let Some(path) = dir {
+        if path == std::path::Path::new("/") {
+            break;
+        }
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o755)).unwrap();
+        dir = path.parent();
+    }
+    let socket = client.home.join("aniated.sock");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let output = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::harness::ANT, "daemon", "status"])
+        .env_clear()
+        .env("ANIATE_HOME", &client.home)
+        .env("ANIATE_DAEMON_EXE", "/bin/false")
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_ne!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("not running"), "the other user got no answer: {stdout}");
+    assert!(client.daemon_log().contains("refused a connection from another user"), "{}", client.daemon_log());
+    // The owner is still served.
+    client.ant(&["daemon", "status"]).await.ok();
+}

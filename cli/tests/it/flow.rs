@@ -148,3 +148,38 @@ async fn an_admin_prompt_never_reaches_the_client() {
     assert!(!client.all_files_text().contains(MARKER), "prompt leaked under ANIATE_HOME");
     assert!(!client.daemon_log().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_notices_new_versions_in_the_background() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ant(&["config", "set", "update_check_secs", "1"]).await.ok();
+    client.ready("bg@example.test", &["what"]).await;
+    let admin = stack.admin_token().await.unwrap();
+    stack
+        .push_tool(&admin, json!({"slug": "what", "name": "What", "description": "Explain, v2", "system_prompt": "v2"}))
+        .await
+        .unwrap();
+    let mut marked = false;
+    for _ in 0..50 {
+        let list = client.ant(&["list", "--json"]).await;
+        let list: Value = serde_json::from_str(&list.ok().stdout).unwrap();
+        if list["tools"][0]["update_available"].as_i64() == Some(2) {
+            marked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(marked, "the background check marked the update");
+    let status = client.ant(&["daemon", "status", "--json"]).await;
+    let status: Value = serde_json::from_str(&status.ok().stdout).unwrap();
+    assert_eq!(status["updates_available"], json!(["what"]));
+    // Nothing was applied behind the user's back.
+    let installed: Value =
+        serde_json::from_str(&std::fs::read_to_string(client.home.join("tools/what.json")).unwrap()).unwrap();
+    assert_eq!(installed["version"], 1);
+    client.ant(&["update"]).await.ok();
+    let installed: Value =
+        serde_json::from_str(&std::fs::read_to_string(client.home.join("tools/what.json")).unwrap()).unwrap();
+    assert_eq!(installed["version"], 2);
+}
