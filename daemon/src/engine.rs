@@ -510,6 +510,7 @@ impl Engine {
             instructions: params.instructions.clone(),
             filename: params.filename.clone(),
             language: params.language.clone(),
+            file_id: None,
         };
         let server = self.server();
         let result = server.run_tool(&token, &slug, &request).await;

@@ -23,6 +23,9 @@ pub struct RunToolRequest {
     /// The language, as a hint for the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// A file stored with `POST /files` to use as `content` (and, unless given, `filename`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<i64>,
 }
 
 /// `POST /auth/signup` and `POST /auth/login`.
@@ -106,4 +109,166 @@ pub enum UpsertOutcome {
 pub struct ToolUpsertResponse {
     pub outcome: UpsertOutcome,
     pub tool: crate::tool::ToolMeta,
+}
+
+/// Who can chat with a brew.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Its owner only.
+    #[default]
+    Private,
+    /// Every user (admins only may publish one); the prompt stays the owner's.
+    Global,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Global => "global",
+        }
+    }
+}
+
+/// `POST /assistants`: a new brew (a personal assistant: a system prompt and a model).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssistantCreate {
+    pub name: String,
+    /// Defaults to a slug made from the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub system_prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<Visibility>,
+}
+
+/// `PATCH /assistants/{id}`: the fields to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssistantPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<Visibility>,
+}
+
+/// A brew as the API shows it. `system_prompt` is there for its owner only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assistant {
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    pub description: String,
+    pub model: String,
+    pub visibility: Visibility,
+    /// Whether the caller owns it (and so may edit it and read its prompt).
+    pub mine: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+}
+
+/// Who said a chat message. The system prompt is the server's business, so clients cannot
+/// send `system` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatRole {
+    User,
+    Assistant,
+}
+
+impl ChatRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatRole::User => "user",
+            ChatRole::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: ChatRole,
+    pub content: String,
+}
+
+/// `POST /chat`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// A brew, by id or slug; without one, Aniate's default assistant answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assistant: Option<String>,
+    pub messages: Vec<ChatMessage>,
+}
+
+/// A stored file's metadata (`/files`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    pub id: i64,
+    pub name: String,
+    pub size: u64,
+    pub content_type: String,
+    pub sha256: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolUsage {
+    /// A tool slug, or `chat` / `chat:<brew>`.
+    pub tool: String,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayUsage {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+/// `GET /usage`: the caller's usage this month, and what their plan leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub plan: String,
+    pub requests_per_minute: u32,
+    pub tokens_per_month: u64,
+    /// Start of the current period (the month, UTC), RFC 3339.
+    pub period_start: String,
+    /// When the monthly quota resets, RFC 3339.
+    pub resets_at: String,
+    pub tokens_used: u64,
+    pub tokens_left: u64,
+    pub totals: UsageTotals,
+    pub by_tool: Vec<ToolUsage>,
+    pub by_day: Vec<DayUsage>,
+}
+
+/// One line of `GET /admin/usage`: a user's use of a tool in the period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminUsageRow {
+    pub email: String,
+    pub plan: String,
+    pub tool: String,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
 }

@@ -47,6 +47,71 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             db.create_token(user.id, &auth::hash_token(&token), &name).await?;
             writeln!(out, "{token}")?;
         }
+        AdminCommand::SetPlan { email, plan, db } => {
+            let db = open(&db).await?;
+            if db.plan(&plan).await?.is_none() {
+                let known: Vec<String> = db.plans().await?.into_iter().map(|p| p.name).collect();
+                bail!("unknown plan `{plan}` (plans: {})", known.join(", "));
+            }
+            if !db.set_plan(&email.trim().to_lowercase(), &plan).await? {
+                bail!("no user with email {email}");
+            }
+            writeln!(out, "{email} is now on the {plan} plan")?;
+        }
+        AdminCommand::Plans { db } => {
+            let db = open(&db).await?;
+            writeln!(out, "{:<12} {:>12} {:>16}", "PLAN", "REQ/MINUTE", "TOKENS/MONTH")?;
+            for plan in db.plans().await? {
+                writeln!(out, "{:<12} {:>12} {:>16}", plan.name, plan.requests_per_minute, plan.tokens_per_month)?;
+            }
+        }
+        AdminCommand::Usage { from, to, csv, db } => {
+            let parse = |text: &Option<String>, default: i64, what: &str| -> anyhow::Result<i64> {
+                match text {
+                    Some(text) => crate::http::usage::parse_time(text)
+                        .with_context(|| format!("--{what}: `{text}` is not a date or RFC 3339 time")),
+                    None => Ok(default),
+                }
+            };
+            let now = crate::db::now_ms();
+            let from = parse(&from, crate::limits::month_bounds(now).0, "from")?;
+            let to = parse(&to, now + 1, "to")?;
+            let db = open(&db).await?;
+            let rows = db.admin_usage(from, to).await?;
+            if csv {
+                writeln!(out, "email,plan,tool,requests,prompt_tokens,completion_tokens")?;
+                for row in &rows {
+                    writeln!(
+                        out,
+                        "{},{},{},{},{},{}",
+                        csv_field(&row.email),
+                        csv_field(&row.plan),
+                        csv_field(&row.tool),
+                        row.totals.requests,
+                        row.totals.prompt_tokens,
+                        row.totals.completion_tokens
+                    )?;
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12}",
+                    "EMAIL", "PLAN", "TOOL", "REQUESTS", "PROMPT", "COMPLETION"
+                )?;
+                for row in &rows {
+                    writeln!(
+                        out,
+                        "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12}",
+                        row.email,
+                        row.plan,
+                        row.tool,
+                        row.totals.requests,
+                        row.totals.prompt_tokens,
+                        row.totals.completion_tokens
+                    )?;
+                }
+            }
+        }
         AdminCommand::SetRole { email, role, db } => {
             let role = if role == "admin" { Role::Admin } else { Role::User };
             let db = open(&db).await?;
@@ -110,4 +175,9 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
         }
     }
     Ok(())
+}
+
+/// Quotes a CSV field when it needs it (RFC 4180).
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_owned() }
 }

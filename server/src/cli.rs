@@ -81,6 +81,26 @@ pub struct ServeArgs {
     #[arg(long, env = "ANIATE_MAX_CONTENT_BYTES", default_value_t = 1024 * 1024)]
     pub max_content_bytes: usize,
 
+    /// Largest stored file (POST /files), in bytes (then: 413)
+    #[arg(long, env = "ANIATE_MAX_FILE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_file_bytes: usize,
+
+    /// Where stored files' content lives [default: DATA_DIR/files]; replicas must share it
+    #[arg(long, env = "ANIATE_FILES_DIR")]
+    pub files_dir: Option<PathBuf>,
+
+    /// Redis URL: share rate limits between replicas (fails open to per-replica limits)
+    #[arg(long, env = "ANIATE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of the Redis keys, to share one Redis between deployments
+    #[arg(long, env = "ANIATE_REDIS_PREFIX", default_value = "aniate")]
+    pub redis_prefix: String,
+
+    /// Requests a minute allowed on the default plan (`free`), replacing the plan's own limit
+    #[arg(long, env = "ANIATE_RATE_LIMIT_PER_MIN")]
+    pub rate_limit_per_min: Option<u32>,
+
     /// Whether anyone may create an account with POST /auth/signup
     #[arg(long, env = "ANIATE_ALLOW_SIGNUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_signup: bool,
@@ -120,6 +140,34 @@ pub enum AdminCommand {
         /// A name to recognise the token by, e.g. `ci`
         #[arg(long, default_value = "admin-cli")]
         name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Put a user on a plan (`ant-server admin plans` lists them)
+    SetPlan {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        plan: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List the plans with their limits
+    Plans {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Everyone's usage in a period, by user and tool (for invoicing)
+    Usage {
+        /// Start, a date or RFC 3339 time [default: the start of this month]
+        #[arg(long)]
+        from: Option<String>,
+        /// End (exclusive) [default: now]
+        #[arg(long)]
+        to: Option<String>,
+        /// CSV instead of a table
+        #[arg(long)]
+        csv: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -168,13 +216,18 @@ impl DbArgs {
         if let Some(url) = &self.database_url {
             return Ok(url.clone());
         }
+        Ok(crate::db::default_sqlite_url(&self.resolve_data_dir()?))
+    }
+
+    /// The data dir, created if missing.
+    pub fn resolve_data_dir(&self) -> anyhow::Result<PathBuf> {
         let data_dir = match &self.data_dir {
             Some(dir) => dir.clone(),
             None => default_data_dir()?,
         };
         std::fs::create_dir_all(&data_dir)
             .map_err(|err| anyhow::anyhow!("cannot create the data dir {}: {err}", data_dir.display()))?;
-        Ok(crate::db::default_sqlite_url(&data_dir))
+        Ok(data_dir)
     }
 }
 

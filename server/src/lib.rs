@@ -22,6 +22,7 @@ pub mod auth;
 pub mod cli;
 pub mod db;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod output;
 pub mod prompt;

@@ -9,6 +9,7 @@ use prometheus_client::{
     metrics::{
         counter::Counter,
         family::Family,
+        gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
@@ -51,6 +52,10 @@ pub struct Metrics {
     pub tool_errors: Family<RunLabels, Counter>,
     pub time_to_first_token: Family<ToolLabels, Histogram, fn() -> Histogram>,
     pub tokens: Family<TokenLabels, Counter>,
+    pub rate_limited: Family<RunLabels, Counter>,
+    /// 1 while the shared (Redis) limiter answers, 0 while this replica limits on its own.
+    pub redis_up: Gauge,
+    pub redis_fallbacks: Counter,
 }
 
 impl Default for Metrics {
@@ -71,7 +76,31 @@ impl Default for Metrics {
         );
         let tokens = Family::<TokenLabels, Counter>::default();
         registry.register("tokens", "Tokens by tool and kind (prompt or completion)", tokens.clone());
-        Metrics { registry, http_requests, tool_runs, tool_errors, time_to_first_token, tokens }
+        let rate_limited = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a limit (status: per_minute or monthly_tokens)",
+            rate_limited.clone(),
+        );
+        let redis_up = Gauge::default();
+        registry.register("rate_limiter_redis_up", "1 while rate limits are shared through Redis", redis_up.clone());
+        let redis_fallbacks = Counter::default();
+        registry.register(
+            "rate_limiter_fallbacks",
+            "Rate-limit decisions made locally because Redis did not answer",
+            redis_fallbacks.clone(),
+        );
+        Metrics {
+            registry,
+            http_requests,
+            tool_runs,
+            tool_errors,
+            time_to_first_token,
+            tokens,
+            rate_limited,
+            redis_up,
+            redis_fallbacks,
+        }
     }
 }
 

@@ -97,6 +97,7 @@ mod tests {
             instructions: Some("be brief".into()),
             filename: Some("x\".py".into()),
             language: None,
+            file_id: None,
         };
         let messages = tool_messages(&tool(OutputKind::Findings), &request);
         assert_eq!(messages[0].content, "SYSTEM");

@@ -38,11 +38,27 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         idle_timeout: Duration::from_millis(args.stream_idle_timeout_ms),
     })
     .context("cannot build the provider client")?;
+    let files_dir = match &args.files_dir {
+        Some(dir) => dir.clone(),
+        None => args.db.resolve_data_dir()?.join("files"),
+    };
+    std::fs::create_dir_all(&files_dir)
+        .with_context(|| format!("cannot create the files dir {}", files_dir.display()))?;
+    let limiter = crate::limits::Limiter::new(args.redis_url.clone(), &args.redis_prefix, args.rate_limit_per_min);
+    limiter.connect().await;
+    let metrics = Metrics::default();
+    metrics.redis_up.set(i64::from(limiter.redis_up()));
     let state = AppState(Arc::new(AppInner {
         db: db.clone(),
         provider,
-        metrics: Metrics::default(),
-        limits: Limits { max_content_bytes: args.max_content_bytes, allow_signup: args.allow_signup },
+        metrics,
+        limits: Limits {
+            max_content_bytes: args.max_content_bytes,
+            allow_signup: args.allow_signup,
+            max_file_bytes: args.max_file_bytes,
+        },
+        limiter,
+        files: crate::http::files::FileStore { dir: files_dir },
     }));
     let app = crate::http::router(state);
     let listener = TcpListener::bind(&args.bind).await.with_context(|| format!("cannot listen on {}", args.bind))?;

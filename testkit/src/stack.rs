@@ -67,6 +67,7 @@ impl Stack {
         let upstream = fake.base_url();
         let mut env: Vec<(String, String)> = vec![
             ("ANIATE_DATABASE_URL".into(), db_url.clone()),
+            ("ANIATE_DATA_DIR".into(), dir.path().join("data").display().to_string()),
             ("ANIATE_BIND".into(), "127.0.0.1:0".into()),
             ("ANIATE_UPSTREAM_URL".into(), upstream),
             ("ANIATE_UPSTREAM_API_KEY".into(), "stack-key".into()),

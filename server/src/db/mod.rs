@@ -7,6 +7,9 @@
 //! **Architecture Invariant:** this module is the only place that knows SQL, and every value
 //! reaches SQL as a bound parameter.
 
+mod assistants;
+mod files;
+mod plans;
 mod tokens;
 mod tools;
 mod usage;
@@ -20,6 +23,9 @@ use sqlx::{
 };
 
 pub use self::{
+    assistants::{NewAssistant, StoredAssistant},
+    files::StoredFile,
+    plans::Plan,
     tokens::TokenUser,
     tools::{DEFAULT_MODEL, StoredTool},
     usage::UsageRecord,

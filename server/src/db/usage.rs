@@ -51,3 +51,85 @@ impl Db {
         Ok(rows.into_iter().map(|(status,)| status).collect())
     }
 }
+
+/// Sums as `BIGINT` in both dialects (PostgreSQL's `SUM(BIGINT)` is `NUMERIC`).
+const TOTALS: &str =
+    "COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT)";
+
+fn totals(requests: i64, prompt: i64, completion: i64) -> aniate_proto::api::UsageTotals {
+    aniate_proto::api::UsageTotals {
+        requests: requests.max(0) as u64,
+        prompt_tokens: prompt.max(0) as u64,
+        completion_tokens: completion.max(0) as u64,
+    }
+}
+
+impl Db {
+    /// Tokens a user spent since `since_ms` (for the monthly quota).
+    pub async fn tokens_since(&self, user_id: i64, since_ms: i64) -> DbResult<u64> {
+        let (tokens,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage WHERE user_id = $1 AND created_at >= $2",
+        )
+        .bind(user_id)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(tokens.max(0) as u64)
+    }
+
+    pub async fn usage_totals(&self, user_id: i64, since_ms: i64) -> DbResult<aniate_proto::api::UsageTotals> {
+        let sql = format!("SELECT {TOTALS} FROM usage WHERE user_id = $1 AND created_at >= $2");
+        let (requests, prompt, completion): (i64, i64, i64) =
+            sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_one(&self.pool).await?;
+        Ok(totals(requests, prompt, completion))
+    }
+
+    pub async fn usage_by_tool(&self, user_id: i64, since_ms: i64) -> DbResult<Vec<aniate_proto::api::ToolUsage>> {
+        let sql = format!(
+            "SELECT tool, {TOTALS} FROM usage WHERE user_id = $1 AND created_at >= $2 GROUP BY tool ORDER BY tool"
+        );
+        let rows: Vec<(String, i64, i64, i64)> =
+            sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(tool, r, p, c)| aniate_proto::api::ToolUsage { tool, totals: totals(r, p, c) })
+            .collect())
+    }
+
+    /// Usage by UTC day number (days since the epoch).
+    pub async fn usage_by_day(
+        &self,
+        user_id: i64,
+        since_ms: i64,
+    ) -> DbResult<Vec<(i64, aniate_proto::api::UsageTotals)>> {
+        let sql = format!(
+            "SELECT created_at / 86400000 AS day, {TOTALS} FROM usage WHERE user_id = $1 AND created_at >= $2 GROUP BY created_at / 86400000 ORDER BY day"
+        );
+        let rows: Vec<(i64, i64, i64, i64)> =
+            sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(day, r, p, c)| (day, totals(r, p, c))).collect())
+    }
+
+    /// Everyone's usage between two times, by user and tool, for invoicing.
+    pub async fn admin_usage(&self, from_ms: i64, to_ms: i64) -> DbResult<Vec<aniate_proto::api::AdminUsageRow>> {
+        let sql = format!(
+            "SELECT u.email, u.plan, usage.tool, COUNT(*), CAST(COALESCE(SUM(usage.prompt_tokens), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(usage.completion_tokens), 0) AS BIGINT) \
+             FROM usage JOIN users u ON u.id = usage.user_id \
+             WHERE usage.created_at >= $1 AND usage.created_at < $2 \
+             GROUP BY u.email, u.plan, usage.tool ORDER BY u.email, usage.tool"
+        );
+        let _ = TOTALS;
+        let rows: Vec<(String, String, String, i64, i64, i64)> =
+            sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(email, plan, tool, r, p, c)| aniate_proto::api::AdminUsageRow {
+                email,
+                plan,
+                tool,
+                totals: totals(r, p, c),
+            })
+            .collect())
+    }
+}

@@ -6,11 +6,15 @@
 
 pub mod account;
 pub mod admin;
+pub mod assistants;
+pub mod chat;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod ops;
 pub mod run;
 pub mod tools;
+pub mod usage;
 
 use std::{ops::Deref, sync::Arc, time::Instant};
 
@@ -35,6 +39,8 @@ pub struct Limits {
     pub max_content_bytes: usize,
     /// Whether anyone may sign up, or only admins create users.
     pub allow_signup: bool,
+    /// Largest stored file, in bytes.
+    pub max_file_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -43,6 +49,8 @@ pub struct AppInner {
     pub provider: Provider,
     pub metrics: Metrics,
     pub limits: Limits,
+    pub limiter: crate::limits::Limiter,
+    pub files: files::FileStore,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -79,6 +87,19 @@ pub fn router(state: AppState) -> Router {
         .route("/me", get(account::me))
         .route("/admin/tools", post(admin::upsert_tool).get(admin::list_tools))
         .route("/admin/tools/{slug}", delete(admin::deactivate_tool))
+        .route("/admin/usage", get(usage::admin_usage))
+        .route("/assistants", get(assistants::list).post(assistants::create))
+        .route("/assistants/{id}", get(assistants::show).patch(assistants::update).delete(assistants::delete))
+        .route("/chat", post(chat::chat))
+        .route(
+            "/files",
+            get(files::list)
+                .post(files::upload)
+                .layer(DefaultBodyLimit::max(state.limits.max_file_bytes.saturating_add(1))),
+        )
+        .route("/files/{id}", get(files::show).delete(files::delete))
+        .route("/files/{id}/content", get(files::content))
+        .route("/usage", get(usage::usage))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route_layer(middleware::from_fn(remember_route))

@@ -32,6 +32,7 @@ use super::{
 use crate::{
     auth::AuthUser,
     db::UsageRecord,
+    limits::{self, Decision},
     metrics::{RunLabels, TokenLabels, ToolLabels},
     output, prompt,
     upstream::{ProviderError, UpstreamEvent, UpstreamStream},
@@ -46,13 +47,18 @@ pub async fn run_tool(
     user: AuthUser,
     SlugPath(slug): SlugPath,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<RunToolRequest>,
+    ApiJson(mut request): ApiJson<RunToolRequest>,
 ) -> ApiResult<Response> {
     let tool = state
         .db
         .active_tool(&slug)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no tool `{slug}`; GET /tools lists them")))?;
+    if let Some(file_id) = request.file_id {
+        let (name, content) = super::files::load_text(&state, user.user_id, file_id).await?;
+        request.content = content;
+        request.filename = request.filename.or(Some(name));
+    }
     let max = state.limits.max_content_bytes;
     if request.content.len() > max {
         return Err(ApiError::new(
@@ -75,14 +81,99 @@ pub async fn run_tool(
     {
         return Err(ApiError::invalid(format!("tool `{slug}` needs `content` or `instructions`")));
     }
+    enforce_limits(&state, &user, &tool.slug).await?;
+    let answer = Answer {
+        label: tool.slug.clone(),
+        version: tool.version,
+        model: tool.model.clone(),
+        kind: tool.output,
+        messages: prompt::tool_messages(&tool, &request),
+        temperature: prompt::temperature(tool.output),
+        original_ends_with_newline: request.content.ends_with('\n'),
+    };
+    stream_answer(&state, &user, request_id, answer, wants_sse(&headers)).await
+}
 
-    let messages = prompt::tool_messages(&tool, &request);
-    let prompt_chars: usize = messages.iter().map(|m| m.content.chars().count()).sum();
+/// Whether the client asked for Server-Sent Events.
+pub fn wants_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/event-stream"))
+}
+
+/// Refuses a model call over the user's per-minute limit or monthly tokens (429 with
+/// `Retry-After`, naming the limit).
+pub async fn enforce_limits(state: &AppState, user: &AuthUser, label: &str) -> ApiResult<()> {
+    let plan = state.limiter.plan(&state.db, &user.plan).await?;
+    if let Decision::Limited { retry_after_secs } =
+        state.limiter.check_rate(user.user_id, plan.requests_per_minute, &state.metrics).await
+    {
+        state
+            .metrics
+            .rate_limited
+            .get_or_create(&RunLabels { tool: label.to_owned(), status: "per_minute".to_owned() })
+            .inc();
+        return Err(ApiError {
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "rate limit: the {} plan allows {} requests a minute; retry in {retry_after_secs} s",
+                plan.name, plan.requests_per_minute
+            ),
+            retry_after: Some(retry_after_secs),
+        });
+    }
+    let now = crate::db::now_ms();
+    let (month_start, next_month) = limits::month_bounds(now);
+    let used = state.limiter.tokens_this_month(&state.db, user.user_id, month_start).await?;
+    if used >= plan.tokens_per_month {
+        state
+            .metrics
+            .rate_limited
+            .get_or_create(&RunLabels { tool: label.to_owned(), status: "monthly_tokens".to_owned() })
+            .inc();
+        let retry_after = u64::try_from((next_month - now) / 1000).unwrap_or(1).max(1);
+        return Err(ApiError {
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "quota: the {} plan's {} tokens this month are used up; it resets at {}",
+                plan.name,
+                plan.tokens_per_month,
+                crate::db::rfc3339(next_month)
+            ),
+            retry_after: Some(retry_after),
+        });
+    }
+    Ok(())
+}
+
+/// One model call to stream back: a tool run or a chat.
+pub struct Answer {
+    /// The tool slug, or `chat` / `chat:<brew>`; in `meta`, logs, metrics and usage.
+    pub label: String,
+    pub version: i64,
+    pub model: String,
+    pub kind: OutputKind,
+    pub messages: Vec<crate::upstream::ChatMessage>,
+    pub temperature: Option<f32>,
+    pub original_ends_with_newline: bool,
+}
+
+/// Opens the provider stream, waits for it to start, and relays it as SSE or plain text.
+pub async fn stream_answer(
+    state: &AppState,
+    user: &AuthUser,
+    request_id: String,
+    answer: Answer,
+    sse: bool,
+) -> ApiResult<Response> {
+    let prompt_chars: usize = answer.messages.iter().map(|m| m.content.chars().count()).sum();
     let mut recorder = RunRecorder {
         state: state.clone(),
         user_id: user.user_id,
-        tool: tool.slug.clone(),
-        model: tool.model.clone(),
+        tool: answer.label.clone(),
+        model: answer.model.clone(),
         request_id: request_id.clone(),
         started: Instant::now(),
         ttft_ms: None,
@@ -93,8 +184,7 @@ pub async fn run_tool(
         finished: false,
     };
 
-    let mut upstream = match state.provider.stream_chat(&tool.model, &messages, prompt::temperature(tool.output)).await
-    {
+    let mut upstream = match state.provider.stream_chat(&answer.model, &answer.messages, answer.temperature).await {
         Ok(upstream) => {
             recorder.provider_started = true;
             upstream
@@ -117,18 +207,13 @@ pub async fn run_tool(
         recorder.mark_first_token();
     }
 
-    let sse = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| value.contains("text/event-stream"));
-    let meta = Meta { request_id, tool: tool.slug.clone(), version: tool.version, model: tool.model.clone() };
+    let meta = Meta { request_id, tool: answer.label.clone(), version: answer.version, model: answer.model.clone() };
     let run = RunStream {
         upstream,
         replay: first,
         recorder,
-        kind: tool.output,
-        original_ends_with_newline: request.content.ends_with('\n'),
+        kind: answer.kind,
+        original_ends_with_newline: answer.original_ends_with_newline,
         answer: String::new(),
         finish_reason: None,
         sse,
@@ -299,6 +384,7 @@ impl RunRecorder {
         for (kind, count) in [("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)] {
             metrics.tokens.get_or_create(&TokenLabels { tool: self.tool.clone(), kind }).inc_by(count);
         }
+        self.state.limiter.add_tokens(self.user_id, usage.prompt_tokens + usage.completion_tokens);
         let latency_ms = self.started.elapsed().as_millis() as u64;
         tracing::info!(
             request_id = %self.request_id,

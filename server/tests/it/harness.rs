@@ -45,6 +45,25 @@ impl Drop for PgDatabase {
     }
 }
 
+/// The Redis URL for tests; `None` means skip. Under `CI=true` a missing URL is a failure.
+pub fn redis_url() -> Option<String> {
+    match std::env::var("ANIATE_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but ANIATE_TEST_REDIS_URL is not set: Redis tests must run in CI")
+        }
+        _ => {
+            eprintln!("skipping: ANIATE_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+/// A key prefix no other test run uses.
+pub fn unique_prefix() -> String {
+    format!("aniate-test-{}", rand_suffix())
+}
+
 /// The PostgreSQL URL for tests; `None` means skip. Under `CI=true` a missing URL is a failure.
 pub fn postgres_url() -> Option<String> {
     match std::env::var("ANIATE_TEST_POSTGRES_URL") {
@@ -117,8 +136,10 @@ impl Harness {
 
     fn spawn_server(&mut self, extra_env: &[(String, String)]) {
         let upstream = self.fake.base_url();
+        let data_dir = self.dir.path().join("data").display().to_string();
         let mut env: Vec<(&str, &str)> = vec![
             ("ANIATE_DATABASE_URL", &self.db_url),
+            ("ANIATE_DATA_DIR", &data_dir),
             ("ANIATE_BIND", "127.0.0.1:0"),
             ("ANIATE_UPSTREAM_URL", &upstream),
             ("ANIATE_UPSTREAM_API_KEY", UPSTREAM_KEY),
@@ -132,6 +153,28 @@ impl Harness {
             .expect("ant-server did not start");
         self.base = line.trim_start_matches("ant-server listening on ").trim().to_owned();
         self.server = Some(server);
+    }
+
+    /// Another replica on the same database (and the given extra environment): its process
+    /// and base URL.
+    pub fn extra_server(&self, name: &str, extra_env: &[(&str, &str)]) -> (TestProcess, String) {
+        let upstream = self.fake.base_url();
+        let data_dir = self.dir.path().join("data").display().to_string();
+        let mut env: Vec<(&str, &str)> = vec![
+            ("ANIATE_DATABASE_URL", &self.db_url),
+            ("ANIATE_DATA_DIR", &data_dir),
+            ("ANIATE_BIND", "127.0.0.1:0"),
+            ("ANIATE_UPSTREAM_URL", &upstream),
+            ("ANIATE_UPSTREAM_API_KEY", UPSTREAM_KEY),
+            ("ANIATE_LOG", "debug"),
+        ];
+        env.extend_from_slice(extra_env);
+        let log = self.dir.path().join(format!("{name}.log"));
+        let server = TestProcess::spawn(Path::new(SERVER_BIN), &["serve"], &env, &log).expect("spawn ant-server");
+        let line =
+            server.wait_for_stdout_line("ant-server listening on ", Duration::from_secs(30)).expect("replica started");
+        let base = line.trim_start_matches("ant-server listening on ").trim().to_owned();
+        (server, base)
     }
 
     pub fn server_mut(&mut self) -> &mut TestProcess {

@@ -4,6 +4,9 @@
 mod harness;
 
 mod accounts;
+mod brews;
+mod files;
+mod limits;
 mod ops;
 mod registry;
 mod runs;

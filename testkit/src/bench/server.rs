@@ -125,6 +125,20 @@ impl Phase {
         if direct > 0.0 { self.server.summary().throughput / direct } else { 0.0 }
     }
 
+    /// The share of the machine's CPUs kept busy by anything but the three processes (other
+    /// programs, the kernel's own threads) while this phase's rounds ran; `None` without
+    /// CPU figures.
+    pub fn other_load(&self, n_cpus: usize) -> Option<f64> {
+        let capacity = (self.direct.wall + self.server.wall).as_secs_f64() * n_cpus.max(1) as f64;
+        let [direct, server] = [self.direct_cpu, self.server_cpu];
+        let machine = direct.machine + server.machine;
+        if capacity <= 0.0 || machine.is_zero() {
+            return None;
+        }
+        let processes = direct.bench + direct.fake + direct.server + server.bench + server.fake + server.server;
+        Some(machine.saturating_sub(processes).as_secs_f64() / capacity)
+    }
+
     /// The same ratio round by round, sorted.
     fn round_ratios(&self) -> Vec<f64> {
         let mut ratios: Vec<f64> = self
@@ -524,7 +538,7 @@ impl Report {
             line("|---|---:|---:|---:|---:|---:|");
             let mut phases = vec![concurrent];
             phases.extend(&self.sequential);
-            for phase in phases {
+            for phase in &phases {
                 for (mode, totals, cpu) in
                     [(Mode::Direct, &phase.direct, phase.direct_cpu), (Mode::Server, &phase.server, phase.server_cpu)]
                 {
@@ -542,6 +556,20 @@ impl Report {
                         per_stream(cpu.machine)
                     ));
                 }
+            }
+            let other_loads: Vec<String> = phases
+                .iter()
+                .filter_map(|phase| {
+                    let load = phase.other_load(machine.n_cpus)?;
+                    Some(format!("{:.0} % with {} at a time", load * 100.0, phase.concurrency))
+                })
+                .collect();
+            if !other_loads.is_empty() {
+                line("");
+                line(&format!(
+                    "Other load: besides these three processes, the machine's CPUs were busy {} (kernel threads, and whatever else ran; a quiet machine shows a few percent).",
+                    other_loads.join(", ")
+                ));
             }
         }
 

@@ -64,6 +64,9 @@ struct Args {
     quick: bool,
 }
 
+/// Share of the CPUs busy with other work above which the results are called disturbed.
+const OTHER_LOAD_WARNING: f64 = 0.15;
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let command = shell_command(std::env::args());
@@ -73,6 +76,12 @@ fn main() -> anyhow::Result<()> {
     let markdown = report.to_markdown(&machine, &command);
     println!("{markdown}");
 
+    if let Some(load) = report.concurrent.other_load(machine.n_cpus).filter(|&load| load > OTHER_LOAD_WARNING) {
+        eprintln!(
+            "bench-server: warning: other work kept {:.0} % of the CPUs busy during the rounds; the figures are disturbed, consider running again on a quiet machine",
+            load * 100.0
+        );
+    }
     let n_errors = report.errors().len();
     if n_errors > 0 {
         bail!("{n_errors} runs failed, so the figures are not trustworthy; not writing any file");

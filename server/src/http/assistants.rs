@@ -1,0 +1,185 @@
+//! `/assistants`: brews, users' personal assistants. A user sees their own brews and global
+//! ones; another user's private brew is a 404 (it does not exist for them), a global brew they
+//! do not own is a 403 to edit. Only the owner ever reads a brew's prompt.
+
+use aniate_proto::{
+    api::{Assistant, AssistantCreate, AssistantPatch, Role, Visibility},
+    error::ErrorCode,
+    tool::is_valid_slug,
+};
+use axum::{Json, extract::State, http::StatusCode};
+
+use super::{
+    AppState,
+    error::{ApiError, ApiResult},
+    extract::ApiJson,
+};
+use crate::{
+    auth::AuthUser,
+    db::{DEFAULT_MODEL, DbError, NewAssistant, StoredAssistant, rfc3339},
+    tooldef::MAX_PROMPT_BYTES,
+};
+
+/// What `user` may see of `brew`.
+pub fn view(brew: &StoredAssistant, user_id: i64) -> Assistant {
+    let mine = brew.owner_id == user_id;
+    Assistant {
+        id: brew.id,
+        slug: brew.slug.clone(),
+        name: brew.name.clone(),
+        description: brew.description.clone(),
+        model: brew.model.clone(),
+        visibility: brew.visibility,
+        mine,
+        created_at: rfc3339(brew.created_at),
+        updated_at: rfc3339(brew.updated_at),
+        system_prompt: mine.then(|| brew.system_prompt.clone()),
+    }
+}
+
+fn slug_from_name(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    slug.chars().take(32).collect::<String>().trim_end_matches('-').to_owned()
+}
+
+fn check_fields(
+    name: Option<&str>,
+    description: Option<&str>,
+    prompt: Option<&str>,
+    model: Option<&str>,
+) -> ApiResult<()> {
+    if let Some(name) = name {
+        if name.trim().is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
+            return Err(ApiError::invalid("name: 1 to 80 characters on one line"));
+        }
+    }
+    if description.is_some_and(|d| d.chars().count() > 300) {
+        return Err(ApiError::invalid("description: at most 300 characters"));
+    }
+    if let Some(prompt) = prompt {
+        if prompt.trim().is_empty() {
+            return Err(ApiError::invalid("system_prompt must not be empty"));
+        }
+        if prompt.len() > MAX_PROMPT_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("system_prompt over {MAX_PROMPT_BYTES} bytes"),
+            ));
+        }
+    }
+    if model.is_some_and(|m| m.trim().is_empty() || m.len() > 128) {
+        return Err(ApiError::invalid("model: 1 to 128 characters"));
+    }
+    Ok(())
+}
+
+fn check_visibility(user: &AuthUser, visibility: Option<Visibility>) -> ApiResult<()> {
+    if visibility == Some(Visibility::Global) && user.role != Role::Admin {
+        return Err(ApiError::new(ErrorCode::Forbidden, "only admins publish global brews"));
+    }
+    Ok(())
+}
+
+pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<Assistant>>> {
+    let brews = state.db.visible_assistants(user.user_id).await?;
+    Ok(Json(brews.iter().map(|brew| view(brew, user.user_id)).collect()))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<AssistantCreate>,
+) -> ApiResult<(StatusCode, Json<Assistant>)> {
+    check_fields(Some(&body.name), body.description.as_deref(), Some(&body.system_prompt), body.model.as_deref())?;
+    check_visibility(&user, body.visibility)?;
+    let slug = body.slug.clone().unwrap_or_else(|| slug_from_name(&body.name));
+    if !is_valid_slug(&slug) {
+        return Err(ApiError::invalid(format!("slug: `{slug}` is not a slug (1 to 32 of a-z, 0-9 and -)")));
+    }
+    let new = NewAssistant {
+        owner_id: user.user_id,
+        slug,
+        name: body.name.trim().to_owned(),
+        description: body.description.unwrap_or_default(),
+        system_prompt: body.system_prompt,
+        model: body.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
+        visibility: body.visibility.unwrap_or_default(),
+    };
+    match state.db.create_assistant(&new).await {
+        Ok(brew) => Ok((StatusCode::CREATED, Json(view(&brew, user.user_id)))),
+        Err(DbError::Conflict) => {
+            Err(ApiError::new(ErrorCode::Conflict, format!("you have a brew `{}` already", new.slug)))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn visible(state: &AppState, user: &AuthUser, id: &str) -> ApiResult<StoredAssistant> {
+    state.db.visible_assistant(user.user_id, id).await?.ok_or_else(|| ApiError::not_found("no such brew"))
+}
+
+/// A brew the user may change: their own. A global brew of someone else is visible, so
+/// changing it is forbidden rather than "not found".
+async fn owned(state: &AppState, user: &AuthUser, id: &str) -> ApiResult<StoredAssistant> {
+    let brew = visible(state, user, id).await?;
+    if brew.owner_id != user.user_id {
+        return Err(ApiError::new(ErrorCode::Forbidden, "only its owner can change this brew"));
+    }
+    Ok(brew)
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    user: AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<Json<Assistant>> {
+    Ok(Json(view(&visible(&state, &user, &id).await?, user.user_id)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    user: AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    ApiJson(patch): ApiJson<AssistantPatch>,
+) -> ApiResult<Json<Assistant>> {
+    let brew = owned(&state, &user, &id).await?;
+    check_fields(
+        patch.name.as_deref(),
+        patch.description.as_deref(),
+        patch.system_prompt.as_deref(),
+        patch.model.as_deref(),
+    )?;
+    check_visibility(&user, patch.visibility)?;
+    let updated = state.db.update_assistant(brew.id, &patch).await?;
+    Ok(Json(view(&updated, user.user_id)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    user: AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<StatusCode> {
+    let brew = owned(&state, &user, &id).await?;
+    state.db.delete_assistant(brew.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_from_names() {
+        assert_eq!(slug_from_name("Rust Reviewer"), "rust-reviewer");
+        assert_eq!(slug_from_name("  SQL -- helper!! "), "sql-helper");
+        assert_eq!(slug_from_name("日本"), "");
+    }
+}

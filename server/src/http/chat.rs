@@ -1,0 +1,69 @@
+//! `POST /chat`: a conversation with a brew (or Aniate's default assistant), streamed exactly
+//! like a tool run. The brew's prompt and model are applied here, on the server.
+
+use aniate_proto::{api::ChatRequest, error::ErrorCode, tool::OutputKind};
+use axum::{Extension, extract::State, http::HeaderMap, response::Response};
+
+use super::{
+    AppState, RequestId,
+    error::{ApiError, ApiResult},
+    extract::ApiJson,
+    run::{Answer, enforce_limits, stream_answer, wants_sse},
+};
+use crate::{auth::AuthUser, db::DEFAULT_MODEL, upstream::ChatMessage};
+
+/// At most this many messages in one chat request.
+pub const MAX_MESSAGES: usize = 200;
+
+/// The default assistant, when no brew is named.
+const DEFAULT_PROMPT: &str = "You are Aniate, a concise and precise assistant for software developers. \
+Answer in Markdown. Prefer short, correct answers with code where it helps. If you are not sure, say so.";
+
+pub async fn chat(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    user: AuthUser,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ChatRequest>,
+) -> ApiResult<Response> {
+    if request.messages.is_empty() {
+        return Err(ApiError::invalid("messages: send at least one message"));
+    }
+    if request.messages.len() > MAX_MESSAGES {
+        return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("at most {MAX_MESSAGES} messages per request")));
+    }
+    let total: usize = request.messages.iter().map(|m| m.content.len()).sum();
+    if total > state.limits.max_content_bytes {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the messages total {total} bytes; this server accepts at most {}", state.limits.max_content_bytes),
+        ));
+    }
+    if request.messages.last().is_some_and(|m| m.content.trim().is_empty()) {
+        return Err(ApiError::invalid("messages: the last message is empty"));
+    }
+    let (label, model, prompt) = match request.assistant.as_deref() {
+        Some(id) => {
+            let brew = state
+                .db
+                .visible_assistant(user.user_id, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("no brew `{id}`")))?;
+            (format!("chat:{}", brew.slug), brew.model, brew.system_prompt)
+        }
+        None => ("chat".to_owned(), DEFAULT_MODEL.to_owned(), DEFAULT_PROMPT.to_owned()),
+    };
+    enforce_limits(&state, &user, &label).await?;
+    let mut messages = vec![ChatMessage { role: "system", content: prompt }];
+    messages.extend(request.messages.iter().map(|m| ChatMessage { role: m.role.as_str(), content: m.content.clone() }));
+    let answer = Answer {
+        label,
+        version: 0,
+        model,
+        kind: OutputKind::Text,
+        messages,
+        temperature: None,
+        original_ends_with_newline: false,
+    };
+    stream_answer(&state, &user, request_id, answer, wants_sse(&headers)).await
+}

@@ -1,0 +1,217 @@
+//! Usage reports, plans, per-minute limits and monthly quotas; Redis-shared limits across two
+//! replicas on one PostgreSQL database; failing open when Redis goes away.
+
+use std::{path::Path, time::Duration};
+
+use aniate_testkit::TestProcess;
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, Harness, ServerOptions, assert_error, db_tests, postgres_url, redis_url, unique_prefix};
+
+db_tests!(usage_is_reported_by_tool_and_day, per_minute_limit_and_monthly_quota, admin_usage_and_plans);
+
+async fn run_ok(h: &Harness, token: &str, base: &str, slug: &str) {
+    let response = h
+        .http
+        .post(format!("{base}/tool/{slug}"))
+        .bearer_auth(token)
+        .json(&json!({"instructions": "hi", "content": "x = 1\n"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    response.text().await.unwrap();
+}
+
+async fn usage_of(h: &Harness, base: &str, token: &str) -> Value {
+    // Usage rows are written just after the answer; give them a moment.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    h.http.get(format!("{base}/usage")).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
+async fn usage_is_reported_by_tool_and_day(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else { return };
+    let token = h.signup("usage@example.test").await;
+    for slug in ["what", "what", "fix"] {
+        run_ok(&h, &token, &h.base, slug).await;
+    }
+    let chat = h
+        .http
+        .post(h.url("/chat"))
+        .bearer_auth(&token)
+        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    chat.text().await.unwrap();
+    let usage = usage_of(&h, &h.base, &token).await;
+    assert_eq!(usage["plan"], "free");
+    assert_eq!(usage["totals"]["requests"], 4);
+    let by_tool: Vec<(String, u64)> = usage["by_tool"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["tool"].as_str().unwrap().to_owned(), t["requests"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(by_tool, [("chat".to_owned(), 1), ("fix".to_owned(), 1), ("what".to_owned(), 2)]);
+    assert_eq!(usage["by_day"].as_array().unwrap().len(), 1);
+    assert_eq!(usage["by_day"][0]["day"].as_str().unwrap().len(), 10);
+    let used = usage["tokens_used"].as_u64().unwrap();
+    assert!(used > 0);
+    assert_eq!(usage["tokens_left"].as_u64().unwrap(), usage["tokens_per_month"].as_u64().unwrap() - used);
+    assert!(usage["resets_at"].as_str().unwrap().ends_with("-01T00:00:00Z"));
+}
+
+async fn per_minute_limit_and_monthly_quota(backend: Backend) {
+    let options = ServerOptions::default().env("ANIATE_RATE_LIMIT_PER_MIN", "3");
+    let Some(h) = Harness::start_with(backend, options).await else { return };
+    let token = h.signup("limited@example.test").await;
+    for _ in 0..3 {
+        run_ok(&h, &token, &h.base, "what").await;
+    }
+    let limited = h.run(&token, "what", json!({"instructions": "again"}), false).await;
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let message = assert_error(limited, 429, "rate_limited").await;
+    assert!(message.contains("3 requests a minute"), "{message}");
+    let other = h.signup("free-rider@example.test").await;
+    run_ok(&h, &other, &h.base, "what").await;
+
+    // A plan with a tiny monthly quota: the first answer uses it up.
+    h.query_strings("INSERT INTO plans (name, requests_per_minute, tokens_per_month) VALUES ('tiny', 100, 10)").await;
+    let output = h.admin(&["set-plan", "--email", "free-rider@example.test", "--plan", "tiny"], "");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let unknown = h.admin(&["set-plan", "--email", "free-rider@example.test", "--plan", "platinum"], "");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown plan `platinum`"));
+    // The plan cache lives 10 s; a fresh replica sees the new plan at once, and the tokens the
+    // user already spent this month are over the tiny quota.
+    let (_replica, base) = h.extra_server("replica", &[]);
+    let over = h
+        .http
+        .post(format!("{base}/tool/what"))
+        .bearer_auth(&other)
+        .json(&json!({"instructions": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(over.headers().contains_key("retry-after"));
+    let message = assert_error(over, 429, "rate_limited").await;
+    assert!(message.contains("tiny") && message.contains("resets at"), "{message}");
+    let metrics = h.http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("aniate_rate_limited_total{tool=\"what\",status=\"monthly_tokens\"} 1"), "{metrics}");
+}
+
+async fn admin_usage_and_plans(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else { return };
+    let admin = h.admin_token().await;
+    let user = h.signup("billed@example.test").await;
+    run_ok(&h, &user, &h.base, "what").await;
+    run_ok(&h, &user, &h.base, "fix").await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let rows: Vec<Value> =
+        h.http.get(h.url("/admin/usage")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r["email"] == "billed@example.test" && r["requests"] == 1));
+    assert_error(h.http.get(h.url("/admin/usage")).bearer_auth(&user).send().await.unwrap(), 403, "forbidden").await;
+    let bad = h.http.get(h.url("/admin/usage?from=yesterday")).bearer_auth(&admin).send().await.unwrap();
+    assert_error(bad, 422, "invalid_field").await;
+    let csv = h.admin(&["usage", "--csv"], "");
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "email,plan,tool,requests,prompt_tokens,completion_tokens");
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[1].starts_with("billed@example.test,free,fix,1,"), "{csv}");
+    let future = h.admin(&["usage", "--from", "2999-01-01"], "");
+    assert_eq!(String::from_utf8(future.stdout).unwrap().lines().count(), 1, "only the header");
+    let plans = String::from_utf8(h.admin(&["plans"], "").stdout).unwrap();
+    assert!(plans.contains("free") && plans.contains("pro"), "{plans}");
+}
+
+/// Two replicas on one PostgreSQL database and one Redis: the registry, the rate limit and the
+/// usage are shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_registry_limits_and_usage() {
+    let (Some(_), Some(redis)) = (postgres_url(), redis_url()) else { return };
+    let prefix = unique_prefix();
+    let options = ServerOptions::default()
+        .env("ANIATE_REDIS_URL", &redis)
+        .env("ANIATE_REDIS_PREFIX", &prefix)
+        .env("ANIATE_RATE_LIMIT_PER_MIN", "3");
+    let h = Harness::start_with(Backend::Postgres, options).await.unwrap();
+    let (_b, b) = h.extra_server(
+        "b",
+        &[("ANIATE_REDIS_URL", &redis), ("ANIATE_REDIS_PREFIX", &prefix), ("ANIATE_RATE_LIMIT_PER_MIN", "3")],
+    );
+    let a = h.base.clone();
+
+    let admin = h.admin_token().await;
+    let pushed = h
+        .push_tool(&admin, json!({"slug": "shared", "name": "Shared", "description": "d", "system_prompt": "p"}))
+        .await;
+    assert_eq!(pushed.status(), 201);
+    let on_b: Value = h.http.get(format!("{b}/tools/shared")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(on_b["slug"], "shared", "a tool pushed through A is listed by B");
+
+    let token = h.signup("shared@example.test").await;
+    run_ok(&h, &token, &a, "what").await;
+    run_ok(&h, &token, &b, "what").await;
+    run_ok(&h, &token, &a, "shared").await;
+    let fourth = h
+        .http
+        .post(format!("{b}/tool/what"))
+        .bearer_auth(&token)
+        .json(&json!({"instructions": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(fourth, 429, "rate_limited").await;
+
+    let from_a = usage_of(&h, &a, &token).await;
+    let from_b = usage_of(&h, &b, &token).await;
+    assert_eq!(from_a["totals"]["requests"], 3, "usage from both replicas adds up");
+    assert_eq!(from_a["totals"], from_b["totals"]);
+    let metrics = h.http.get(format!("{b}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("aniate_rate_limiter_redis_up 1"), "{metrics}");
+}
+
+/// Redis going away mid-run: requests are still served (each replica limits on its own), and
+/// the log and metrics say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let port_arg = port.to_string();
+    let mut redis = TestProcess::spawn(
+        Path::new("redis-server"),
+        &["--port", &port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        &[],
+        &dir.path().join("redis.log"),
+    )
+    .expect("redis-server is installed (Debian's redis-server package)");
+    let url = format!("redis://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let options = ServerOptions::default().env("ANIATE_REDIS_URL", &url).env("ANIATE_RATE_LIMIT_PER_MIN", "1000");
+    let h = Harness::start_with(Backend::Sqlite, options).await.unwrap();
+    let token = h.signup("failopen@example.test").await;
+    run_ok(&h, &token, &h.base, "what").await;
+    let metrics = h.http.get(h.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("aniate_rate_limiter_redis_up 1"), "{metrics}");
+
+    redis.kill();
+    for _ in 0..3 {
+        run_ok(&h, &token, &h.base, "what").await;
+    }
+    let metrics = h.http.get(h.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("aniate_rate_limiter_redis_up 0"), "{metrics}");
+    assert!(!metrics.contains("aniate_rate_limiter_fallbacks_total 0"), "{metrics}");
+    assert!(h.server_log().contains("failing open"), "the log says so");
+}
