@@ -11,6 +11,7 @@ use std::{
 };
 
 use aniate_proto::{
+    api::{Assistant, AssistantCreate, AssistantPatch, FileMeta, UsageReport, Visibility},
     ipc::{
         InstallResult, IpcError, LoginParams, MarketplaceResult, Reply, Request, RunToolParams, StatusResult,
         ToolsListResult, UninstallResult, UpdateResult, WhoamiResult,
@@ -27,20 +28,23 @@ use aniated::{
 use anyhow::Context;
 
 use crate::{
-    args::{Cli, Command, ConfigCommand, DaemonCommand, GlobalArgs, LoginArgs, RunArgs, RunFormat, SignupArgs},
+    args::{
+        BrewCommand, Cli, Command, ConfigCommand, DaemonCommand, FilesCommand, GlobalArgs, LoginArgs, RunArgs,
+        RunFormat, SignupArgs,
+    },
     exit::{Exit, Failure},
     files,
     render::{self, command::RunDecision, style},
 };
 
 /// Where a command's requests go.
-enum Backend {
+pub(crate) enum Backend {
     Daemon(DaemonClient),
     Direct(Engine),
 }
 
 impl Backend {
-    async fn request(&self, request: Request) -> anyhow::Result<Replies> {
+    pub(crate) async fn request(&self, request: Request) -> anyhow::Result<Replies> {
         match self {
             Backend::Daemon(client) => client.request(request).await.map_err(|err| anyhow::Error::new(err.into_ipc())),
             Backend::Direct(engine) => Ok(engine.handle(request)),
@@ -150,7 +154,7 @@ fn daemon_failure(err: ClientError) -> anyhow::Error {
     )
 }
 
-fn ipc_failure(error: IpcError) -> anyhow::Error {
+pub(crate) fn ipc_failure(error: IpcError) -> anyhow::Error {
     let mut failure = Failure::new(Exit::from_ipc(error.code), error.message);
     if let Some(hint) = error.hint {
         failure = failure.with_hint(hint);
@@ -225,14 +229,183 @@ async fn account_or_registry(out: &Out, backend: &Backend, command: Command) -> 
             }
             out.print(&render::table::render_update(&update))
         }
+        Command::Brew(command) => brew_command(out, backend, command).await,
+        Command::Chat(args) => crate::chat::run(out.json, out.colored, backend, args).await,
+        Command::Files(command) => files_command(out, backend, command).await,
+        Command::Usage => {
+            let usage: UsageReport = backend.call(Request::Usage).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&usage);
+            }
+            out.print(&render::account::render_usage(&usage, out.width, out.colored))
+        }
         Command::Run(_) | Command::Completions { .. } | Command::Config(_) | Command::Daemon(_) => {
             unreachable!("handled before connecting")
         }
     }
 }
 
+async fn brew_command(out: &Out, backend: &Backend, command: BrewCommand) -> anyhow::Result<()> {
+    match command {
+        BrewCommand::List => {
+            let brews: Vec<Assistant> = backend.call(Request::BrewList).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&brews);
+            }
+            out.print(&render::account::render_brews(&brews, out.width, out.colored))
+        }
+        BrewCommand::Show { brew } => {
+            let brew: Assistant = backend.call(Request::BrewShow { id: brew }).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&brew);
+            }
+            out.print(&render::account::render_brew(&brew, out.colored))
+        }
+        BrewCommand::Create { name, slug, description, prompt_file, model, global } => {
+            let system_prompt = match prompt_file {
+                Some(path) => read_prompt_file(&path)?,
+                None => edit_in_editor(PROMPT_TEMPLATE)?,
+            };
+            let create = AssistantCreate {
+                name,
+                slug,
+                description,
+                system_prompt,
+                model,
+                visibility: global.then_some(Visibility::Global),
+            };
+            let brew: Assistant = backend.call(Request::BrewCreate(create)).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&brew);
+            }
+            out.print(&format!("created brew {}; chat with it: ant chat --brew {}\n", brew.slug, brew.slug))
+        }
+        BrewCommand::Edit { brew, name, description, prompt_file, model } => {
+            let system_prompt = match prompt_file {
+                Some(path) => Some(read_prompt_file(&path)?),
+                None if name.is_none() && description.is_none() && model.is_none() => {
+                    let current: Assistant =
+                        backend.call(Request::BrewShow { id: brew.clone() }).await.map_err(reipc)?;
+                    let prompt = current.system_prompt.ok_or_else(|| {
+                        anyhow::Error::new(Failure::new(Exit::Error, "only its owner can edit this brew"))
+                    })?;
+                    let edited = edit_in_editor(&prompt)?;
+                    if edited == prompt {
+                        out.note("No changes\n");
+                        return Ok(());
+                    }
+                    Some(edited)
+                }
+                None => None,
+            };
+            let patch = AssistantPatch { name, description, system_prompt, model, visibility: None };
+            let updated: Assistant = backend.call(Request::BrewEdit { id: brew, patch }).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&updated);
+            }
+            out.print(&format!("updated brew {}\n", updated.slug))
+        }
+        BrewCommand::Delete { brew } => {
+            let _: serde_json::Value = backend.call(Request::BrewDelete { id: brew.clone() }).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&serde_json::json!({"deleted": brew}));
+            }
+            out.print(&format!("deleted brew {brew}\n"))
+        }
+    }
+}
+
+const PROMPT_TEMPLATE: &str = "You are a helpful assistant for software developers.\n";
+
+fn read_prompt_file(path: &str) -> anyhow::Result<String> {
+    let text = if path == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("cannot read the prompt from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, format!("cannot read {path}: {err}"))))?
+    };
+    if text.trim().is_empty() {
+        return Err(anyhow::Error::new(Failure::new(Exit::Error, "the prompt is empty")));
+    }
+    Ok(text)
+}
+
+/// Opens `initial` in `$VISUAL` or `$EDITOR` (default `vi`) and returns what was saved.
+fn edit_in_editor(initial: &str) -> anyhow::Result<String> {
+    if !std::io::stdin().is_terminal() {
+        return Err(usage("no terminal for an editor; pass the prompt with --prompt-file FILE (or - for stdin)"));
+    }
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_owned());
+    let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let path = dir.path().join("brew-prompt.md");
+    std::fs::write(&path, initial)?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&path)
+        .status()
+        .with_context(|| format!("cannot start the editor `{editor}`"))?;
+    if !status.success() {
+        return Err(anyhow::Error::new(Failure::new(
+            Exit::Error,
+            format!("the editor exited with {status}; nothing saved"),
+        )));
+    }
+    let text = std::fs::read_to_string(&path)?;
+    if text.trim().is_empty() {
+        return Err(anyhow::Error::new(Failure::new(Exit::Error, "the prompt is empty; nothing saved")));
+    }
+    Ok(text)
+}
+
+async fn files_command(out: &Out, backend: &Backend, command: FilesCommand) -> anyhow::Result<()> {
+    match command {
+        FilesCommand::Push { file, name } => {
+            let path = Path::new(&file);
+            let meta = std::fs::metadata(path)
+                .map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, format!("cannot read {file}: {err}"))))?;
+            if meta.is_dir() {
+                return Err(anyhow::Error::new(Failure::new(Exit::Error, format!("{file} is a directory"))));
+            }
+            let absolute = std::fs::canonicalize(path)?;
+            let request = Request::FilesPush { path: absolute.display().to_string(), name };
+            let stored: FileMeta = backend.call(request).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&stored);
+            }
+            out.print(&format!(
+                "stored {} as file {} ({}); run a tool on it with its id\n",
+                stored.name,
+                stored.id,
+                files::format_size(stored.size as usize)
+            ))
+        }
+        FilesCommand::Ls => {
+            let stored: Vec<FileMeta> = backend.call(Request::FilesList).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&stored);
+            }
+            out.print(&render::account::render_files(&stored, out.width, out.colored))
+        }
+        FilesCommand::Rm { id } => {
+            let _: serde_json::Value = backend.call(Request::FilesRm { id }).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&serde_json::json!({"deleted": id}));
+            }
+            out.print(&format!("deleted file {id}\n"))
+        }
+    }
+}
+
 /// Turns an [`IpcError`] inside an `anyhow::Error` into a [`Failure`] with its exit code.
-fn reipc(err: anyhow::Error) -> anyhow::Error {
+pub(crate) fn reipc(err: anyhow::Error) -> anyhow::Error {
     match err.downcast::<IpcError>() {
         Ok(error) => ipc_failure(error),
         Err(err) => err,

@@ -183,6 +183,20 @@ pub enum Command {
     /// Read and change settings in config.toml
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Your brews: personal assistants with a prompt and a model of your choice
+    #[command(subcommand)]
+    Brew(BrewCommand),
+    /// Chat with a brew or the default assistant: a REPL, or one question
+    #[command(
+        after_long_help = "Examples:\n  ant chat                          # a conversation (Ctrl-C stops an answer, Ctrl-D leaves)\n  \
+        ant chat --brew rust-reviewer\n  ant chat \"what is a monad?\"\n  git log -5 | ant chat \"summarise these commits\""
+    )]
+    Chat(ChatArgs),
+    /// Files stored on the server, to run tools on later
+    #[command(subcommand)]
+    Files(FilesCommand),
+    /// Your usage this month and what your plan leaves
+    Usage,
     /// Print shell completions
     #[command(
         after_long_help = "Examples:\n  ant completions bash > ~/.local/share/bash-completion/completions/ant\n  \
@@ -196,6 +210,84 @@ pub enum Command {
     /// Run an installed tool: `ant SLUG [FILE|-] [-i TEXT]` (see `ant SLUG --help`)
     #[command(external_subcommand)]
     Run(Vec<String>),
+}
+
+/// `ant brew …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum BrewCommand {
+    /// Your brews and the global ones
+    #[command(alias = "ls")]
+    List,
+    /// One brew, with its prompt if it is yours
+    Show {
+        /// Slug or id
+        brew: String,
+    },
+    /// Create a brew; the prompt comes from --prompt-file, or your $EDITOR
+    #[command(after_long_help = "Examples:\n  ant brew create \"Rust Reviewer\" --prompt-file reviewer.md\n  \
+        ant brew create \"SQL Helper\" --model llama-3.3-70b-versatile   # opens $EDITOR for the prompt")]
+    Create {
+        /// A name, e.g. "Rust Reviewer"; the slug is made from it unless --slug
+        name: String,
+        #[arg(long)]
+        slug: Option<String>,
+        #[arg(long, short)]
+        description: Option<String>,
+        /// Read the system prompt from this file (`-` for stdin)
+        #[arg(long, value_name = "FILE")]
+        prompt_file: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        /// Publish it to every user (admins only)
+        #[arg(long)]
+        global: bool,
+    },
+    /// Change a brew of yours; without --prompt-file, opens the prompt in $EDITOR
+    Edit {
+        /// Slug or id
+        brew: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, short)]
+        description: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        prompt_file: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Delete a brew of yours
+    #[command(alias = "rm")]
+    Delete {
+        /// Slug or id
+        brew: String,
+    },
+}
+
+/// `ant chat`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ChatArgs {
+    /// Chat with this brew (slug or id) instead of the default assistant
+    #[arg(long, short)]
+    pub brew: Option<String>,
+    /// One question; without it, a REPL on a terminal, or the question from stdin
+    pub question: Vec<String>,
+}
+
+/// `ant files …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum FilesCommand {
+    /// Upload a file (up to the server's limit, 10 MiB by default)
+    Push {
+        file: String,
+        /// Store it under another name
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Your stored files
+    #[command(alias = "list")]
+    Ls,
+    /// Delete a stored file
+    Rm { id: i64 },
 }
 
 /// `ant login`: interactive without flags.

@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod args;
+pub mod chat;
 pub mod exit;
 pub mod files;
 pub mod render;

@@ -261,6 +261,7 @@ impl Engine {
             let method = request.method();
             let outcome = match request {
                 Request::RunTool(params) => engine.run_tool(params, &tx).await,
+                Request::Chat(params) => engine.chat(params, &tx).await,
                 other => match engine.call(other).await {
                     Ok(value) => {
                         let _ = tx.send(Reply::Result(value)).await;
@@ -331,7 +332,37 @@ impl Engine {
             Request::Cancel { .. } => {
                 Err(IpcError::new(IpcErrorCode::BadRequest, "cancel only applies to requests on a daemon connection"))
             }
-            Request::RunTool(_) => Err(internal("run_tool is streamed, not called")),
+            Request::BrewList => json(self.server().brews(&self.require_token()?).await?),
+            Request::BrewShow { id } => {
+                json(self.server().brew(&self.require_token()?, &id).await.map_err(not_found_brew)?)
+            }
+            Request::BrewCreate(brew) => json(self.server().create_brew(&self.require_token()?, &brew).await?),
+            Request::BrewEdit { id, patch } => {
+                json(self.server().edit_brew(&self.require_token()?, &id, &patch).await.map_err(not_found_brew)?)
+            }
+            Request::BrewDelete { id } => {
+                self.server().delete_brew(&self.require_token()?, &id).await.map_err(not_found_brew)?;
+                Ok(serde_json::Value::Null)
+            }
+            Request::FilesPush { path, name } => {
+                let token = self.require_token()?;
+                let path = std::path::PathBuf::from(path);
+                let name =
+                    name.or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned())).ok_or_else(|| {
+                        IpcError::new(IpcErrorCode::BadRequest, format!("{} has no file name", path.display()))
+                    })?;
+                let content = tokio::fs::read(&path).await.map_err(|err| {
+                    IpcError::new(IpcErrorCode::BadRequest, format!("cannot read {}: {err}", path.display()))
+                })?;
+                json(self.server().upload_file(&token, &name, content).await?)
+            }
+            Request::FilesList => json(self.server().files(&self.require_token()?).await?),
+            Request::FilesRm { id } => {
+                self.server().delete_file(&self.require_token()?, id).await?;
+                Ok(serde_json::Value::Null)
+            }
+            Request::Usage => json(self.server().usage(&self.require_token()?).await?),
+            Request::RunTool(_) | Request::Chat(_) => Err(internal("runs and chats are streamed, not called")),
         }
     }
 
@@ -445,6 +476,38 @@ impl Engine {
         Ok(result)
     }
 
+    /// A chat: one streamed server request, relayed as it comes (never cached).
+    async fn chat(&self, params: aniate_proto::ipc::ChatParams, tx: &ReplySender) -> Result<(), IpcError> {
+        let token = self.require_token()?;
+        if params.messages.is_empty() {
+            return Err(IpcError::new(IpcErrorCode::BadRequest, "say something first"));
+        }
+        let request = aniate_proto::api::ChatRequest { assistant: params.assistant.clone(), messages: params.messages };
+        let mut stream =
+            self.server().chat(&token, &request).await.map_err(|err| match (err.code, &params.assistant) {
+                (IpcErrorCode::UnknownTool, Some(brew)) => {
+                    IpcError::new(IpcErrorCode::BadRequest, format!("no brew `{brew}`"))
+                        .with_hint("`ant brew list` shows the brews you can chat with")
+                }
+                _ => err,
+            })?;
+        while let Some(event) = stream.next().await {
+            let reply = match event? {
+                StreamEvent::Meta(meta) => Reply::Meta(meta),
+                StreamEvent::Delta(delta) => Reply::Delta(delta),
+                StreamEvent::Done(done) => {
+                    let _ = tx.send(Reply::Done(RunDone { done, cached: false })).await;
+                    return Ok(());
+                }
+                StreamEvent::Error(detail) => return Err(stream_error(detail)),
+            };
+            if tx.send(reply).await.is_err() {
+                return Ok(());
+            }
+        }
+        Err(IpcError::new(IpcErrorCode::ServerUnavailable, "the server ended the answer before it was complete"))
+    }
+
     /// Runs an installed tool: local checks, the local cache, then one streamed server request.
     async fn run_tool(&self, params: RunToolParams, tx: &ReplySender) -> Result<(), IpcError> {
         let slug = params.tool.clone();
@@ -556,15 +619,7 @@ impl Engine {
                     let _ = tx.send(Reply::Done(RunDone { done, cached: false })).await;
                     return Ok(());
                 }
-                StreamEvent::Error(detail) => {
-                    let code = match detail.code {
-                        ErrorCode::ProviderError | ErrorCode::ProviderTimeout => IpcErrorCode::Provider,
-                        ErrorCode::RateLimited => IpcErrorCode::RateLimited,
-                        ErrorCode::Unauthorized => IpcErrorCode::NotLoggedIn,
-                        _ => IpcErrorCode::ServerUnavailable,
-                    };
-                    return Err(IpcError::new(code, detail.message));
-                }
+                StreamEvent::Error(detail) => return Err(stream_error(detail)),
             };
             if tx.send(reply).await.is_err() {
                 return Ok(());
@@ -572,6 +627,25 @@ impl Engine {
         }
         Err(IpcError::new(IpcErrorCode::ServerUnavailable, "the server ended the answer before it was complete"))
     }
+}
+
+/// An `error` event of a server stream, as the client's error.
+fn stream_error(detail: aniate_proto::error::ErrorDetail) -> IpcError {
+    let code = match detail.code {
+        ErrorCode::ProviderError | ErrorCode::ProviderTimeout => IpcErrorCode::Provider,
+        ErrorCode::RateLimited => IpcErrorCode::RateLimited,
+        ErrorCode::Unauthorized => IpcErrorCode::NotLoggedIn,
+        _ => IpcErrorCode::ServerUnavailable,
+    };
+    IpcError::new(code, detail.message)
+}
+
+/// A 404 about a brew, in the words of the CLI.
+fn not_found_brew(error: IpcError) -> IpcError {
+    if error.code == IpcErrorCode::UnknownTool {
+        return IpcError::new(IpcErrorCode::BadRequest, error.message).with_hint("`ant brew list` shows your brews");
+    }
+    error
 }
 
 fn quote_list(items: &[&str]) -> String {

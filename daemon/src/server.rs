@@ -6,7 +6,10 @@
 use std::{path::Path, time::Duration};
 
 use aniate_proto::{
-    api::{Credentials, Me, RunToolRequest, TokenResponse},
+    api::{
+        Assistant, AssistantCreate, AssistantPatch, ChatRequest, Credentials, FileMeta, Me, RunToolRequest,
+        TokenResponse, UsageReport,
+    },
     error::ErrorBody,
     event::StreamEvent,
     ipc::{IpcError, IpcErrorCode},
@@ -150,6 +153,100 @@ impl ServerClient {
         Ok(RunStream { body: Box::pin(response.bytes_stream()), parser: SseParser::default(), pending: Vec::new() })
     }
 
+    /// Starts a chat; the stream yields the server's events, like a tool run's.
+    pub async fn chat(&self, token: &str, request: &ChatRequest) -> Result<RunStream, IpcError> {
+        let response = self
+            .http
+            .post(self.url("/chat"))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .json(request)
+            .send()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
+        if !response.status().is_success() {
+            return Err(self.error_from(response).await);
+        }
+        Ok(RunStream { body: Box::pin(response.bytes_stream()), parser: SseParser::default(), pending: Vec::new() })
+    }
+
+    pub async fn brews(&self, token: &str) -> Result<Vec<Assistant>, IpcError> {
+        self.get_json(token, "/assistants").await
+    }
+
+    pub async fn brew(&self, token: &str, id: &str) -> Result<Assistant, IpcError> {
+        self.get_json(token, &format!("/assistants/{}", path_segment(id))).await
+    }
+
+    pub async fn create_brew(&self, token: &str, brew: &AssistantCreate) -> Result<Assistant, IpcError> {
+        let response = self
+            .http
+            .post(self.url("/assistants"))
+            .bearer_auth(token)
+            .json(brew)
+            .send()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
+        self.json(response).await
+    }
+
+    pub async fn edit_brew(&self, token: &str, id: &str, patch: &AssistantPatch) -> Result<Assistant, IpcError> {
+        let response = self
+            .http
+            .patch(self.url(&format!("/assistants/{}", path_segment(id))))
+            .bearer_auth(token)
+            .json(patch)
+            .send()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
+        self.json(response).await
+    }
+
+    pub async fn delete_brew(&self, token: &str, id: &str) -> Result<(), IpcError> {
+        self.delete(token, &format!("/assistants/{}", path_segment(id))).await
+    }
+
+    pub async fn upload_file(&self, token: &str, name: &str, content: Vec<u8>) -> Result<FileMeta, IpcError> {
+        let response = self
+            .http
+            .post(self.url("/files"))
+            .query(&[("name", name)])
+            .bearer_auth(token)
+            .header("content-type", "application/octet-stream")
+            .body(content)
+            .send()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
+        self.json(response).await
+    }
+
+    pub async fn files(&self, token: &str) -> Result<Vec<FileMeta>, IpcError> {
+        self.get_json(token, "/files").await
+    }
+
+    pub async fn delete_file(&self, token: &str, id: i64) -> Result<(), IpcError> {
+        self.delete(token, &format!("/files/{id}")).await
+    }
+
+    pub async fn usage(&self, token: &str) -> Result<UsageReport, IpcError> {
+        self.get_json(token, "/usage").await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, token: &str, path: &str) -> Result<T, IpcError> {
+        let response =
+            self.http.get(self.url(path)).bearer_auth(token).send().await.map_err(|err| self.unreachable(&err))?;
+        self.json(response).await
+    }
+
+    async fn delete(&self, token: &str, path: &str) -> Result<(), IpcError> {
+        let response =
+            self.http.delete(self.url(path)).bearer_auth(token).send().await.map_err(|err| self.unreachable(&err))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(self.error_from(response).await)
+    }
+
     async fn json<T: serde::de::DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, IpcError> {
         if !response.status().is_success() {
             return Err(self.error_from(response).await);
@@ -190,6 +287,17 @@ impl ServerClient {
             _ => IpcError::new(IpcErrorCode::Refused, message),
         }
     }
+}
+
+/// A value as one URL path segment: ids and slugs only, anything else percent-encoded.
+fn path_segment(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;

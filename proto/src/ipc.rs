@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    api::Me,
+    api::{AssistantCreate, AssistantPatch, ChatMessage, Me},
     event::{Delta, Done, Meta},
     tool::ToolMeta,
 };
@@ -82,6 +82,35 @@ pub enum Request {
     Whoami,
     /// The daemon's state: result [`StatusResult`].
     Status,
+    /// A chat with a brew (or the default assistant); replies like `run_tool`.
+    Chat(ChatParams),
+    /// The brews the user can chat with: result `Vec<Assistant>`.
+    #[serde(rename = "brew.list")]
+    BrewList,
+    /// One brew, by id or slug: result `Assistant` (with its prompt if it is the user's).
+    #[serde(rename = "brew.show")]
+    BrewShow { id: String },
+    /// Creates a brew: result `Assistant`.
+    #[serde(rename = "brew.create")]
+    BrewCreate(AssistantCreate),
+    /// Changes a brew of the user's: result `Assistant`.
+    #[serde(rename = "brew.edit")]
+    BrewEdit { id: String, patch: AssistantPatch },
+    /// Deletes a brew of the user's: result `null`.
+    #[serde(rename = "brew.delete")]
+    BrewDelete { id: String },
+    /// Stores a file on the server: the daemon reads `path` (absolute; it runs as the same
+    /// user): result `FileMeta`.
+    #[serde(rename = "files.push")]
+    FilesPush { path: String, name: Option<String> },
+    /// The user's stored files: result `Vec<FileMeta>`.
+    #[serde(rename = "files.list")]
+    FilesList,
+    /// Deletes a stored file: result `null`.
+    #[serde(rename = "files.rm")]
+    FilesRm { id: i64 },
+    /// The user's usage this month: result `UsageReport`.
+    Usage,
     /// Cancels the request `id` of this connection; it ends with an `error` of code `cancelled`.
     Cancel { id: u64 },
     /// Stops the daemon after answering: result `null`.
@@ -103,6 +132,16 @@ impl Request {
             Request::Logout => "logout",
             Request::Whoami => "whoami",
             Request::Status => "status",
+            Request::Chat(_) => "chat",
+            Request::BrewList => "brew.list",
+            Request::BrewShow { .. } => "brew.show",
+            Request::BrewCreate(_) => "brew.create",
+            Request::BrewEdit { .. } => "brew.edit",
+            Request::BrewDelete { .. } => "brew.delete",
+            Request::FilesPush { .. } => "files.push",
+            Request::FilesList => "files.list",
+            Request::FilesRm { .. } => "files.rm",
+            Request::Usage => "usage",
             Request::Cancel { .. } => "cancel",
             Request::Shutdown => "shutdown",
         }
@@ -123,6 +162,13 @@ pub struct RunToolParams {
     /// Skip the local result cache.
     #[serde(default)]
     pub fresh: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assistant: Option<String>,
+    pub messages: Vec<ChatMessage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

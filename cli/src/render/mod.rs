@@ -12,6 +12,7 @@
 //! Renderers that print text from the server or a model strip control characters from it, so an
 //! answer cannot drive the user's terminal; `--json` output carries the raw text.
 
+pub mod account;
 pub mod command;
 pub mod diff;
 pub mod findings;

@@ -6,6 +6,7 @@
 mod harness;
 
 mod bad_input;
+mod brews;
 mod daemon;
 mod flow;
 mod kinds;
