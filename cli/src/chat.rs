@@ -110,7 +110,17 @@ async fn repl(colored: bool, backend: &Backend, brew: Option<String>) -> anyhow:
     let prompt = render::style::paint(palette.bold, "you> ");
     let mut messages: Vec<ChatMessage> = Vec::new();
     loop {
-        let line = match editor.readline(&prompt) {
+        // Read on a blocking thread, so that the runtime keeps running meanwhile: a stopped
+        // answer's cancel goes out to the daemon at once, not at the next question.
+        let read_prompt = prompt.clone();
+        let (returned, read) = tokio::task::spawn_blocking(move || {
+            let read = editor.readline(&read_prompt);
+            (editor, read)
+        })
+        .await
+        .context("the line editor failed")?;
+        editor = returned;
+        let line = match read {
             Ok(line) => line,
             Err(rustyline::error::ReadlineError::Interrupted) => continue,
             Err(rustyline::error::ReadlineError::Eof) => break,

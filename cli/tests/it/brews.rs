@@ -67,3 +67,92 @@ async fn brews_chat_files_and_usage() {
     let table = client.ant(&["usage"]).await;
     assert!(table.ok().stdout.contains("chat:pirate-talk"), "{}", table.stdout);
 }
+
+/// The REPL on a real pseudo-terminal (`script`): answers stream, Ctrl-C stops an answer but
+/// not the chat, Ctrl-D leaves, history is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_repl_on_a_terminal() {
+    use std::time::Duration;
+
+    use aniate_testkit::Outcome;
+    use tokio::io::AsyncWriteExt;
+
+    let fake = FakeLlmConfig {
+        rules: vec![Rule { when_contains: "slow please".to_owned(), reply: "word ".repeat(400) }],
+        default_reply: Some("quick answer".to_owned()),
+        chunk_chars: 5,
+        chunk_delay_ms: 10,
+        ..Default::default()
+    };
+    let stack = Stack::start(StackOptions { fake, ..Default::default() }).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ready("repl@example.test", &[]).await;
+    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/pty_driver.py");
+    let mut terminal = tokio::process::Command::new("python3");
+    terminal.args([driver, crate::harness::ANT, "chat"]);
+    for (key, value) in &client.env {
+        terminal.env(key, value);
+    }
+    let mut child = terminal
+        .current_dir(&client.home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3");
+    let mut stdin = child.stdin.take().unwrap();
+    let screen_buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut pty_out = child.stdout.take().unwrap();
+    let collector = {
+        let screen_buffer = std::sync::Arc::clone(&screen_buffer);
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pty_out.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                screen_buffer.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        })
+    };
+    let screen = || String::from_utf8_lossy(&screen_buffer.lock().unwrap()).into_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stdin.write_all(keys(b"a quick one\r").as_bytes()).await.unwrap();
+    let (_, answered) =
+        stack.fake.wait_until(Duration::from_secs(10), |r| r.len() == 1 && r[0].outcome == Outcome::Completed).await;
+    assert!(answered);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stdin.write_all(keys(b"slow please\r").as_bytes()).await.unwrap();
+    let (_, streaming) = stack.fake.wait_until(Duration::from_secs(10), |r| r.len() == 2 && r[1].chunks_sent > 3).await;
+    assert!(streaming);
+    stdin.write_all(keys(b"\x03").as_bytes()).await.unwrap();
+    let (requests, cancelled) =
+        stack.fake.wait_until(Duration::from_secs(5), |r| r.len() == 2 && r[1].outcome == Outcome::Cancelled).await;
+    assert!(cancelled, "Ctrl-C cancelled the answer: {requests:?}\n{}", screen());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stdin.write_all(keys(b"after the stop\r").as_bytes()).await.unwrap();
+    let (requests, third) =
+        stack.fake.wait_until(Duration::from_secs(10), |r| r.len() == 3 && r[2].outcome == Outcome::Completed).await;
+    assert!(third, "the chat went on after Ctrl-C: {requests:?}");
+    // The conversation is carried: the first exchange, not the stopped one.
+    let contents: Vec<&str> = requests[2].messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents[1..], ["a quick one", "quick answer", "after the stop"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stdin.write_all(keys(b"\x04").as_bytes()).await.unwrap();
+    stdin.write_all(b"close\n").await.unwrap();
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(15), child.wait()).await.unwrap().unwrap();
+    collector.await.unwrap();
+    let screen = screen();
+    assert!(screen.trim_end().ends_with("EXIT 0"), "{screen}");
+    assert!(screen.contains("quick answer") && screen.contains("(stopped)"), "{screen}");
+    let history = std::fs::read_to_string(client.home.join("chat_history")).unwrap();
+    assert!(history.contains("a quick one") && history.contains("after the stop"), "{history}");
+}
+
+/// A line for the pty driver: these bytes, typed.
+fn keys(bytes: &[u8]) -> String {
+    format!("send {}\n", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
