@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (migrations run at start; the seed tools are added to a new database)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Administer users and tools directly in the database
     #[command(subcommand)]
     Admin(AdminCommand),

@@ -174,10 +174,10 @@ impl Limiter {
                 }
             }
         };
-        if plan.name == DEFAULT_PLAN {
-            if let Some(per_minute) = self.default_plan_override {
-                plan.requests_per_minute = per_minute;
-            }
+        if plan.name == DEFAULT_PLAN
+            && let Some(per_minute) = self.default_plan_override
+        {
+            plan.requests_per_minute = per_minute;
         }
         Ok(plan)
     }
@@ -202,10 +202,10 @@ impl Limiter {
 
     /// Tokens a user spent this month, cached briefly (a quota need not be exact to the token).
     pub async fn tokens_this_month(&self, db: &Db, user_id: i64, month_start_ms: i64) -> DbResult<u64> {
-        if let Some((at, tokens)) = self.quota.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&user_id) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(*tokens);
-            }
+        if let Some((at, tokens)) = self.quota.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&user_id)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(*tokens);
         }
         let tokens = db.tokens_since(user_id, month_start_ms).await?;
         self.quota.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(user_id, (Instant::now(), tokens));

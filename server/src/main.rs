@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => ant_server::serve::serve(args, ant_server::serve::shutdown_signal()).await,
+            Command::Serve(args) => ant_server::serve::serve(*args, ant_server::serve::shutdown_signal()).await,
             Command::Admin(command) => {
                 let mut stdin = std::io::stdin().lock();
                 let mut stdout = std::io::stdout().lock();

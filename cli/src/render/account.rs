@@ -80,7 +80,7 @@ pub fn render_files(files: &[FileMeta], width: usize, colored: bool) -> String {
 /// `ant usage`.
 pub fn render_usage(usage: &UsageReport, width: usize, colored: bool) -> String {
     let palette = Palette::new(colored);
-    let percent = if usage.tokens_per_month == 0 { 100 } else { usage.tokens_used * 100 / usage.tokens_per_month };
+    let percent = (usage.tokens_used * 100).checked_div(usage.tokens_per_month).unwrap_or(100);
     let pairs = [
         ("plan", format!("{} ({} requests a minute)", sanitize_line(&usage.plan), usage.requests_per_minute)),
         (

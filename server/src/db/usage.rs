@@ -112,16 +112,13 @@ impl Db {
 
     /// Everyone's usage between two times, by user and tool, for invoicing.
     pub async fn admin_usage(&self, from_ms: i64, to_ms: i64) -> DbResult<Vec<aniate_proto::api::AdminUsageRow>> {
-        let sql = format!(
-            "SELECT u.email, u.plan, usage.tool, COUNT(*), CAST(COALESCE(SUM(usage.prompt_tokens), 0) AS BIGINT), \
+        let sql = "SELECT u.email, u.plan, usage.tool, COUNT(*), CAST(COALESCE(SUM(usage.prompt_tokens), 0) AS BIGINT), \
              CAST(COALESCE(SUM(usage.completion_tokens), 0) AS BIGINT) \
              FROM usage JOIN users u ON u.id = usage.user_id \
              WHERE usage.created_at >= $1 AND usage.created_at < $2 \
-             GROUP BY u.email, u.plan, usage.tool ORDER BY u.email, usage.tool"
-        );
-        let _ = TOTALS;
+             GROUP BY u.email, u.plan, usage.tool ORDER BY u.email, usage.tool";
         let rows: Vec<(String, String, String, i64, i64, i64)> =
-            sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
+            sqlx::query_as(sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|(email, plan, tool, r, p, c)| aniate_proto::api::AdminUsageRow {

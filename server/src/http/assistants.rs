@@ -56,10 +56,10 @@ fn check_fields(
     prompt: Option<&str>,
     model: Option<&str>,
 ) -> ApiResult<()> {
-    if let Some(name) = name {
-        if name.trim().is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
-            return Err(ApiError::invalid("name: 1 to 80 characters on one line"));
-        }
+    if let Some(name) = name
+        && (name.trim().is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid("name: 1 to 80 characters on one line"));
     }
     if description.is_some_and(|d| d.chars().count() > 300) {
         return Err(ApiError::invalid("description: at most 300 characters"));
