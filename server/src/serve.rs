@@ -88,6 +88,14 @@ pub async fn run(
     announce(&format!("ant-server listening on {scheme}://{addr}"));
     match tls {
         None => {
+            use axum::serve::ListenerExt;
+            // Answers stream as many small writes: without TCP_NODELAY, Nagle's algorithm holds
+            // each write until the previous one is acknowledged, and a delayed ACK stalls it 40 ms.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::debug!(cause = %err, "could not set TCP_NODELAY");
+                }
+            });
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stop_rx.changed().await;

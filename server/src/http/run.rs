@@ -275,10 +275,10 @@ impl RunStream {
         if self.ended {
             return None;
         }
-        if let Some(meta) = self.meta.take()
-            && self.sse
-        {
-            return Some(Bytes::from(StreamEvent::Meta(meta).to_sse()));
+        if let Some(meta) = self.meta.take() {
+            if self.sse {
+                return Some(Bytes::from(StreamEvent::Meta(meta).to_sse()));
+            }
         }
         loop {
             let event = match self.replay.take() {
@@ -287,16 +287,23 @@ impl RunStream {
             };
             match event {
                 Some(Ok(UpstreamEvent::Delta(text))) => {
-                    self.recorder.mark_first_token();
-                    self.recorder.completion_chars += text.chars().count();
-                    if self.kind != OutputKind::Text {
-                        self.answer.push_str(&text);
+                    let mut out = String::new();
+                    self.push_delta(&mut out, text);
+                    // Send what else is already here in the same write: fewer, larger writes
+                    // when the provider is faster than the client.
+                    while out.len() < COALESCE_BYTES {
+                        match futures_util::FutureExt::now_or_never(self.upstream.next()) {
+                            Some(Some(Ok(UpstreamEvent::Delta(text)))) => self.push_delta(&mut out, text),
+                            Some(Some(Ok(UpstreamEvent::Finish(reason)))) => self.finish_reason = Some(reason),
+                            Some(Some(Ok(UpstreamEvent::Usage(usage)))) => self.recorder.usage = Some(usage),
+                            Some(other) => {
+                                self.replay = other;
+                                break;
+                            }
+                            None => break,
+                        }
                     }
-                    return Some(if self.sse {
-                        Bytes::from(StreamEvent::Delta(Delta { text }).to_sse())
-                    } else {
-                        Bytes::from(text)
-                    });
+                    return Some(Bytes::from(out));
                 }
                 Some(Ok(UpstreamEvent::Finish(reason))) => self.finish_reason = Some(reason),
                 Some(Ok(UpstreamEvent::Usage(usage))) => self.recorder.usage = Some(usage),
@@ -328,7 +335,24 @@ impl RunStream {
             }
         }
     }
+
+    /// Appends one delta to `out`, as an SSE event or as plain text.
+    fn push_delta(&mut self, out: &mut String, text: String) {
+        self.recorder.mark_first_token();
+        self.recorder.completion_chars += text.chars().count();
+        if self.kind != OutputKind::Text {
+            self.answer.push_str(&text);
+        }
+        if self.sse {
+            out.push_str(&StreamEvent::Delta(Delta { text }).to_sse());
+        } else {
+            out.push_str(&text);
+        }
+    }
 }
+
+/// Deltas already received are joined into one write up to this size.
+const COALESCE_BYTES: usize = 16 * 1024;
 
 /// Records a run in the usage table and the metrics exactly once: when it finishes, or, if
 /// the client went away first, when it is dropped (as `cancelled`).

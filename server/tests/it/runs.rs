@@ -56,7 +56,9 @@ async fn streams_sse_and_plain_text(backend: Backend) {
     let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(response.text().await.unwrap(), REPLY);
 
-    // Usage rows carry the provider's token counts, tool, model and status.
+    // Usage rows carry the provider's token counts, tool, model and status (written just after
+    // the answer ends).
+    assert_eq!(h.usage_status(&request_id).await, "ok");
     let rows = h
         .query_strings(&format!(
             "SELECT tool, model, status, prompt_tokens, completion_tokens FROM usage WHERE request_id = '{request_id}'"
