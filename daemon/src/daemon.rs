@@ -45,9 +45,42 @@ fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError
     move |source| StartError::Io { path: path.display().to_string(), source }
 }
 
-/// Takes the home's lock (one daemon per home), replaces a stale socket left by a crashed
-/// daemon, and listens on the socket with mode 0600.
-pub fn bind(home: &Home) -> Result<(Listener, Lock), StartError> {
+/// How the daemon got its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketOrigin {
+    /// It bound the socket itself, and removes it when it stops.
+    Bound,
+    /// systemd (or another supervisor) passed it in (`LISTEN_FDS`); the supervisor keeps it.
+    Inherited,
+}
+
+/// Takes the home's lock and returns the listener: the one systemd passed in through socket
+/// activation (`LISTEN_PID`/`LISTEN_FDS`, fd 3) if any, else a socket of its own.
+pub fn bind_or_inherit(home: &Home) -> Result<(Listener, Lock, SocketOrigin), StartError> {
+    #[cfg(unix)]
+    {
+        let mut fds = listenfd::ListenFd::from_env();
+        if fds.len() > 0 {
+            let lock = take_lock(home)?;
+            let inherited = fds.take_unix_listener(0).map_err(io_error(&home.socket))?;
+            if let Some(std_listener) = inherited {
+                std_listener.set_nonblocking(true).map_err(io_error(&home.socket))?;
+                let fd = std::os::fd::OwnedFd::from(std_listener);
+                let uds = interprocess::os::unix::uds_local_socket::tokio::Listener::try_from(fd)
+                    .map_err(io_error(&home.socket))?;
+                let mut listener = Listener::from(uds);
+                // The socket file is systemd's: leave it when we stop.
+                interprocess::local_socket::traits::tokio::Listener::do_not_reclaim_name_on_drop(&mut listener);
+                tracing::info!("using the socket passed in by the service manager");
+                return Ok((listener, lock, SocketOrigin::Inherited));
+            }
+        }
+    }
+    let (listener, lock) = bind(home)?;
+    Ok((listener, lock, SocketOrigin::Bound))
+}
+
+fn take_lock(home: &Home) -> Result<Lock, StartError> {
     use std::io::Write;
     home.ensure()
         .map_err(|err| StartError::Io { path: home.root.display().to_string(), source: std::io::Error::other(err) })?;
@@ -70,7 +103,13 @@ pub fn bind(home: &Home) -> Result<(Listener, Lock), StartError> {
     }
     file.set_len(0).map_err(io_error(&lock_path))?;
     write!(file, "{}", std::process::id()).map_err(io_error(&lock_path))?;
+    Ok(Lock { _file: file })
+}
 
+/// Takes the home's lock (one daemon per home), replaces a stale socket left by a crashed
+/// daemon, and listens on the socket with mode 0600.
+pub fn bind(home: &Home) -> Result<(Listener, Lock), StartError> {
+    let lock = take_lock(home)?;
     // We hold the lock, so no live daemon owns a socket at this path: whatever is there is stale.
     match std::fs::remove_file(&home.socket) {
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(io_error(&home.socket)(err)),
@@ -94,12 +133,12 @@ pub fn bind(home: &Home) -> Result<(Listener, Lock), StartError> {
         std::fs::set_permissions(&home.socket, std::fs::Permissions::from_mode(0o600))
             .map_err(io_error(&home.socket))?;
     }
-    Ok((listener, Lock { _file: file }))
+    Ok((listener, lock))
 }
 
 /// Accepts connections until `shutdown` resolves or a client sends `shutdown`; then stops
 /// accepting, cancels what is still running, and removes the socket.
-pub async fn run(engine: Engine, listener: Listener, shutdown: impl Future<Output = ()>) {
+pub async fn run(engine: Engine, listener: Listener, origin: SocketOrigin, shutdown: impl Future<Output = ()>) {
     let owner_uid = socket_owner_uid(&engine.home().socket);
     let connections = tokio_util_task_set();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -133,7 +172,9 @@ pub async fn run(engine: Engine, listener: Listener, shutdown: impl Future<Outpu
         connection.abort();
     }
     drop(listener);
-    let _ = std::fs::remove_file(&engine.home().socket);
+    if origin == SocketOrigin::Bound {
+        let _ = std::fs::remove_file(&engine.home().socket);
+    }
     engine.flush();
     tracing::info!("stopped");
 }

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let (listener, _lock) = match daemon::bind(&home) {
+        let (listener, _lock, origin) = match daemon::bind_or_inherit(&home) {
             Ok(bound) => bound,
             Err(err @ StartError::AlreadyRunning { .. }) => {
                 tracing::info!("{err}");
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             .map_err(|err| tracing::warn!(cause = %err, "not watching files; restart the daemon after editing them"))
             .ok();
         let background = engine.spawn_background();
-        daemon::run(engine, listener, shutdown_signal()).await;
+        daemon::run(engine, listener, origin, shutdown_signal()).await;
         background.abort();
         ExitCode::SUCCESS
     })

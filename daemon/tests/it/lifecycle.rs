@@ -53,3 +53,80 @@ async fn shutdown_request_and_sigterm_remove_the_socket() {
 fn wait_exit(process: &mut TestProcess) -> std::process::ExitStatus {
     process.terminate(Duration::from_secs(10)).expect("the daemon exits")
 }
+
+/// systemd socket activation for real: `systemd-socket-activate` binds the socket and starts
+/// `aniated` with it as fd 3 (`LISTEN_FDS=1`, `LISTEN_PID`), as `aniated.socket` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takes_the_socket_from_systemd() {
+    let activate = std::path::Path::new("/usr/bin/systemd-socket-activate");
+    if !activate.exists() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI=true needs systemd-socket-activate");
+        eprintln!("skipping: systemd-socket-activate is not installed");
+        return;
+    }
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let home = stack.new_home("h");
+    let socket = home.join("aniated.sock");
+    let env = stack.client_env(&home);
+    let mut args: Vec<String> = vec!["--listen".to_owned(), socket.display().to_string()];
+    for (key, value) in &env {
+        args.push(format!("--setenv={key}={value}"));
+    }
+    args.push(DAEMON_BIN.to_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut activator =
+        TestProcess::spawn(activate, &args, &[], &home.join("activate.log")).expect("spawn systemd-socket-activate");
+    for _ in 0..200 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first connection starts the daemon, which answers on the inherited socket.
+    let mut raw = Raw::greeted(&socket).await;
+    let status = raw.call(1, "status", Value::Null).await;
+    assert_eq!(status["protocol"], 1);
+    let log = std::fs::read_to_string(home.join("aniated.log")).unwrap_or_default();
+    assert!(log.contains("using the socket passed in by the service manager"), "{log}");
+    // A shutdown leaves the socket to its owner, systemd.
+    assert_eq!(raw.call(2, "shutdown", Value::Null).await, Value::Null);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(socket.exists(), "the inherited socket file is the service manager's");
+    activator.kill();
+}
+
+/// The unit files pass `systemd-analyze verify` without a warning, in the user instance the
+/// daemon's units are for and the system instance the server's is for.
+#[test]
+fn unit_files_verify() {
+    let analyze = std::path::Path::new("/usr/bin/systemd-analyze");
+    if !analyze.exists() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI=true needs systemd-analyze");
+        eprintln!("skipping: systemd-analyze is not installed");
+        return;
+    }
+    let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    // ExecStart must name an existing binary; the units name their installed paths.
+    let copy = |name: &str, from: &str, to: &str| {
+        let text = std::fs::read_to_string(packaging.join(name)).unwrap().replace(from, to);
+        std::fs::write(dir.path().join(name), text).unwrap();
+        dir.path().join(name).display().to_string()
+    };
+    let socket = copy("aniated.socket", "", "");
+    let service = copy("aniated.service", "%h/.local/bin/aniated", DAEMON_BIN);
+    let server = copy("ant-server.service", "/usr/local/bin/ant-server", "/bin/true");
+    for (user, units) in [(true, vec![socket, service]), (false, vec![server])] {
+        let mut command = std::process::Command::new(analyze);
+        command.arg("verify");
+        if user {
+            command.arg("--user").env("XDG_RUNTIME_DIR", &runtime);
+        }
+        let output = command.args(&units).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{units:?}: {stderr}");
+        assert!(stderr.trim().is_empty(), "{units:?} has warnings: {stderr}");
+    }
+}
