@@ -567,6 +567,17 @@ async fn daemon_command(global: &GlobalArgs, command: DaemonCommand) -> anyhow::
             }
         },
         DaemonCommand::Logs { follow, lines } => print_logs(&home.log_path(), lines, follow).await,
+        DaemonCommand::InstallService { no_start } => {
+            if !no_start {
+                // The service will own the socket; a daemon started on demand must make way.
+                if let Some(client) = running().await? {
+                    client.shutdown_and_wait(&home).await;
+                }
+            }
+            let steps = crate::service::install(&home, no_start)?;
+            out.print(&steps)
+        }
+        DaemonCommand::UninstallService { no_start } => out.print(&crate::service::uninstall(no_start)?),
     }
 }
 

@@ -334,6 +334,21 @@ pub enum DaemonCommand {
         #[arg(short = 'n', long, default_value_t = 50, value_name = "N")]
         lines: usize,
     },
+    /// Run the daemon as a service of your user: systemd (socket-activated) or launchd
+    #[command(after_long_help = "On Linux this writes aniated.socket and aniated.service to \
+        ~/.config/systemd/user/ and runs `systemctl --user enable --now aniated.socket`; on macOS it writes \
+        ~/Library/LaunchAgents/com.aniate.aniated.plist and runs `launchctl bootstrap`. It prints each step.")]
+    InstallService {
+        /// Only write the files; print the commands that would enable them
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop and remove the service installed by install-service
+    UninstallService {
+        /// Only remove the files; print the commands that would disable them
+        #[arg(long)]
+        no_start: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]

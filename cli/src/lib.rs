@@ -16,3 +16,4 @@ pub mod chat;
 pub mod exit;
 pub mod files;
 pub mod render;
+pub mod service;

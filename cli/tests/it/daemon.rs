@@ -165,3 +165,42 @@ async fn another_user_is_refused_even_through_an_open_socket() {
     // The owner is still served.
     client.ant(&["daemon", "status"]).await.ok();
 }
+
+/// `ant daemon install-service --no-start` writes units for this machine's paths that systemd
+/// accepts; `uninstall-service` removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_files_are_installed_and_removed() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let mut client = Client::new(&stack, "u");
+    let config = client.home.join("xdg-config");
+    client.env.push(("XDG_CONFIG_HOME".to_owned(), config.display().to_string()));
+    let install = client.ant(&["daemon", "install-service", "--no-start"]).await;
+    assert!(
+        install.ok().stdout.contains("to start it: systemctl --user enable --now aniated.socket"),
+        "{}",
+        install.stdout
+    );
+    let units = config.join("systemd/user");
+    let socket = std::fs::read_to_string(units.join("aniated.socket")).unwrap();
+    assert!(socket.contains(&format!("ListenStream={}", client.home.join("aniated.sock").display())), "{socket}");
+    let service = std::fs::read_to_string(units.join("aniated.service")).unwrap();
+    assert!(service.contains(&format!("Environment=ANIATE_HOME={}", client.home.display())), "{service}");
+    let exec = service.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    assert!(std::path::Path::new(exec).is_file(), "ExecStart names the real aniated: {exec}");
+    if std::path::Path::new("/usr/bin/systemd-analyze").exists() {
+        let runtime = client.home.join("runtime");
+        std::fs::create_dir_all(&runtime).unwrap();
+        let output = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--user"])
+            .arg(units.join("aniated.socket"))
+            .arg(units.join("aniated.service"))
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success() && stderr.trim().is_empty(), "{stderr}");
+    }
+    let uninstall = client.ant(&["daemon", "uninstall-service", "--no-start"]).await;
+    assert!(uninstall.ok().stdout.contains("removed"), "{}", uninstall.stdout);
+    assert!(!units.join("aniated.socket").exists() && !units.join("aniated.service").exists());
+}
