@@ -275,11 +275,10 @@ impl RunStream {
         if self.ended {
             return None;
         }
-        if let Some(meta) = self.meta.take() {
-            if self.sse {
+        if let Some(meta) = self.meta.take()
+            && self.sse {
                 return Some(Bytes::from(StreamEvent::Meta(meta).to_sse()));
             }
-        }
         loop {
             let event = match self.replay.take() {
                 Some(event) => Some(event),

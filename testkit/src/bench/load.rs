@@ -37,21 +37,31 @@ pub struct Target {
     pub mode: Mode,
     client: reqwest::Client,
     url: String,
-    /// `Authorization` header value, if any.
-    authorization: Option<String>,
+    /// `Authorization` header values, used in turn, one per request.
+    authorizations: Vec<String>,
+    /// How many requests were sent, to pick the next authorization.
+    n_sent: AtomicUsize,
     /// The JSON body, built once so both modes spend nothing on it while timed.
     body: String,
 }
 
 impl Target {
-    /// A target through ant-server: `POST {server_url}/tool/{slug}` as `token`'s user.
-    pub fn server(client: reqwest::Client, server_url: &str, slug: &str, token: &str, instructions: &str) -> Target {
+    /// A target through ant-server: `POST {server_url}/tool/{slug}`, as the users of
+    /// `tokens` in turn (so that no one user reaches a plan's limits).
+    pub fn server(
+        client: reqwest::Client,
+        server_url: &str,
+        slug: &str,
+        tokens: &[String],
+        instructions: &str,
+    ) -> Target {
         let body = serde_json::json!({ "instructions": instructions }).to_string();
         Target {
             mode: Mode::Server,
             client,
             url: format!("{}/tool/{slug}", server_url.trim_end_matches('/')),
-            authorization: Some(format!("Bearer {token}")),
+            authorizations: tokens.iter().map(|token| format!("Bearer {token}")).collect(),
+            n_sent: AtomicUsize::new(0),
             body,
         }
     }
@@ -73,7 +83,8 @@ impl Target {
             mode: Mode::Direct,
             client,
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
-            authorization: Some("Bearer bench".to_owned()),
+            authorizations: vec!["Bearer bench".to_owned()],
+            n_sent: AtomicUsize::new(0),
             body,
         }
     }
@@ -86,8 +97,9 @@ impl Target {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .body(self.body.clone());
-        if let Some(authorization) = &self.authorization {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        if !self.authorizations.is_empty() {
+            let idx = self.n_sent.fetch_add(1, Ordering::Relaxed) % self.authorizations.len();
+            request = request.header(reqwest::header::AUTHORIZATION, &self.authorizations[idx]);
         }
         let started = Instant::now();
         let mut response = request.send().await.map_err(|err| format!("request failed: {}", error_chain(&err)))?;

@@ -28,6 +28,12 @@ fn parse_memory(status: &str) -> Option<Memory> {
     Some(Memory { rss: field("VmRSS:")?, peak_rss: field("VmHWM:")? })
 }
 
+/// Resets the `VmHWM` of process `pid` to its current `VmRSS` (Linux 4.0 and later), so
+/// that the peak covers only what follows.
+pub fn reset_peak_rss(pid: u32) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+}
+
 /// Clock ticks per second, the unit of `/proc/PID/stat` CPU times.
 #[derive(Clone, Copy, Debug)]
 pub struct ClockTicks(u64);
@@ -54,11 +60,10 @@ impl ClockTicks {
         Some(self.to_duration(ticks))
     }
 
-    /// CPU time every CPU of the machine spent busy so far (all processes, the kernel,
-    /// and time stolen by the hypervisor); `None` if it cannot be read.
-    pub fn machine_busy_time(self) -> Option<Duration> {
-        let ticks = parse_machine_busy_ticks(&std::fs::read_to_string("/proc/stat").ok()?)?;
-        Some(self.to_duration(ticks))
+    /// CPU time all CPUs of the machine spent so far; `None` if it cannot be read.
+    pub fn machine_time(self) -> Option<MachineTime> {
+        let (busy, interrupts) = parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)?;
+        Some(MachineTime { busy: self.to_duration(busy), interrupts: self.to_duration(interrupts) })
     }
 
     fn to_duration(self, ticks: u64) -> Duration {
@@ -66,16 +71,26 @@ impl ClockTicks {
     }
 }
 
-/// The busy ticks of the `cpu` line of `/proc/stat`: everything but `idle` and `iowait`
-/// (`guest` time is already counted in `user`).
-fn parse_machine_busy_ticks(stat: &str) -> Option<u64> {
+/// CPU time of the whole machine, summed over its CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineTime {
+    /// Not idle: processes, the kernel, interrupts, and time stolen by the hypervisor.
+    pub busy: Duration,
+    /// Hardware and software interrupts, which no process is charged for; on loopback this is
+    /// mostly the kernel moving the streams' TCP segments.
+    pub interrupts: Duration,
+}
+
+/// The busy ticks (everything but `idle` and `iowait`; `guest` is already in `user`) and the
+/// interrupt ticks (`irq` + `softirq`) of the `cpu` line of `/proc/stat`.
+fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
     let line = stat.lines().find(|line| line.starts_with("cpu "))?;
     let ticks: Vec<u64> = line.split_whitespace().skip(1).map(|field| field.parse().ok()).collect::<Option<_>>()?;
     // user nice system idle iowait irq softirq steal [guest guest_nice]
     let [user, nice, system, _idle, _iowait, irq, softirq, steal, ..] = ticks[..] else {
         return None;
     };
-    Some(user + nice + system + irq + softirq + steal)
+    Some((user + nice + system + irq + softirq + steal, irq + softirq))
 }
 
 /// `utime + stime` from a `/proc/PID/stat` line. The command name (field 2) is in
@@ -119,11 +134,11 @@ mod tests {
     }
 
     #[test]
-    fn reads_machine_busy_ticks() {
+    fn reads_machine_ticks() {
         let stat = "cpu  100 5 50 1000 7 3 2 1 0 0\ncpu0 50 2 25 500 3 1 1 0 0 0\n";
-        assert_eq!(parse_machine_busy_ticks(stat), Some(161));
-        assert_eq!(parse_machine_busy_ticks("cpu  1 2 3\n"), None);
-        assert_eq!(parse_machine_busy_ticks("intr 5\n"), None);
+        assert_eq!(parse_machine_ticks(stat), Some((161, 5)));
+        assert_eq!(parse_machine_ticks("cpu  1 2 3\n"), None);
+        assert_eq!(parse_machine_ticks("intr 5\n"), None);
     }
 
     #[test]
@@ -131,8 +146,9 @@ mod tests {
         if cfg!(target_os = "linux") {
             let memory = memory(std::process::id()).unwrap();
             assert!(memory.rss > 0 && memory.peak_rss >= memory.rss);
+            reset_peak_rss(std::process::id()).unwrap();
             assert!(ClockTicks::detect().cpu_time(std::process::id()).is_some());
-            assert!(ClockTicks::detect().machine_busy_time().is_some());
+            assert!(ClockTicks::detect().machine_time().is_some());
         }
     }
 }

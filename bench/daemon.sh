@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds ant, aniated, ant-server and aniate-fake-llm in release mode, runs the warm-path bench
+# (bench/daemon.py), and records its results in docs/benchmarks.md.
+# Extra arguments go to bench/daemon.py, e.g. `bash bench/daemon.sh --quick`.
+# Part 3 (network namespaces) needs root, iproute2 and openssl, and iptables where the kernel has
+# no sch_netem; as root with apt-get, the missing ones are installed first.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v ip >/dev/null && command -v tc >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
+command -v openssl >/dev/null || missing+=(openssl)
+if ((${#missing[@]})) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "bench/daemon.sh: installing ${missing[*]} for part 3" >&2
+    apt-get install -y -q "${missing[@]}" >/dev/null \
+        || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; } \
+        || echo "bench/daemon.sh: could not install ${missing[*]}; part 3 may be skipped" >&2
+fi
+
+cargo build --release -p ant-server -p aniated -p aniate-cli -p aniate-testkit --bins
+python3 bench/daemon.py --bin-dir target/release --out docs/benchmarks.md --command "bash bench/daemon.sh${*:+ $*}" "$@"
