@@ -65,9 +65,11 @@ What `ant` and the `aniated` daemon add to a tool run on one machine, what they 
 `bench/daemon.py` (Python 3.11, standard library only) starts `aniate-fake-llm` and `ant-server serve` as separate processes in a scratch directory, makes a client home, signs up with `ant signup` (which starts the daemon) and installs `what`.
 Compared variants run interleaved, round by round, and each round starts with another variant.
 
-- **Part 1, a tool run:** `ant what small.py --fresh` through the warm daemon, timed from spawn to exit, against the same request (`POST /tool/what`, plain text) made by the bench itself over a kept-alive `http.client` connection; "ant − direct" is the difference of the p50s. The same request with `Accept: text/event-stream` (as the daemon sends it), `curl`, and the cached answer are there for reference.
+- **Part 1, a tool run:** `ant what small.py --fresh` through the warm daemon, timed from spawn to exit, against the same request (`POST /tool/what`, plain text) made by the bench itself over a kept-alive `http.client` connection; "ant − direct" is the difference of the p50s.
+  The same request with `Accept: text/event-stream` (as the daemon sends it), `curl`, and the cached answer are there for reference.
 - **Part 2, start-up and memory:** `ant --version` against `/bin/true`; peak RSS through `/usr/bin/time -f %M`; the daemon's `VmRSS` idle and, sampled every 2 ms, while it serves 32 concurrent one-second streams.
-- **Part 3, a far server:** the server (HTTPS, with a CA made by `openssl`) and the fake in one network namespace, `ant` and its daemon in another, joined by a veth pair with 25 ms added each way. Time to the first byte on ant's stdout through the warm daemon, against `ant --no-daemon`, which opens its own TCP and TLS connection.
+- **Part 3, a far server:** the server (HTTPS, with a CA made by `openssl`) and the fake in one network namespace, `ant` and its daemon in another, joined by a veth pair with 25 ms added each way.
+  Time to the first byte on ant's stdout through the warm daemon, against `ant --no-daemon`, which opens its own TCP and TLS connection.
 
 Peak RSS comes from GNU time because the bench's own `wait4` would report at least Python's RSS: Python spawns with `vfork`, and the kernel carries the parent's high-water mark into the child at `exec`.
 Where the kernel has no `sch_netem`, as on the machine below, the delay is added on ingress in each namespace by an NFQUEUE handler that is part of the bench.

@@ -276,9 +276,10 @@ impl RunStream {
             return None;
         }
         if let Some(meta) = self.meta.take()
-            && self.sse {
-                return Some(Bytes::from(StreamEvent::Meta(meta).to_sse()));
-            }
+            && self.sse
+        {
+            return Some(Bytes::from(StreamEvent::Meta(meta).to_sse()));
+        }
         loop {
             let event = match self.replay.take() {
                 Some(event) => Some(event),
