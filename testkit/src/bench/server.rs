@@ -593,6 +593,7 @@ impl Report {
             line(
                 "Interrupts are mostly the kernel moving the streams' TCP segments over loopback; the whole machine's figure also holds the kernel's own threads and anything else that ran meanwhile.",
             );
+            line("`/proc` counts in clock ticks (usually 10 ms), so the figures of short phases are rough.");
             line("");
             line("| Mode | Bench client | Fake LLM | ant-server | Interrupts | Sum | Whole machine |");
             line("|---|---:|---:|---:|---:|---:|---:|");
