@@ -138,29 +138,22 @@ impl ServerClient {
 
     /// Starts a tool run; the stream yields the server's events.
     pub async fn run_tool(&self, token: &str, slug: &str, request: &RunToolRequest) -> Result<RunStream, IpcError> {
-        let response = self
-            .http
-            .post(self.url(&format!("/tool/{slug}")))
-            .bearer_auth(token)
-            .header("accept", "text/event-stream")
-            .json(request)
-            .send()
-            .await
-            .map_err(|err| self.unreachable(&err))?;
-        if !response.status().is_success() {
-            return Err(self.error_from(response).await);
-        }
-        Ok(RunStream { body: Box::pin(response.bytes_stream()), parser: SseParser::default(), pending: Vec::new() })
+        self.stream(token, &format!("/tool/{slug}"), request).await
     }
 
     /// Starts a chat; the stream yields the server's events, like a tool run's.
     pub async fn chat(&self, token: &str, request: &ChatRequest) -> Result<RunStream, IpcError> {
+        self.stream(token, "/chat", request).await
+    }
+
+    /// `POST path` asking for Server-Sent Events; the stream of a run or a chat.
+    async fn stream(&self, token: &str, path: &str, body: &impl serde::Serialize) -> Result<RunStream, IpcError> {
         let response = self
             .http
-            .post(self.url("/chat"))
+            .post(self.url(path))
             .bearer_auth(token)
             .header("accept", "text/event-stream")
-            .json(request)
+            .json(body)
             .send()
             .await
             .map_err(|err| self.unreachable(&err))?;
