@@ -19,5 +19,5 @@ if ((${#missing[@]})) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; t
         || echo "bench/daemon.sh: could not install ${missing[*]}; part 3 may be skipped" >&2
 fi
 
-cargo build --release -p ant-server -p aniated -p aniate-cli -p aniate-testkit --bins
+cargo build --release -p ant-server -p aniate -p aniate-testkit --bins
 python3 bench/daemon.py --bin-dir target/release --out docs/benchmarks.md --command "bash bench/daemon.sh${*:+ $*}" "$@"

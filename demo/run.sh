@@ -42,7 +42,7 @@ wait_for_line() { # FILE PREFIX -> the rest of the line
 }
 
 echo "==> building (first time: a few minutes)"
-cargo build --quiet -p ant-server -p aniated -p aniate-cli -p aniate-testkit --bins
+cargo build --quiet -p ant-server -p aniate -p aniate-testkit --bins
 
 stop >/dev/null
 mkdir -p "$STATE"

@@ -2,7 +2,7 @@
 //! a Markdown table. Not a timed test: run it on release builds.
 //!
 //! ```sh
-//! cargo build --release -p aniate-lsp -p aniated -p aniate-cli -p ant-server -p aniate-testkit --bins
+//! cargo build --release -p aniate -p ant-server -p aniate-testkit --bins
 //! cargo run --release -p aniate-lsp --example bench-lsp
 //! ```
 //!

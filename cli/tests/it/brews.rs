@@ -89,7 +89,8 @@ async fn chat_repl_on_a_terminal() {
     client.ready("repl@example.test", &[]).await;
     let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/pty_driver.py");
     let mut terminal = tokio::process::Command::new("python3");
-    terminal.args([driver, crate::harness::ANT, "chat"]);
+    let ant = crate::harness::ant();
+    terminal.args([driver, ant.as_str(), "chat"]);
     for (key, value) in &client.env {
         terminal.env(key, value);
     }

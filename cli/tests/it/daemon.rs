@@ -149,8 +149,9 @@ async fn another_user_is_refused_even_through_an_open_socket() {
     }
     let socket = client.home.join("aniated.sock");
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ant = crate::harness::ant();
     let output = tokio::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::harness::ANT, "daemon", "status"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", ant.as_str(), "daemon", "status"])
         .env_clear()
         .env("ANIATE_HOME", &client.home)
         .env("ANIATE_DAEMON_EXE", "/bin/false")

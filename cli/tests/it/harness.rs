@@ -9,7 +9,10 @@ use std::{
 use aniate_testkit::stack::{Stack, workspace_bin};
 use tokio::io::AsyncWriteExt;
 
-pub const ANT: &str = env!("CARGO_BIN_EXE_ant");
+/// `ant`, as built for the workspace (its binary target lives in packaging/pypi).
+pub fn ant() -> String {
+    workspace_bin("ant").display().to_string()
+}
 
 /// A user's machine: an `ANIATE_HOME` pointed at the stack's server.
 pub struct Client {
@@ -59,7 +62,7 @@ impl Client {
     }
 
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(ANT);
+        let mut command = tokio::process::Command::new(ant());
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("ANIATE_") {
                 command.env_remove(key);

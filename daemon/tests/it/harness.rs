@@ -15,7 +15,10 @@ use tokio::{
     },
 };
 
-pub const DAEMON_BIN: &str = env!("CARGO_BIN_EXE_aniated");
+/// `aniated`, as built for the workspace (its binary target lives in packaging/pypi).
+pub fn daemon_bin() -> String {
+    aniate_testkit::stack::workspace_bin("aniated").display().to_string()
+}
 
 pub struct Daemon {
     pub process: TestProcess,
@@ -26,7 +29,7 @@ impl Daemon {
     pub fn start(stack: &Stack, home: &Path) -> Daemon {
         let env = stack.client_env(home);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let process = TestProcess::spawn(Path::new(DAEMON_BIN), &["--foreground"], &env, &home.join("stderr.log"))
+        let process = TestProcess::spawn(Path::new(&daemon_bin()), &["--foreground"], &env, &home.join("stderr.log"))
             .expect("spawn aniated");
         let socket = home.join("aniated.sock");
         let deadline = Instant::now() + Duration::from_secs(10);

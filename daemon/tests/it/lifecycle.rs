@@ -8,7 +8,7 @@ use aniate_testkit::{
 };
 use serde_json::Value;
 
-use crate::harness::{DAEMON_BIN, Daemon, Raw};
+use crate::harness::{Daemon, Raw, daemon_bin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_daemon_per_home_and_stale_sockets_are_replaced() {
@@ -19,7 +19,7 @@ async fn one_daemon_per_home_and_stale_sockets_are_replaced() {
     // A second daemon for the same home refuses to start, with exit status 3.
     let env = stack.client_env(&home);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let output = std::process::Command::new(DAEMON_BIN).envs(env.iter().copied()).output().unwrap();
+    let output = std::process::Command::new(daemon_bin()).envs(env.iter().copied()).output().unwrap();
     assert_eq!(output.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&output.stderr).contains("already running"));
 
@@ -72,7 +72,7 @@ async fn takes_the_socket_from_systemd() {
     for (key, value) in &env {
         args.push(format!("--setenv={key}={value}"));
     }
-    args.push(DAEMON_BIN.to_owned());
+    args.push(daemon_bin());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut activator =
         TestProcess::spawn(activate, &args, &[], &home.join("activate.log")).expect("spawn systemd-socket-activate");
@@ -116,7 +116,8 @@ fn unit_files_verify() {
         dir.path().join(name).display().to_string()
     };
     let socket = copy("aniated.socket", "", "");
-    let service = copy("aniated.service", "%h/.local/bin/aniated", DAEMON_BIN);
+    let daemon = daemon_bin();
+    let service = copy("aniated.service", "%h/.local/bin/aniated", &daemon);
     let server = copy("ant-server.service", "/usr/local/bin/ant-server", "/bin/true");
     for (user, units) in [(true, vec![socket, service]), (false, vec![server])] {
         let mut command = std::process::Command::new(analyze);

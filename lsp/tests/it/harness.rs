@@ -19,7 +19,10 @@ use crate::{
     procs::daemons_of,
 };
 
-pub const ANT_LSP: &str = env!("CARGO_BIN_EXE_ant-lsp");
+/// `ant-lsp`, as built for the workspace (its binary target lives in packaging/pypi).
+pub fn ant_lsp() -> String {
+    aniate_testkit::stack::workspace_bin("ant-lsp").display().to_string()
+}
 
 pub struct Machine {
     pub stack: Stack,
@@ -97,7 +100,7 @@ impl Machine {
         options: Option<serde_json::Value>,
     ) -> LspClient {
         let log = self.stack.dir.path().join("ant-lsp.log");
-        let client = LspClient::spawn(Path::new(ANT_LSP), &self.env, &self.work, &log);
+        let client = LspClient::spawn(Path::new(&ant_lsp()), &self.env, &self.work, &log);
         client.initialize(capabilities, options).await;
         client
     }

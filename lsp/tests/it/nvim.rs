@@ -9,7 +9,7 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use aniate_testkit::{FakeLlmConfig, Rule};
 
-use crate::harness::{ANT_LSP, Machine};
+use crate::harness::{Machine, ant_lsp};
 
 const BUGGY: &str = "# fix-me\ndef add(a, b):\n    return a - b\n\n\nprint(add(2, 3))\n";
 const FIXED: &str = "# fix-me\ndef add(a, b):\n    return a + b\n\n\nprint(add(2, 3))\n";
@@ -56,7 +56,7 @@ async fn neovim_fixes_and_reviews_through_ant_lsp() {
         .args(["--headless", "-u", "NONE", "-i", "NONE", "-n", "--noplugin", "-c"])
         .arg(format!("luafile {}", script.display()))
         .envs(machine.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("ANT_LSP_EXE", ANT_LSP)
+        .env("ANT_LSP_EXE", ant_lsp())
         .env("ANT_LSP_TEST_FILE", &path)
         .env("ANT_LSP_TEST_EXPECTED", FIXED)
         .env("ANT_LSP_TEST_OUT", &out)

@@ -17,7 +17,7 @@ use tower_lsp_server::lsp_types::{
 
 use crate::{
     client::{LspClient, apply_edits, edits_for, full_capabilities},
-    harness::{ANT_LSP, Machine, now_ms},
+    harness::{Machine, ant_lsp, now_ms},
 };
 
 const FIX_ME: &str = "# fix-me\ndef add(a, b):\n    return a - b\n\n\nprint(add(2, 3))\n";
@@ -136,16 +136,16 @@ async fn progress(client: &LspClient, kind: &str) -> Value {
 #[tokio::test]
 async fn version_and_help_answer_at_once() {
     let started = std::time::Instant::now();
-    let output = std::process::Command::new(ANT_LSP).arg("--version").output().unwrap();
+    let output = std::process::Command::new(ant_lsp()).arg("--version").output().unwrap();
     assert!(output.status.success());
     assert_eq!(String::from_utf8_lossy(&output.stdout), format!("ant-lsp {}\n", env!("CARGO_PKG_VERSION")));
-    let help = std::process::Command::new(ANT_LSP).arg("--help").output().unwrap();
+    let help = std::process::Command::new(ant_lsp()).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for needle in ["Neovim", "Helix", "eglot", "reviewOnSave", "maxFileSize", "ant login"] {
         assert!(help.contains(needle), "--help lacks {needle}: {help}");
     }
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
-    let bad = std::process::Command::new(ANT_LSP).arg("--nope").output().unwrap();
+    let bad = std::process::Command::new(ant_lsp()).arg("--nope").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
 
@@ -153,7 +153,7 @@ async fn version_and_help_answer_at_once() {
 async fn initialize_advertises_actions_commands_and_progress() {
     let machine = Machine::start(fake()).await;
     let client = LspClient::spawn(
-        std::path::Path::new(ANT_LSP),
+        std::path::Path::new(&ant_lsp()),
         &machine.env,
         &machine.work,
         &machine.stack.dir.path().join("ant-lsp.log"),
@@ -636,7 +636,7 @@ async fn settings_are_pulled_from_a_client_that_serves_them() {
     let mut caps = full_capabilities();
     caps.workspace.as_mut().unwrap().configuration = Some(true);
     let client = LspClient::spawn(
-        std::path::Path::new(ANT_LSP),
+        std::path::Path::new(&ant_lsp()),
         &machine.env,
         &machine.work,
         &machine.stack.dir.path().join("ant-lsp.log"),
