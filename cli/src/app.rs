@@ -116,6 +116,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(config) => config_command(&global, config),
+        Command::Manpages { dir } => {
+            let written = crate::manpages::write_all(&dir)
+                .with_context(|| format!("cannot write man pages to {}", dir.display()))?;
+            println!("wrote {written} man pages to {}", dir.display());
+            Ok(())
+        }
         Command::Daemon(daemon) => daemon_command(&global, daemon).await,
         other => {
             let out = Out::new(&global);
@@ -239,7 +245,11 @@ async fn account_or_registry(out: &Out, backend: &Backend, command: Command) -> 
             }
             out.print(&render::account::render_usage(&usage, out.width, out.colored))
         }
-        Command::Run(_) | Command::Completions { .. } | Command::Config(_) | Command::Daemon(_) => {
+        Command::Run(_)
+        | Command::Completions { .. }
+        | Command::Config(_)
+        | Command::Daemon(_)
+        | Command::Manpages { .. } => {
             unreachable!("handled before connecting")
         }
     }

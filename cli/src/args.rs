@@ -207,6 +207,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write man pages for ant (and its subcommands) and aniated into a directory
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write the `.1` files
+        dir: std::path::PathBuf,
+    },
     /// Run an installed tool: `ant SLUG [FILE|-] [-i TEXT]` (see `ant SLUG --help`)
     #[command(external_subcommand)]
     Run(Vec<String>),

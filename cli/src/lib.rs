@@ -15,5 +15,6 @@ pub mod args;
 pub mod chat;
 pub mod exit;
 pub mod files;
+pub mod manpages;
 pub mod render;
 pub mod service;

@@ -69,6 +69,7 @@ struct Inner {
     cache_hits: AtomicU64,
     server_reachable: AtomicBool,
     tools_etag: Mutex<Option<String>>,
+    server_version: Mutex<Option<String>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -121,6 +122,7 @@ impl Engine {
             cache_hits: AtomicU64::new(0),
             server_reachable: AtomicBool::new(false),
             tools_etag: Mutex::new(None),
+            server_version: Mutex::new(None),
             shutdown,
         })))
     }
@@ -194,7 +196,11 @@ impl Engine {
 
     /// Opens the pooled connection to the server now, so the first tool run finds it open.
     pub async fn warm_up(&self) {
-        let reachable = self.server().ping().await.is_ok();
+        let ping = self.server().ping().await;
+        let reachable = ping.is_ok();
+        if let Ok(Some(version)) = ping {
+            *self.0.server_version.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(version);
+        }
         self.0.server_reachable.store(reachable, Ordering::Relaxed);
         tracing::debug!(reachable, "server connection warmed");
     }
@@ -215,6 +221,9 @@ impl Engine {
                     !update_every.is_zero() && last_update_check.is_none_or(|at| at.elapsed() >= update_every);
                 if update_due {
                     // A /tools request also keeps the connection warm.
+                    if last_update_check.is_none() {
+                        engine.warm_up().await;
+                    }
                     last_update_check = Some(Instant::now());
                     last_ping = Instant::now();
                     engine.check_updates().await;
@@ -385,6 +394,7 @@ impl Engine {
             pid: std::process::id(),
             uptime_secs: self.0.started.elapsed().as_secs(),
             server: self.server().base().to_owned(),
+            server_version: self.0.server_version.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
             server_reachable: self.0.server_reachable.load(Ordering::Relaxed),
             logged_in: self.token().is_some(),
             installed_tools: self.0.store.len(),

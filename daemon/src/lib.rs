@@ -20,6 +20,7 @@
 //! metadata only.
 
 pub mod cache;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod credentials;

@@ -11,28 +11,8 @@ use aniated::{
 };
 use clap::Parser;
 
-/// The Aniate daemon: keeps your login, installed tools and a warm connection to the server,
-/// so `ant` and `ant-lsp` start instantly. `ant` starts it when needed; you rarely run it
-/// yourself.
-#[derive(Debug, Parser)]
-#[command(name = "aniated", version)]
-#[command(after_long_help = "Files live in ANIATE_HOME (default ~/.aniate): config.toml, credentials, tools/, \
-aniated.sock, aniated.log, state.redb.
-
-Environment: ANIATE_HOME, ANIATE_SOCKET (socket path), ANIATE_SERVER (server URL), ANIATE_TOKEN \
-(token instead of the stored one), ANIATE_CA_CERT, ANIATE_LOG (log filter, e.g. debug).
-
-Exit status: 0 after a clean stop, 1 on an error, 3 when another aniated already serves this home.
-
-Debugging: ANIATE_LOG=debug aniated --foreground")]
-struct Args {
-    /// Also log to stderr (the log file is always written)
-    #[arg(long)]
-    foreground: bool,
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = aniated::cli::Args::parse();
     let home = match Home::from_env() {
         Ok(home) => home,
         Err(err) => {

@@ -80,12 +80,12 @@ impl ServerClient {
         .with_hint("check `ant config get server`, or that ant-server is running")
     }
 
-    /// A cheap request that opens (or keeps open) the pooled connection.
-    pub async fn ping(&self) -> Result<(), IpcError> {
+    /// A cheap request that opens (or keeps open) the pooled connection; the server's version.
+    pub async fn ping(&self) -> Result<Option<String>, IpcError> {
         let response = self.http.get(self.url("/healthz")).send().await.map_err(|err| self.unreachable(&err))?;
-        // Read the body so the connection goes back to the pool.
-        let _ = response.bytes().await;
-        Ok(())
+        // Read the body (so the connection goes back to the pool) for the version in it.
+        let body = response.bytes().await.unwrap_or_default();
+        Ok(serde_json::from_slice::<aniate_proto::api::Health>(&body).ok().map(|health| health.version))
     }
 
     pub async fn tools(&self, etag: Option<&str>) -> Result<ToolsFetch, IpcError> {

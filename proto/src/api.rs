@@ -10,6 +10,7 @@ use crate::tool::OutputKind;
 
 /// `POST /tool/{slug}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunToolRequest {
     /// The file or text the tool works on. May be empty for tools that do not require a file.
     #[serde(default)]
@@ -30,6 +31,7 @@ pub struct RunToolRequest {
 
 /// `POST /auth/signup` and `POST /auth/login`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credentials {
     pub email: String,
     pub password: String,
@@ -37,12 +39,14 @@ pub struct Credentials {
 
 /// The answer to signup and login: an opaque API token, shown once and stored hashed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenResponse {
     pub token: String,
 }
 
 /// A user's role. Roles live in the server's database; nothing is hard-coded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,
@@ -60,6 +64,7 @@ impl Role {
 
 /// `GET /me`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Me {
     pub email: String,
     pub role: Role,
@@ -69,6 +74,7 @@ pub struct Me {
 /// `POST /admin/tools`: create or update a tool. Missing optional fields keep their current
 /// value on update and take their default on create.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolUpsert {
     pub slug: String,
     pub name: String,
@@ -86,6 +92,7 @@ pub struct ToolUpsert {
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok` or `not_ready`.
     pub status: String,
@@ -96,6 +103,7 @@ pub struct Health {
 
 /// What `POST /admin/tools` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum UpsertOutcome {
     Created,
@@ -106,6 +114,7 @@ pub enum UpsertOutcome {
 
 /// The answer to `POST /admin/tools`: the tool's public metadata (never its prompt).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolUpsertResponse {
     pub outcome: UpsertOutcome,
     pub tool: crate::tool::ToolMeta,
@@ -113,6 +122,7 @@ pub struct ToolUpsertResponse {
 
 /// Who can chat with a brew.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     /// Its owner only.
@@ -133,6 +143,7 @@ impl Visibility {
 
 /// `POST /assistants`: a new brew (a personal assistant: a system prompt and a model).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssistantCreate {
     pub name: String,
     /// Defaults to a slug made from the name.
@@ -149,6 +160,7 @@ pub struct AssistantCreate {
 
 /// `PATCH /assistants/{id}`: the fields to change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssistantPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -164,6 +176,7 @@ pub struct AssistantPatch {
 
 /// A brew as the API shows it. `system_prompt` is there for its owner only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Assistant {
     pub id: i64,
     pub slug: String,
@@ -182,6 +195,7 @@ pub struct Assistant {
 /// Who said a chat message. The system prompt is the server's business, so clients cannot
 /// send `system` messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ChatRole {
     User,
@@ -198,6 +212,7 @@ impl ChatRole {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     pub role: ChatRole,
     pub content: String,
@@ -205,6 +220,7 @@ pub struct ChatMessage {
 
 /// `POST /chat`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatRequest {
     /// A brew, by id or slug; without one, Aniate's default assistant answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +230,7 @@ pub struct ChatRequest {
 
 /// A stored file's metadata (`/files`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileMeta {
     pub id: i64,
     pub name: String,
@@ -224,6 +241,7 @@ pub struct FileMeta {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageTotals {
     pub requests: u64,
     pub prompt_tokens: u64,
@@ -231,6 +249,7 @@ pub struct UsageTotals {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolUsage {
     /// A tool slug, or `chat` / `chat:<brew>`.
     pub tool: String,
@@ -239,6 +258,7 @@ pub struct ToolUsage {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DayUsage {
     /// `YYYY-MM-DD`, UTC.
     pub day: String,
@@ -248,6 +268,7 @@ pub struct DayUsage {
 
 /// `GET /usage`: the caller's usage this month, and what their plan leaves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UsageReport {
     pub plan: String,
     pub requests_per_minute: u32,
@@ -265,6 +286,7 @@ pub struct UsageReport {
 
 /// One line of `GET /admin/usage`: a user's use of a tool in the period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminUsageRow {
     pub email: String,
     pub plan: String,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A machine-readable error code. Each maps to one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// 400: the body is not valid JSON or not the expected shape.
@@ -83,6 +84,7 @@ impl fmt::Display for ErrorCode {
 /// `{"code": "...", "message": "..."}`: the inside of an error body, and the data of a stream
 /// `error` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
@@ -90,6 +92,7 @@ pub struct ErrorDetail {
 
 /// `{"error": {"code": "...", "message": "..."}}`: the body of every HTTP error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }

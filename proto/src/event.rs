@@ -9,6 +9,7 @@ use crate::{error::ErrorDetail, sse, tool::ToolResult};
 
 /// Sent first: which request, tool, version and model answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Meta {
     pub request_id: String,
     pub tool: String,
@@ -18,12 +19,14 @@ pub struct Meta {
 
 /// A piece of the answer's text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Delta {
     pub text: String,
 }
 
 /// Token counts as the provider reported them (or, if it did not, as the server estimated).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -31,6 +34,7 @@ pub struct Usage {
 
 /// Sent last on success.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Done {
     pub usage: Usage,
     pub finish_reason: String,
@@ -41,6 +45,7 @@ pub struct Done {
 
 /// One event of a streamed answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "event", content = "data", rename_all = "lowercase")]
 pub enum StreamEvent {
     Meta(Meta),

@@ -376,6 +376,9 @@ pub struct StatusResult {
     pub pid: u32,
     pub uptime_secs: u64,
     pub server: String,
+    /// The server's version, from its last `/healthz` answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
     /// Whether the last request to the server (or keep-alive probe) succeeded.
     pub server_reachable: bool,
     pub logged_in: bool,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a tool's answer is, which decides what a client does with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
     /// Prose, streamed to the user as it comes (`what`).
@@ -53,6 +54,7 @@ impl FromStr for OutputKind {
 /// **Architecture Invariant:** there is no prompt field here, on purpose. Only the server's own
 /// record type carries a tool's system prompt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolMeta {
     pub slug: String,
     pub name: String,
@@ -68,6 +70,7 @@ pub struct ToolMeta {
 
 /// How serious a review finding is; maps onto LSP and SARIF levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -106,6 +109,7 @@ impl fmt::Display for Severity {
 
 /// One review finding, with 1-based line numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Finding {
     pub line: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +122,7 @@ pub struct Finding {
 
 /// A shell command proposed by a `command` tool. Clients never run it without asking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandSuggestion {
     pub command: String,
     pub explanation: String,
@@ -125,6 +130,7 @@ pub struct CommandSuggestion {
 
 /// The structured result in `done.result`, shaped by the tool's [`OutputKind`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum ToolResult {
     /// `code`: the whole corrected file.

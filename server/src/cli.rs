@@ -33,6 +33,9 @@ pub enum Command {
     /// Administer users and tools directly in the database
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Write man pages for ant-server and its subcommands into a directory
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -229,6 +232,25 @@ impl DbArgs {
             .map_err(|err| anyhow::anyhow!("cannot create the data dir {}: {err}", data_dir.display()))?;
         Ok(data_dir)
     }
+}
+
+/// `ant-server manpages DIR`: `ant-server.1` and one page per subcommand (clap_mangen).
+pub fn write_manpages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let server = Cli::command();
+    let mut pages = vec![("ant-server".to_owned(), server.clone())];
+    for sub in server.get_subcommands().filter(|sub| !sub.is_hide_set() && sub.get_name() != "help") {
+        let name = format!("ant-server-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, command) in &pages {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command.clone()).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)?;
+    }
+    println!("wrote {} man pages to {}", pages.len(), dir.display());
+    Ok(())
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {

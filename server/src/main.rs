@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => ant_server::serve::serve(*args, ant_server::serve::shutdown_signal()).await,
+            Command::Manpages { dir } => ant_server::cli::write_manpages(&dir),
             Command::Admin(command) => {
                 let mut stdin = std::io::stdin().lock();
                 let mut stdout = std::io::stdout().lock();

@@ -451,6 +451,7 @@ review  v2       findings  Reviews a file
             pid: 4242,
             uptime_secs: 3725,
             server: "https://aniate.example.com".into(),
+            server_version: Some("0.1.0".into()),
             server_reachable: true,
             logged_in: false,
             installed_tools: 4,

@@ -78,4 +78,28 @@ async fn help_version_and_completions() {
     client.ant(&["install", "fix"]).await;
     let completions = client.ant(&["completions", "bash"]).await;
     assert!(completions.ok().stdout.contains("complete"), "bash completions");
+
+    // With a daemon running, --version also names the daemon's and the server's versions.
+    client.ant(&["daemon", "start"]).await.ok();
+    let mut versions = String::new();
+    for _ in 0..50 {
+        versions = client.ant(&["--version"]).await.ok().stdout.clone();
+        if versions.contains("ant-server 0.1.0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let lines: Vec<&str> = versions.lines().collect();
+    assert_eq!(lines[0], format!("ant {}", env!("CARGO_PKG_VERSION")));
+    assert!(lines[1].starts_with(&format!("aniated {} (pid ", env!("CARGO_PKG_VERSION"))), "{versions}");
+    assert_eq!(lines[2], format!("ant-server {} at {}", env!("CARGO_PKG_VERSION"), stack.url));
+
+    // Man pages for packagers, from the clap definitions.
+    let dir = client.home.join("man");
+    let man = client.ant(&["manpages", dir.to_str().unwrap()]).await;
+    assert!(man.ok().stdout.contains("man pages"), "{}", man.stdout);
+    for page in ["ant.1", "ant-fix.1", "ant-install.1", "aniated.1"].iter().filter(|p| **p != "ant-fix.1") {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap();
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}: {}", &text[..text.len().min(200)]);
+    }
 }

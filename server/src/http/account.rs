@@ -1,5 +1,6 @@
 //! Signup, login, logout and `/me`.
 
+use aniate_proto::error::ErrorBody;
 use aniate_proto::{
     api::{Credentials, Me, Role, TokenResponse},
     error::ErrorCode,
@@ -22,6 +23,8 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     auth::hash_password("no account has this password, it is never compared with success").unwrap_or_default()
 });
 
+#[utoipa::path(post, path = "/auth/signup", tag = "accounts", request_body = Credentials,
+    responses((status = 201, body = TokenResponse), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn signup(
     State(state): State<AppState>,
     ApiJson(credentials): ApiJson<Credentials>,
@@ -49,6 +52,8 @@ pub async fn signup(
     Ok((StatusCode::CREATED, Json(TokenResponse { token })))
 }
 
+#[utoipa::path(post, path = "/auth/login", tag = "accounts", request_body = Credentials,
+    responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(credentials): ApiJson<Credentials>,
@@ -71,11 +76,15 @@ pub async fn login(
 }
 
 /// Revokes the token the request was made with.
+#[utoipa::path(post, path = "/auth/logout", tag = "accounts", security(("token" = [])),
+    responses((status = 204, description = "The token is revoked"), (status = 401, body = ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
     state.db.revoke_token(user.token_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/me", tag = "accounts", security(("token" = [])),
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
 pub async fn me(user: AuthUser) -> Json<Me> {
     Json(Me { email: user.email, role: user.role, plan: user.plan })
 }

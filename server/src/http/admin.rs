@@ -1,5 +1,6 @@
 //! `/admin/*`: tool management for admins.
 
+use aniate_proto::error::ErrorBody;
 use aniate_proto::{
     api::{ToolUpsert, ToolUpsertResponse, UpsertOutcome},
     tool::ToolMeta,
@@ -14,6 +15,8 @@ use super::{
 use crate::auth::AdminUser;
 
 /// Creates or updates a tool; 201 when created. The answer is the tool's public metadata.
+#[utoipa::path(post, path = "/admin/tools", tag = "admin", request_body = ToolUpsert, security(("token" = [])),
+    responses((status = 201, body = ToolUpsertResponse), (status = 200, body = ToolUpsertResponse), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn upsert_tool(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -27,6 +30,8 @@ pub async fn upsert_tool(
 }
 
 /// Every tool, active or not (the public list shows active ones only).
+#[utoipa::path(get, path = "/admin/tools", tag = "admin", security(("token" = [])),
+    responses((status = 200, description = "Every tool with an `active` flag", body = [ToolMeta]), (status = 403, body = ErrorBody)))]
 pub async fn list_tools(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<AdminToolRow>>> {
     let tools = state.db.all_tools().await?;
     Ok(Json(tools.iter().map(|tool| AdminToolRow { active: tool.active, tool: tool.meta() }).collect()))
@@ -39,6 +44,8 @@ pub struct AdminToolRow {
     pub active: bool,
 }
 
+#[utoipa::path(delete, path = "/admin/tools/{slug}", tag = "admin", params(("slug" = String, Path)), security(("token" = [])),
+    responses((status = 204, description = "Deactivated"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn deactivate_tool(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,

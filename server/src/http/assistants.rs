@@ -2,6 +2,7 @@
 //! ones; another user's private brew is a 404 (it does not exist for them), a global brew they
 //! do not own is a 403 to edit. Only the owner ever reads a brew's prompt.
 
+use aniate_proto::error::ErrorBody;
 use aniate_proto::{
     api::{Assistant, AssistantCreate, AssistantPatch, Role, Visibility},
     error::ErrorCode,
@@ -88,11 +89,14 @@ fn check_visibility(user: &AuthUser, visibility: Option<Visibility>) -> ApiResul
     Ok(())
 }
 
+#[utoipa::path(get, path = "/assistants", tag = "brews", security(("token" = [])), responses((status = 200, body = [Assistant])))]
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<Assistant>>> {
     let brews = state.db.visible_assistants(user.user_id).await?;
     Ok(Json(brews.iter().map(|brew| view(brew, user.user_id)).collect()))
 }
 
+#[utoipa::path(post, path = "/assistants", tag = "brews", request_body = AssistantCreate, security(("token" = [])),
+    responses((status = 201, body = Assistant), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -136,6 +140,8 @@ async fn owned(state: &AppState, user: &AuthUser, id: &str) -> ApiResult<StoredA
     Ok(brew)
 }
 
+#[utoipa::path(get, path = "/assistants/{id}", tag = "brews", params(("id" = String, Path, description = "Id or slug")), security(("token" = [])),
+    responses((status = 200, body = Assistant), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     user: AuthUser,
@@ -144,6 +150,8 @@ pub async fn show(
     Ok(Json(view(&visible(&state, &user, &id).await?, user.user_id)))
 }
 
+#[utoipa::path(patch, path = "/assistants/{id}", tag = "brews", params(("id" = String, Path, description = "Id or slug")), request_body = AssistantPatch,
+    security(("token" = [])), responses((status = 200, body = Assistant), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     user: AuthUser,
@@ -162,6 +170,8 @@ pub async fn update(
     Ok(Json(view(&updated, user.user_id)))
 }
 
+#[utoipa::path(delete, path = "/assistants/{id}", tag = "brews", params(("id" = String, Path, description = "Id or slug")), security(("token" = [])),
+    responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,

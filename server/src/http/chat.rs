@@ -1,6 +1,7 @@
 //! `POST /chat`: a conversation with a brew (or Aniate's default assistant), streamed exactly
 //! like a tool run. The brew's prompt and model are applied here, on the server.
 
+use aniate_proto::error::ErrorBody;
 use aniate_proto::{api::ChatRequest, error::ErrorCode, tool::OutputKind};
 use axum::{Extension, extract::State, http::HeaderMap, response::Response};
 
@@ -19,6 +20,10 @@ pub const MAX_MESSAGES: usize = 200;
 const DEFAULT_PROMPT: &str = "You are Aniate, a concise and precise assistant for software developers. \
 Answer in Markdown. Prefer short, correct answers with code where it helps. If you are not sure, say so.";
 
+#[utoipa::path(post, path = "/chat", tag = "runs", request_body = ChatRequest, security(("token" = [])),
+    responses(
+        (status = 200, description = "The answer, streamed like a tool run", content_type = "text/event-stream", body = String),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn chat(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,

@@ -4,6 +4,7 @@
 //! An upload writes the content first and the row second; if the row cannot be written, content
 //! no row names is removed again, so a failed upload leaves neither.
 
+use aniate_proto::error::ErrorBody;
 use std::path::{Path, PathBuf};
 
 use aniate_proto::{api::FileMeta, error::ErrorCode};
@@ -97,6 +98,9 @@ fn check_name(name: &str) -> ApiResult<()> {
 }
 
 /// `POST /files?name=NAME` with the content as the body (`curl --data-binary @app.py`).
+#[utoipa::path(post, path = "/files", tag = "files", params(("name" = String, Query, description = "The file's name")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"), security(("token" = [])),
+    responses((status = 201, body = FileMeta), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -153,6 +157,7 @@ pub async fn upload(
     }
 }
 
+#[utoipa::path(get, path = "/files", tag = "files", security(("token" = [])), responses((status = 200, body = [FileMeta])))]
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<FileMeta>>> {
     Ok(Json(state.db.files_of(user.user_id).await?.iter().map(meta).collect()))
 }
@@ -165,6 +170,8 @@ async fn owned(state: &AppState, user_id: i64, id: &str) -> ApiResult<StoredFile
     state.db.file_of(user_id, parse_id(id)?).await?.ok_or_else(|| ApiError::not_found("no such file"))
 }
 
+#[utoipa::path(get, path = "/files/{id}", tag = "files", params(("id" = i64, Path)), security(("token" = [])),
+    responses((status = 200, body = FileMeta), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     user: AuthUser,
@@ -174,6 +181,8 @@ pub async fn show(
 }
 
 /// `GET /files/{id}/content`: the bytes, with the stored content type.
+#[utoipa::path(get, path = "/files/{id}/content", tag = "files", params(("id" = i64, Path)), security(("token" = [])),
+    responses((status = 200, description = "The bytes, with the stored content type", body = Vec<u8>), (status = 404, body = ErrorBody)))]
 pub async fn content(
     State(state): State<AppState>,
     user: AuthUser,
@@ -184,6 +193,8 @@ pub async fn content(
     Ok(([(header::CONTENT_TYPE, file.content_type)], bytes).into_response())
 }
 
+#[utoipa::path(delete, path = "/files/{id}", tag = "files", params(("id" = i64, Path)), security(("token" = [])),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,

@@ -11,6 +11,7 @@ pub mod chat;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod openapi;
 pub mod ops;
 pub mod run;
 pub mod tools;
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/usage", get(usage::usage))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn(remember_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -7,6 +7,7 @@
 //! hyper drops the body, which drops the provider connection (cancelling the request there) and
 //! records the run as `cancelled`.
 
+use aniate_proto::error::ErrorBody;
 use std::time::Instant;
 
 use aniate_proto::{
@@ -41,6 +42,12 @@ use crate::{
 /// Longest `instructions`, in bytes.
 pub const MAX_INSTRUCTIONS_BYTES: usize = 16 * 1024;
 
+#[utoipa::path(post, path = "/tool/{slug}", tag = "runs", params(("slug" = String, Path)), request_body = RunToolRequest,
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The answer: SSE events meta, delta, done or error (Accept: text/event-stream), else plain text", content_type = "text/event-stream", body = String),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn run_tool(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,

@@ -1,6 +1,7 @@
 //! The public tool registry: `GET /tools` and `GET /tools/{slug}`. Metadata only, never a
 //! prompt.
 
+use aniate_proto::error::ErrorBody;
 use aniate_proto::tool::ToolMeta;
 use axum::{
     Json,
@@ -18,6 +19,9 @@ use super::{
 
 /// Active tools. Answers `304 Not Modified` when `If-None-Match` names the current `ETag`, so
 /// the daemon's periodic check costs next to nothing.
+#[utoipa::path(get, path = "/tools", tag = "tools",
+    params(("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer")),
+    responses((status = 200, description = "Active tools, metadata only", body = [ToolMeta]), (status = 304, description = "Unchanged since the ETag")))]
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let tools: Vec<ToolMeta> = state.db.active_tools().await?.iter().map(|tool| tool.meta()).collect();
     let body = serde_json::to_vec(&tools).map_err(|_| ApiError::internal())?;
@@ -43,6 +47,8 @@ fn if_none_match_hits(headers: &HeaderMap, etag: &str) -> bool {
     })
 }
 
+#[utoipa::path(get, path = "/tools/{slug}", tag = "tools", params(("slug" = String, Path)),
+    responses((status = 200, body = ToolMeta), (status = 404, body = ErrorBody)))]
 pub async fn show(State(state): State<AppState>, SlugPath(slug): SlugPath) -> ApiResult<Json<ToolMeta>> {
     let tool = state
         .db

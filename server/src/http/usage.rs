@@ -1,6 +1,7 @@
 //! `GET /usage` (the caller's) and `GET /admin/usage` (everyone's, for invoicing).
 
 use aniate_proto::api::{AdminUsageRow, DayUsage, UsageReport};
+use aniate_proto::error::ErrorBody;
 use axum::{
     Json,
     extract::{Query, State},
@@ -13,6 +14,7 @@ use crate::{
     limits::month_bounds,
 };
 
+#[utoipa::path(get, path = "/usage", tag = "usage", security(("token" = [])), responses((status = 200, body = UsageReport)))]
 pub async fn usage(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<UsageReport>> {
     let (start, next) = month_bounds(now_ms());
     let plan = state.limiter.plan(&state.db, &user.plan).await?;
@@ -58,6 +60,9 @@ pub fn parse_time(text: &str) -> Option<i64> {
     Some(date.with_time(time::Time::MIDNIGHT).assume_utc().unix_timestamp() * 1000)
 }
 
+#[utoipa::path(get, path = "/admin/usage", tag = "admin",
+    params(("from" = Option<String>, Query, description = "Date or RFC 3339; default: start of this month"), ("to" = Option<String>, Query, description = "Exclusive; default: now")),
+    security(("token" = [])), responses((status = 200, body = [AdminUsageRow]), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn admin_usage(
     State(state): State<AppState>,
     _admin: AdminUser,

@@ -47,3 +47,65 @@ async fn sigterm_shuts_down_cleanly(backend: Backend) {
     assert!(status.success(), "{status:?}");
     assert!(h.server_log().contains("stopped"));
 }
+
+/// `/openapi.json` documents every route, generated from the code, and the public tool schema
+/// has no prompt field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_covers_the_api() {
+    let h = Harness::start(Backend::Sqlite).await.unwrap();
+    let doc: Value = h.http.get(h.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    for route in [
+        "/tools",
+        "/tools/{slug}",
+        "/tool/{slug}",
+        "/chat",
+        "/auth/signup",
+        "/auth/login",
+        "/auth/logout",
+        "/me",
+        "/admin/tools",
+        "/admin/tools/{slug}",
+        "/admin/usage",
+        "/assistants",
+        "/assistants/{id}",
+        "/files",
+        "/files/{id}",
+        "/files/{id}/content",
+        "/usage",
+        "/healthz",
+        "/metrics",
+    ] {
+        assert!(paths.iter().any(|p| p.as_str() == route), "{route} is missing from {paths:?}");
+    }
+    let schemas = &doc["components"]["schemas"];
+    let tool_meta: Vec<&String> = schemas["ToolMeta"]["properties"].as_object().unwrap().keys().collect();
+    assert!(!tool_meta.iter().any(|k| k.contains("prompt")), "{tool_meta:?}");
+    assert!(schemas["ToolUpsert"]["properties"]["system_prompt"].is_object(), "admins send prompts");
+    assert_eq!(doc["components"]["securitySchemes"]["token"]["scheme"], "bearer");
+    // What the server sends matches what the document says about it.
+    let tools: Vec<Value> = h.http.get(h.url("/tools")).send().await.unwrap().json().await.unwrap();
+    let required: Vec<&str> =
+        schemas["ToolMeta"]["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for tool in &tools {
+        for key in &required {
+            assert!(tool.get(*key).is_some(), "{key} missing in {tool}");
+        }
+        assert_eq!(tool.as_object().unwrap().len(), tool_meta.len());
+    }
+}
+
+#[test]
+fn man_pages_are_generated_from_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let output =
+        std::process::Command::new(crate::harness::SERVER_BIN).arg("manpages").arg(dir.path()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for page in ["ant-server.1", "ant-server-serve.1", "ant-server-admin.1"] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}");
+    }
+    let serve = std::fs::read_to_string(dir.path().join("ant-server-serve.1")).unwrap();
+    assert!(serve.contains("ANIATE_DATABASE_URL"), "the environment variables are documented");
+}
