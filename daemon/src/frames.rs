@@ -132,3 +132,49 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: arbitrary bytes on the socket end in frames or errors, never a panic, and
+    //! never a buffer past the frame limit; real frames round-trip.
+
+    use aniate_proto::ipc::{ClientFrame, Request, RequestFrame, RunToolParams};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_are_frames_or_errors(bytes in prop::collection::vec(any::<u8>(), 0..2000)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let mut reader = tokio::io::BufReader::with_capacity(64, bytes.as_slice());
+                let mut line = Vec::new();
+                for _ in 0..100 {
+                    match read_frame::<ClientFrame, _>(&mut reader, &mut line).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            });
+        }
+
+        #[test]
+        fn run_requests_round_trip(id in any::<u64>(), tool in "[a-z]{1,12}", content in "\\PC{0,300}", instructions in proptest::option::of("\\PC{0,100}")) {
+            let frame = ClientFrame::Request(RequestFrame {
+                id,
+                request: Request::RunTool(RunToolParams { tool, content, instructions, ..Default::default() }),
+            });
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let back = runtime.block_on(async {
+                let mut wire = Vec::new();
+                write_frame(&mut wire, &frame).await.unwrap();
+                let mut reader = tokio::io::BufReader::new(wire.as_slice());
+                read_frame::<ClientFrame, _>(&mut reader, &mut Vec::new()).await.unwrap()
+            });
+            prop_assert_eq!(back, Some(frame));
+        }
+    }
+}

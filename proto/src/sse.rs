@@ -214,3 +214,39 @@ mod tests {
         assert!(events[0].data.ends_with(" ok"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: any bytes, split anywhere, never panic the parser, never make it hold
+    //! more than its limit, and encoded events always come back whole.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_or_exceed_the_limit(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..20)) {
+            let mut parser = SseParser::with_limit(1024);
+            for chunk in &chunks {
+                if parser.push(chunk).is_err() {
+                    break;
+                }
+                prop_assert!(parser.line.len() + parser.data.len() <= 1024);
+            }
+        }
+
+        #[test]
+        fn encoded_events_round_trip_at_any_split(name in "[a-z]{1,10}", data in "[^\r]{0,200}", split in 0usize..400) {
+            let wire = encode(&name, &data);
+            let bytes = wire.as_bytes();
+            let split = split.min(bytes.len());
+            let mut parser = SseParser::default();
+            let mut events = parser.push(&bytes[..split]).unwrap();
+            events.extend(parser.push(&bytes[split..]).unwrap());
+            prop_assert_eq!(events, vec![SseEvent { event: Some(name), data }]);
+        }
+    }
+}

@@ -248,3 +248,46 @@ mod tests {
         assert_eq!(parse_command("   "), None);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: whatever a model answers, the parsers return without panicking, and
+    //! every finding they return is well formed.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn findings_parser_takes_anything(answer in "(\\PC|\n){0,400}") {
+            let (findings, _) = parse_findings(&answer);
+            prop_assert!(findings.len() <= MAX_FINDINGS);
+            for finding in findings {
+                prop_assert!(finding.line >= 1);
+                prop_assert!(finding.end_line.is_none_or(|end| end >= finding.line));
+                prop_assert!(!finding.message.is_empty());
+            }
+        }
+
+        #[test]
+        fn json_line_findings_are_found(line in 1u32..100_000, message in "[a-zA-Z ]{1,40}") {
+            let answer = format!("noise\n{{\"line\": {line}, \"severity\": \"error\", \"message\": \"{message}\"}}\nmore noise");
+            let (findings, _) = parse_findings(&answer);
+            let expected = message.trim();
+            prop_assume!(!expected.is_empty());
+            prop_assert_eq!(findings.len(), 1);
+            prop_assert_eq!(findings[0].line, line);
+            prop_assert_eq!(findings[0].message.as_str(), expected);
+        }
+
+        #[test]
+        fn other_parsers_take_anything(answer in "(\\PC|\n){0,400}") {
+            let _ = strip_fences(&answer);
+            let _ = parse_command(&answer);
+            let _ = corrected_file(&answer, "x\n");
+        }
+    }
+}

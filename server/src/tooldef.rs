@@ -127,3 +127,33 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: any text as a tool file gives a tool or a message, never a panic, and a
+    //! tool that parses passes validation.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn tool_files_parse_or_explain(text in "(\\PC|\n){0,300}") {
+            match parse_tool_toml(&text) {
+                Ok(tool) => prop_assert!(validate(&tool).is_ok()),
+                Err(message) => prop_assert!(!message.is_empty()),
+            }
+        }
+
+        #[test]
+        fn any_slug_is_checked(slug in "\\PC{0,40}") {
+            let text = format!("slug = {slug:?}\nname = \"n\"\ndescription = \"d\"\nsystem_prompt = \"p\"\n");
+            if let Ok(tool) = parse_tool_toml(&text) {
+                prop_assert!(aniate_proto::tool::is_valid_slug(&tool.slug));
+            }
+        }
+    }
+}
