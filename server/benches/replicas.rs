@@ -182,16 +182,13 @@ fn main() {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).await;
         if write {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-            let (start, end) = ("<!-- bench-replicas:start -->", "<!-- bench-replicas:end -->");
-            let block = format!("{start}\n{section}{end}");
-            let updated = match (text.find(start), text.find(end)) {
-                (Some(a), Some(b)) if b > a => format!("{}{block}{}", &text[..a], &text[b + end.len()..]),
-                _ => format!("{}\n\n{block}\n", text.trim_end()),
+            let part = aniate_testkit::bench::report::Section {
+                heading: "## ant-server: two replicas against one",
+                start_marker: "<!-- bench-replicas:start -->",
+                end_marker: "<!-- bench-replicas:end -->",
             };
-            let temp = path.with_extension("md.tmp");
-            std::fs::write(&temp, updated).unwrap();
-            std::fs::rename(&temp, &path).unwrap();
+            let body = section.trim_start_matches("## ant-server: two replicas against one").trim_start();
+            part.write(&path, body).expect("docs/benchmarks.md is writable");
         }
     });
 }
