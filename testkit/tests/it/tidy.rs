@@ -18,7 +18,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_file_opens_with_a_doc_comment() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let mut files = Vec::new();
-    for member in ["proto", "server", "testkit", "daemon", "cli", "lsp"] {
+    for member in ["proto", "server", "testkit", "daemon", "cli", "lsp", "packaging/pypi"] {
         for dir in ["src", "tests", "benches"] {
             let dir = workspace.join(member).join(dir);
             if dir.is_dir() {
