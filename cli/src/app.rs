@@ -679,6 +679,7 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
         fresh: args.fresh,
     };
     let backend = connect(global).await?;
+    let mut interrupt = crate::interrupt::Interrupt::new();
     let mut replies = backend.request(Request::RunTool(params)).await.map_err(reipc)?;
 
     let live_text = tool.output == OutputKind::Text && !out.json;
@@ -688,7 +689,7 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
     loop {
         let reply = tokio::select! {
             reply = replies.next() => reply,
-            _ = tokio::signal::ctrl_c() => {
+            () = interrupt.recv() => {
                 drop(replies);
                 if progress {
                     eprintln!();

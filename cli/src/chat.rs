@@ -35,12 +35,13 @@ async fn ask(
     messages: &[ChatMessage],
 ) -> anyhow::Result<Turn> {
     let params = ChatParams { assistant, messages: messages.to_vec() };
+    let mut interrupt = crate::interrupt::Interrupt::new();
     let mut replies = backend.request(Request::Chat(params)).await.map_err(reipc)?;
     let mut answer = String::new();
     loop {
         let reply = tokio::select! {
             reply = replies.next() => reply,
-            _ = tokio::signal::ctrl_c() => {
+            () = interrupt.recv() => {
                 drop(replies);
                 return Ok(Turn::Interrupted);
             }

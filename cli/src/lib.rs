@@ -15,6 +15,7 @@ pub mod args;
 pub mod chat;
 pub mod exit;
 pub mod files;
+pub mod interrupt;
 pub mod manpages;
 pub mod render;
 pub mod service;
