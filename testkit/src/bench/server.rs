@@ -1,6 +1,6 @@
 //! The ant-server streaming-overhead bench: the same streamed runs through ant-server and
-//! straight at the fake LLM, in interleaved rounds of one run, so drift on a noisy machine
-//! hits both modes alike.
+//! straight at the fake LLM, in one run and in interleaved rounds, so drift on a noisy
+//! machine hits both modes alike.
 //!
 //! Three processes: the fake LLM and ant-server are spawned from their binaries, so neither
 //! shares a runtime with the load generator (this process) or with each other. The server
