@@ -79,7 +79,9 @@ pub struct CpuUse {
     pub bench: Duration,
     pub fake: Duration,
     pub server: Duration,
-    /// Interrupt time of all CPUs, mostly moving the streams' TCP segments.
+    /// Interrupt time of all CPUs, mostly moving the streams' TCP segments. Part of
+    /// `machine`, and much of it also of the processes' system time: the kernel charges an
+    /// interrupt to the process it interrupted.
     pub interrupts: Duration,
     /// Every CPU's busy time: the three processes, interrupts, and anything else running.
     pub machine: Duration,
@@ -96,9 +98,9 @@ impl CpuUse {
         }
     }
 
-    /// The three processes and interrupts.
-    fn accounted(self) -> Duration {
-        self.bench + self.fake + self.server + self.interrupts
+    /// The three processes.
+    fn processes(self) -> Duration {
+        self.bench + self.fake + self.server
     }
 
     fn add(&mut self, other: CpuUse) {
@@ -141,9 +143,9 @@ impl Phase {
         if direct > 0.0 { self.server.summary().throughput / direct } else { 0.0 }
     }
 
-    /// The share of the machine's CPUs kept busy by anything but the three processes and
-    /// interrupts (other programs, the kernel's own threads) while this phase's rounds ran;
-    /// `None` without CPU figures.
+    /// The share of the machine's CPUs kept busy by anything but the three processes (other
+    /// programs, the kernel's own threads, interrupts not charged to the processes) while
+    /// this phase's rounds ran; `None` without CPU figures.
     pub fn other_load(&self, n_cpus: usize) -> Option<f64> {
         let capacity = (self.direct.wall + self.server.wall).as_secs_f64() * n_cpus.max(1) as f64;
         let [direct, server] = [self.direct_cpu, self.server_cpu];
@@ -151,8 +153,8 @@ impl Phase {
         if capacity <= 0.0 || machine.is_zero() {
             return None;
         }
-        let accounted = direct.accounted() + server.accounted();
-        Some(machine.saturating_sub(accounted).as_secs_f64() / capacity)
+        let processes = direct.processes() + server.processes();
+        Some(machine.saturating_sub(processes).as_secs_f64() / capacity)
     }
 
     /// The same ratio round by round, sorted.
@@ -588,14 +590,14 @@ impl Report {
             line("### CPU time per stream");
             line("");
             line(
-                "User plus system time of each process (`/proc/PID/stat`), and interrupt and busy time of all CPUs (`/proc/stat`), while each mode's streams were in flight, divided by the streams completed.",
+                "User plus system time of each process (`/proc/PID/stat`) and busy time of all CPUs (`/proc/stat`) while each mode's streams were in flight, divided by the streams completed.",
             );
             line(
-                "Interrupts are mostly the kernel moving the streams' TCP segments over loopback; the whole machine's figure also holds the kernel's own threads and anything else that ran meanwhile.",
+                "The whole machine's time also holds the kernel's own threads and anything else that ran meanwhile; of it, interrupts are mostly the kernel moving the streams' TCP segments over loopback, largely charged to the processes' system time too.",
             );
             line("`/proc` counts in clock ticks (usually 10 ms), so the figures of short phases are rough.");
             line("");
-            line("| Mode | Bench client | Fake LLM | ant-server | Interrupts | Sum | Whole machine |");
+            line("| Mode | Bench client | Fake LLM | ant-server | Sum | Whole machine | Of which interrupts |");
             line("|---|---:|---:|---:|---:|---:|---:|");
             let mut phases = vec![concurrent];
             phases.extend(&self.sequential);
@@ -611,9 +613,9 @@ impl Report {
                         phase.concurrency,
                         per_stream(cpu.bench),
                         per_stream(cpu.fake),
-                        per_stream(cpu.interrupts),
-                        per_stream(cpu.accounted()),
-                        per_stream(cpu.machine)
+                        per_stream(cpu.processes()),
+                        per_stream(cpu.machine),
+                        per_stream(cpu.interrupts)
                     ));
                 }
             }
@@ -627,7 +629,7 @@ impl Report {
             if !other_loads.is_empty() {
                 line("");
                 line(&format!(
-                    "Other load: besides these three processes and interrupts, the machine's CPUs were busy {} (other programs and kernel threads).",
+                    "Other load: besides these three processes, the machine's CPUs were busy {} (other programs, kernel threads and interrupts; a quiet machine shows a few percent).",
                     other_loads.join(", ")
                 ));
             }
@@ -764,7 +766,7 @@ mod tests {
             "{markdown}"
         );
         assert!(
-            markdown.contains("| server, 64 at a time | 0 µs | 0 µs | 500 µs | 0 µs | 500 µs | 0 µs |"),
+            markdown.contains("| server, 64 at a time | 0 µs | 0 µs | 500 µs | 500 µs | 0 µs | 0 µs |"),
             "{markdown}"
         );
         assert!(report.errors().is_empty());

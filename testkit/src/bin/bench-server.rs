@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, value_name = "N")]
     warmup_runs: Option<usize>,
 
-    /// Streams per mode run one at a time after the main load; 0 skips them [default: 300,
+    /// Streams per mode run one at a time after the main load; 0 skips them [default: 2000,
     /// with --quick 40]
     #[arg(long, value_name = "N")]
     sequential_runs: Option<usize>,
@@ -111,7 +111,7 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
         runs: args.runs.unwrap_or(if args.quick { 640 } else { 12_800 }),
         rounds: args.rounds.unwrap_or(if args.quick { 2 } else { 16 }),
         warmup_runs: args.warmup_runs.unwrap_or(4 * args.concurrency),
-        sequential_runs: args.sequential_runs.unwrap_or(if args.quick { 40 } else { 300 }),
+        sequential_runs: args.sequential_runs.unwrap_or(if args.quick { 40 } else { 2_000 }),
         reply_chars: args.reply_chars,
         chunk_chars: args.chunk_chars,
     };
