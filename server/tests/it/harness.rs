@@ -45,37 +45,32 @@ impl Drop for PgDatabase {
     }
 }
 
-/// The Redis URL for tests; `None` means skip. Under `CI=true` a missing URL is a failure.
-pub fn redis_url() -> Option<String> {
-    match std::env::var("ANIATE_TEST_REDIS_URL") {
+/// A service URL for tests from `var`; `None` means skip. Under `CI=true` a missing URL is a
+/// failure, not a skip.
+fn service_url(var: &str, service: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but ANIATE_TEST_REDIS_URL is not set: Redis tests must run in CI")
+            panic!("CI=true but {var} is not set: {service} tests must run in CI")
         }
         _ => {
-            eprintln!("skipping: ANIATE_TEST_REDIS_URL is not set");
+            eprintln!("skipping: {var} is not set");
             None
         }
     }
+}
+
+pub fn redis_url() -> Option<String> {
+    service_url("ANIATE_TEST_REDIS_URL", "Redis")
+}
+
+pub fn postgres_url() -> Option<String> {
+    service_url("ANIATE_TEST_POSTGRES_URL", "PostgreSQL")
 }
 
 /// A key prefix no other test run uses.
 pub fn unique_prefix() -> String {
     format!("aniate-test-{}", rand_suffix())
-}
-
-/// The PostgreSQL URL for tests; `None` means skip. Under `CI=true` a missing URL is a failure.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("ANIATE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but ANIATE_TEST_POSTGRES_URL is not set: PostgreSQL tests must run in CI")
-        }
-        _ => {
-            eprintln!("skipping: ANIATE_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
 }
 
 #[derive(Default)]
