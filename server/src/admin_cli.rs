@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use crate::{
     auth,
     cli::{AdminCommand, DbArgs, ToolsCommand},
-    db::{Db, DbError, redact_url},
+    db::{Db, DbError, Plan, redact_url},
 };
 
 async fn open(db: &DbArgs) -> anyhow::Result<Db> {
@@ -57,6 +57,17 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
                 bail!("no user with email {email}");
             }
             writeln!(out, "{email} is now on the {plan} plan")?;
+        }
+        AdminCommand::DefinePlan { name, requests_per_minute, tokens_per_month, db } => {
+            let valid = !name.is_empty()
+                && name.len() <= 32
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid {
+                bail!("`{name}` is not a plan name: use 1 to 32 letters, digits, `-` or `_`");
+            }
+            let db = open(&db).await?;
+            db.upsert_plan(&Plan { name: name.clone(), requests_per_minute, tokens_per_month }).await?;
+            writeln!(out, "plan {name}: {requests_per_minute} requests a minute, {tokens_per_month} tokens a month")?;
         }
         AdminCommand::Plans { db } => {
             let db = open(&db).await?;

@@ -155,6 +155,18 @@ pub enum AdminCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Create a plan, or change a plan's limits (running servers pick it up within 10 s)
+    DefinePlan {
+        /// The plan's name: letters, digits, `-` and `_`
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        requests_per_minute: u32,
+        #[arg(long)]
+        tokens_per_month: u64,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// List the plans with their limits
     Plans {
         #[command(flatten)]

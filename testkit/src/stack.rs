@@ -150,21 +150,29 @@ impl Stack {
         body["token"].as_str().map(str::to_owned).context("no token in the signup answer")
     }
 
-    /// Creates an admin through the admin CLI and returns their token.
-    pub async fn admin_token(&self) -> anyhow::Result<String> {
+    /// Runs `ant-server admin ARGS` against the stack's database, with `stdin` as its input;
+    /// fails unless it succeeds.
+    pub fn admin(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
         use std::io::Write;
-        let email = "admin@stack.test";
         let mut child = std::process::Command::new(workspace_bin("ant-server"))
-            .args(["admin", "create-user", "--email", email, "--admin", "--password-stdin"])
+            .arg("admin")
+            .args(args)
             .env("ANIATE_DATABASE_URL", &self.db_url)
             .env_remove("ANIATE_LOG")
             .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()?;
-        child.stdin.take().context("stdin")?.write_all(format!("{PASSWORD}\n").as_bytes())?;
+        child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
         let output = child.wait_with_output()?;
-        anyhow::ensure!(output.status.success(), "create-user: {}", String::from_utf8_lossy(&output.stderr));
+        anyhow::ensure!(output.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Creates an admin through the admin CLI and returns their token.
+    pub async fn admin_token(&self) -> anyhow::Result<String> {
+        let email = "admin@stack.test";
+        self.admin(&["create-user", "--email", email, "--admin", "--password-stdin"], &format!("{PASSWORD}\n"))?;
         let response = self
             .http
             .post(format!("{}/auth/login", self.url))

@@ -38,6 +38,21 @@ impl Db {
             .collect())
     }
 
+    /// Creates a plan, or changes the limits of the plan of that name.
+    pub async fn upsert_plan(&self, plan: &Plan) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO plans (name, requests_per_minute, tokens_per_month) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET requests_per_minute = excluded.requests_per_minute, \
+             tokens_per_month = excluded.tokens_per_month",
+        )
+        .bind(&plan.name)
+        .bind(i64::from(plan.requests_per_minute))
+        .bind(i64::try_from(plan.tokens_per_month).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Puts a user on a plan; false when there is no such user.
     pub async fn set_plan(&self, email: &str, plan: &str) -> DbResult<bool> {
         let done = sqlx::query("UPDATE users SET plan = $1 WHERE email = $2")

@@ -78,7 +78,17 @@ async fn per_minute_limit_and_monthly_quota(backend: Backend) {
     run_ok(&h, &other, &h.base, "what").await;
 
     // A plan with a tiny monthly quota: the first answer uses it up.
-    h.query_strings("INSERT INTO plans (name, requests_per_minute, tokens_per_month) VALUES ('tiny', 100, 10)").await;
+    let defined =
+        h.admin(&["define-plan", "--name", "tiny", "--requests-per-minute", "100", "--tokens-per-month", "10"], "");
+    assert!(defined.status.success(), "{}", String::from_utf8_lossy(&defined.stderr));
+    let plans = h.query_strings("SELECT requests_per_minute, tokens_per_month FROM plans WHERE name = 'tiny'").await;
+    assert_eq!(plans, vec![vec![Some("100".to_owned()), Some("10".to_owned())]]);
+    let bad = h.admin(
+        &["define-plan", "--name", "x'; DROP TABLE plans; --", "--requests-per-minute", "1", "--tokens-per-month", "1"],
+        "",
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a plan name"));
     let output = h.admin(&["set-plan", "--email", "free-rider@example.test", "--plan", "tiny"], "");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let unknown = h.admin(&["set-plan", "--email", "free-rider@example.test", "--plan", "platinum"], "");
