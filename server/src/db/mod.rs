@@ -65,9 +65,21 @@ impl DbError {
         }
     }
 
-    /// Whether the error means "the database is not reachable now", as opposed to a bad query.
+    /// Whether the error means "the database is not reachable now", as opposed to a bad query:
+    /// no connection to be had, or a connection that broke (reset, closed mid-handshake, which
+    /// sqlx reports as a TLS or protocol error).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, DbError::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed))
+        matches!(
+            self,
+            DbError::Sqlx(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
     }
 }
 

@@ -8,6 +8,7 @@ mod brews;
 mod files;
 mod limits;
 mod ops;
+mod outage;
 mod registry;
 mod runs;
 mod secrets;
