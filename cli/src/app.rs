@@ -504,7 +504,7 @@ fn config_command(global: &GlobalArgs, command: ConfigCommand) -> anyhow::Result
         ConfigCommand::Set { key, value } => {
             config.set(key.as_str(), &value).map_err(bad)?;
             home.ensure().map_err(|err| bad(err.to_string()))?;
-            config.save(&home).with_context(|| format!("cannot write {}", home.config_path().display()))?;
+            config.save(&home)?;
             out.note(&format!("{} = {}\n", key.as_str(), value));
             Ok(())
         }

@@ -82,6 +82,14 @@ fn internal(err: impl std::fmt::Display) -> IpcError {
     IpcError::new(IpcErrorCode::Internal, err.to_string())
 }
 
+/// A file under `ANIATE_HOME` could not be written or removed; the previous one is intact
+/// (atomic writes).
+fn storage(err: std::io::Error) -> IpcError {
+    tracing::warn!(cause = %err, "could not store a file");
+    IpcError::new(IpcErrorCode::Storage, err.to_string())
+        .with_hint("free some disk space or make ANIATE_HOME writable, then try again; nothing stored was changed")
+}
+
 impl Engine {
     /// Loads config, credentials and installed tools, and builds the server client. Warnings
     /// (a corrupt config or tool file) are logged, not fatal.
@@ -297,7 +305,7 @@ impl Engine {
             Request::Marketplace => json(self.marketplace().await?),
             Request::Install { slugs } => json(self.install(slugs).await?),
             Request::Uninstall { slug } => {
-                if !self.0.store.uninstall(&slug).map_err(internal)? {
+                if !self.0.store.uninstall(&slug).map_err(storage)? {
                     return Err(IpcError::new(IpcErrorCode::NotInstalled, format!("tool `{slug}` is not installed"))
                         .with_hint("`ant list` shows the installed tools"));
                 }
@@ -322,7 +330,7 @@ impl Engine {
                 {
                     tracing::warn!(cause = %err, "could not revoke the token on the server");
                 }
-                credentials::delete(&self.0.home).map_err(internal)?;
+                credentials::delete(&self.0.home).map_err(storage)?;
                 self.set_token(None);
                 Ok(serde_json::Value::Null)
             }
@@ -382,7 +390,7 @@ impl Engine {
         }
         let server = self.server();
         let me = server.me(&token).await?;
-        credentials::store(&self.0.home, &token).map_err(internal)?;
+        credentials::store(&self.0.home, &token).map_err(storage)?;
         self.set_token(Some(token));
         Ok(WhoamiResult { me, server: server.base().to_owned() })
     }
@@ -458,7 +466,7 @@ impl Engine {
             .with_hint("`ant marketplace` lists the tools you can install"));
         }
         for tool in &found {
-            self.0.store.install(tool).map_err(internal)?;
+            self.0.store.install(tool).map_err(storage)?;
         }
         Ok(InstallResult { installed: found })
     }
@@ -469,7 +477,7 @@ impl Engine {
         for installed in self.0.store.list() {
             match tools.iter().find(|tool| tool.slug == installed.meta.slug) {
                 Some(latest) if latest != &installed.meta => {
-                    self.0.store.install(latest).map_err(internal)?;
+                    self.0.store.install(latest).map_err(storage)?;
                     result.updated.push(ToolUpdate {
                         slug: latest.slug.clone(),
                         from_version: installed.meta.version,
@@ -478,7 +486,7 @@ impl Engine {
                 }
                 Some(_) => result.unchanged += 1,
                 None => {
-                    self.0.store.uninstall(&installed.meta.slug).map_err(internal)?;
+                    self.0.store.uninstall(&installed.meta.slug).map_err(storage)?;
                     result.removed.push(installed.meta.slug.clone());
                 }
             }

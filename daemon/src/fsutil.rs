@@ -6,7 +6,14 @@ use std::{io::Write, path::Path};
 
 /// Writes `bytes` to `path` atomically, with `mode` (Unix permissions) set before any byte is
 /// written, so a secret is never readable by others even for a moment.
+///
+/// Errors keep their kind and name the file: `cannot write PATH: CAUSE`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomic_inner(path, bytes, mode)
+        .map_err(|err| std::io::Error::new(err.kind(), format!("cannot write {}: {err}", path.display())))
+}
+
+fn write_atomic_inner(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut temp = tempfile_in(dir)?;
     #[cfg(unix)]

@@ -279,6 +279,9 @@ pub enum IpcErrorCode {
     Refused,
     /// The request was cancelled.
     Cancelled,
+    /// The daemon could not write under `ANIATE_HOME` (disk full, read-only, permissions);
+    /// what was stored before is intact.
+    Storage,
     /// A bug or an unexpected state; the daemon log has details.
     Internal,
     /// A code this version does not know, from a newer daemon.
@@ -295,7 +298,11 @@ impl IpcErrorCode {
             IpcErrorCode::NotInstalled | IpcErrorCode::UnknownTool => 4,
             IpcErrorCode::ServerUnavailable | IpcErrorCode::Provider | IpcErrorCode::RateLimited => 5,
             IpcErrorCode::Cancelled => 130,
-            IpcErrorCode::BadRequest | IpcErrorCode::Refused | IpcErrorCode::Internal | IpcErrorCode::Unknown => 1,
+            IpcErrorCode::BadRequest
+            | IpcErrorCode::Refused
+            | IpcErrorCode::Storage
+            | IpcErrorCode::Internal
+            | IpcErrorCode::Unknown => 1,
         }
     }
 }

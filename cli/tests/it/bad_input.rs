@@ -63,7 +63,7 @@ async fn refused_locally_with_the_right_exit_codes() {
             *value = "http://127.0.0.1:9".to_owned();
         }
     }
-    let down = Client { home: down.home.clone(), env };
+    let down = Client { home: down.home.clone(), env, wrapper: Vec::new(), view: down.view.clone() };
     down.ant(&["--no-daemon", "marketplace"]).await.failed_with(5, "cannot reach the Aniate server");
 }
 

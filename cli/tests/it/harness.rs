@@ -18,6 +18,11 @@ pub fn ant() -> String {
 pub struct Client {
     pub home: PathBuf,
     pub env: Vec<(String, String)>,
+    /// A command `ant` runs under, e.g. `nsenter -t PID -m --` to run it in another mount
+    /// namespace; empty to run it directly.
+    pub wrapper: Vec<String>,
+    /// Where this test process sees `home` (differs when `ant` runs in another mount namespace).
+    pub view: PathBuf,
 }
 
 /// What one `ant` run did.
@@ -58,11 +63,18 @@ impl Client {
         let mut env = stack.client_env(&home);
         env.push(("ANIATE_DAEMON_EXE".to_owned(), workspace_bin("aniated").display().to_string()));
         env.push(("NO_COLOR".to_owned(), "1".to_owned()));
-        Client { home, env }
+        Client { view: home.clone(), home, env, wrapper: Vec::new() }
     }
 
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(ant());
+        let mut command = match self.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(wrapper_args).arg(ant());
+                command
+            }
+            None => tokio::process::Command::new(ant()),
+        };
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("ANIATE_") {
                 command.env_remove(key);
@@ -71,7 +83,7 @@ impl Client {
         command
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .current_dir(&self.home)
+            .current_dir(&self.view)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -107,19 +119,19 @@ impl Client {
     }
 
     pub fn write(&self, name: &str, content: &str) -> PathBuf {
-        let path = self.home.join(name);
+        let path = self.view.join(name);
         std::fs::write(&path, content).unwrap();
         path
     }
 
     /// The pid of the daemon serving this home, if one is running.
     pub fn daemon_pid(&self) -> Option<u32> {
-        let pid = std::fs::read_to_string(self.home.join("aniated.lock")).ok()?.trim().parse().ok()?;
+        let pid = std::fs::read_to_string(self.view.join("aniated.lock")).ok()?.trim().parse().ok()?;
         Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
     }
 
     pub fn daemon_log(&self) -> String {
-        std::fs::read_to_string(self.home.join("aniated.log")).unwrap_or_default()
+        std::fs::read_to_string(self.view.join("aniated.log")).unwrap_or_default()
     }
 
     /// Every byte stored under the home, for leak checks.
@@ -135,7 +147,7 @@ impl Client {
             }
         }
         let mut out = String::new();
-        walk(&self.home, &mut out);
+        walk(&self.view, &mut out);
         out
     }
 }

@@ -8,5 +8,6 @@ mod harness;
 mod bad_input;
 mod brews;
 mod daemon;
+mod disk;
 mod flow;
 mod kinds;
