@@ -43,6 +43,11 @@ pub struct AntRun {
 impl Machine {
     pub async fn start(fake: FakeLlmConfig) -> Machine {
         let stack = Stack::start(StackOptions { fake, ..Default::default() }).await.expect("start the stack");
+        Machine::with_stack(stack)
+    }
+
+    /// A machine on a stack the test started itself.
+    pub fn with_stack(stack: Stack) -> Machine {
         let home = stack.new_home("h");
         let work = stack.new_home("work");
         let mut env = stack.client_env(&home);

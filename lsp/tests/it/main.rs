@@ -9,3 +9,4 @@ mod harness;
 mod nvim;
 mod procs;
 mod protocol;
+mod secrets;
