@@ -6,6 +6,7 @@ mod harness;
 mod accounts;
 mod brews;
 mod files;
+mod hostile;
 mod limits;
 mod ops;
 mod outage;
