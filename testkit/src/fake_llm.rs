@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::{DEFAULT_MODEL, FakeLlmConfig, Fault, Rule};
-pub use record::{FakeLlmState, Outcome, RecordedMessage, RecordedRequest};
+pub use record::{FakeLlmState, Outcome, RECORD_LIMIT, RecordedMessage, RecordedRequest};
 pub use server::{OWNED_BY, run};
 
 /// A fake LLM provider running on a tokio task, for in-process tests.

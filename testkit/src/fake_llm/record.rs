@@ -53,6 +53,11 @@ pub enum Outcome {
     Faulted,
 }
 
+/// How many requests the record keeps: the newest ones. A fake that serves a long bench or the
+/// demo for days must not grow without bound; tests that look at more clear the record between
+/// batches.
+pub const RECORD_LIMIT: usize = 10_000;
+
 /// The state shared by every connection of one fake: cheap to clone, all clones see the
 /// same config and record.
 #[derive(Clone, Debug, Default)]
@@ -92,7 +97,7 @@ impl FakeLlmState {
         lock(&self.inner.config).fault = fault;
     }
 
-    /// A snapshot of the record, oldest first.
+    /// A snapshot of the record, oldest first: at most the newest [`RECORD_LIMIT`] requests.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.inner.requests).clone()
     }
@@ -138,7 +143,13 @@ impl FakeLlmState {
         request.outcome = Outcome::InProgress;
         request.ended_at_ms = None;
         request.chunks_sent = 0;
-        lock(&self.inner.requests).push(request);
+        let mut requests = lock(&self.inner.requests);
+        if requests.len() >= RECORD_LIMIT {
+            // Drop the oldest tenth at once, so that trimming costs O(1) per request on average.
+            requests.drain(..RECORD_LIMIT / 10);
+        }
+        requests.push(request);
+        drop(requests);
         self.inner.changed.notify_waiters();
         RecordGuard { state: self.clone(), id, settled: false }
     }
@@ -207,4 +218,38 @@ pub(crate) fn now_ms() -> u64 {
 /// leave half-updated in a way that matters, and the fake must keep answering.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> RecordedRequest {
+        RecordedRequest {
+            id: 0,
+            model: "m".to_owned(),
+            messages: Vec::new(),
+            stream: true,
+            include_usage: false,
+            authorization: None,
+            received_at_ms: 0,
+            outcome: Outcome::InProgress,
+            ended_at_ms: None,
+            chunks_sent: 0,
+        }
+    }
+
+    #[test]
+    fn the_record_keeps_only_the_newest_requests() {
+        let state = FakeLlmState::default();
+        let total = RECORD_LIMIT as u64 * 3 + 7;
+        for _ in 0..total {
+            state.record(request()).settle(Outcome::Completed);
+        }
+        let kept = state.requests();
+        assert!(kept.len() <= RECORD_LIMIT && kept.len() >= RECORD_LIMIT * 9 / 10, "{}", kept.len());
+        assert_eq!(kept.last().unwrap().id, total, "the newest is kept");
+        assert!(kept.windows(2).all(|pair| pair[1].id == pair[0].id + 1), "a contiguous tail");
+        assert!(kept.iter().all(|request| request.outcome == Outcome::Completed));
+    }
 }
