@@ -144,7 +144,8 @@ mod fuzz {
     use super::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        // PROPTEST_CASES=N runs more (docs/reliability.md has the long runs).
+        #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256)))]
 
         #[test]
         fn arbitrary_bytes_are_frames_or_errors(bytes in prop::collection::vec(any::<u8>(), 0..2000)) {

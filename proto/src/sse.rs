@@ -225,7 +225,8 @@ mod fuzz {
     use super::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        // PROPTEST_CASES=N runs more (docs/reliability.md has the long runs).
+        #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)))]
 
         #[test]
         fn arbitrary_bytes_never_panic_or_exceed_the_limit(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..20)) {

@@ -259,7 +259,8 @@ mod fuzz {
     use super::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        // PROPTEST_CASES=N runs more (docs/reliability.md has the long runs).
+        #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)))]
 
         #[test]
         fn findings_parser_takes_anything(answer in "(\\PC|\n){0,400}") {

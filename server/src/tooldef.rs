@@ -138,7 +138,8 @@ mod fuzz {
     use super::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        // PROPTEST_CASES=N runs more (docs/reliability.md has the long runs).
+        #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512)))]
 
         #[test]
         fn tool_files_parse_or_explain(text in "(\\PC|\n){0,300}") {
