@@ -5,7 +5,13 @@
 //! unmaintained). Keys are SHA-256 digests of the request; values are JSON [`Entry`]s. The cache
 //! holds at most [`MAX_ENTRIES`]; inserting past that evicts the oldest.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use aniate_proto::{event::Done, ipc::RunToolParams};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -13,9 +19,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 const RESULTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("results");
+/// The same keys by age, `(stored_at_ms, key)`, so the oldest is found without reading all.
+const AGES: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("ages");
 
 /// At most this many cached results.
 pub const MAX_ENTRIES: u64 = 512;
+/// Memory redb may keep for pages of the cache file.
+const CACHE_BYTES: usize = 1024 * 1024;
 
 /// A cached answer: its full text and its `done`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,7 +41,15 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct ResultCache {
     db: Arc<Database>,
+    /// Entries stored since the cache was opened, to make every [`DURABLE_EVERY`]th commit
+    /// durable.
+    puts: Arc<AtomicU64>,
 }
+
+/// One commit in this many is synced. redb reuses the pages that non-durable commits free
+/// only after a durable one, so with none at all the file and the daemon's memory grow with
+/// every answer stored (the soak saw it); this bounds both, and what a crash can lose.
+const DURABLE_EVERY: u64 = 32;
 
 #[derive(Debug, thiserror::Error)]
 #[error("result cache: {0}")]
@@ -39,6 +57,15 @@ pub struct CacheError(String);
 
 fn err(e: impl std::fmt::Display) -> CacheError {
     CacheError(e.to_string())
+}
+
+/// When a stored value was stored; 0 (the oldest) if it does not parse.
+fn stored_at(value: &[u8]) -> u64 {
+    #[derive(Deserialize)]
+    struct StoredAt {
+        stored_at_ms: u64,
+    }
+    serde_json::from_slice::<StoredAt>(value).map_or(0, |stored| stored.stored_at_ms)
 }
 
 /// The cache key of a run of `version` of a tool.
@@ -61,12 +88,24 @@ pub fn key(params: &RunToolParams, version: i64) -> [u8; 32] {
 
 impl ResultCache {
     pub fn open(path: &Path) -> Result<ResultCache, CacheError> {
-        let db = Database::create(path).map_err(err)?;
+        // redb caches up to 1 GiB of pages by default, which a daemon that should stay small
+        // would slowly fill (the soak saw its memory climb with every new entry).
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(err)?;
         crate::fsutil::make_private(path).map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
-        txn.open_table(RESULTS).map_err(err)?;
+        {
+            let results = txn.open_table(RESULTS).map_err(err)?;
+            let mut ages = txn.open_table(AGES).map_err(err)?;
+            // A cache written before the age index existed: build it once.
+            if ages.is_empty().map_err(err)? {
+                for item in results.iter().map_err(err)? {
+                    let (key, value) = item.map_err(err)?;
+                    ages.insert((stored_at(value.value()), key.value()), ()).map_err(err)?;
+                }
+            }
+        }
         txn.commit().map_err(err)?;
-        Ok(ResultCache { db: Arc::new(db) })
+        Ok(ResultCache { db: Arc::new(db), puts: Arc::default() })
     }
 
     /// The entry under `key` if it is younger than `ttl_ms`.
@@ -81,27 +120,27 @@ impl ResultCache {
         Ok((now_ms.saturating_sub(entry.stored_at_ms) < ttl_ms).then_some(entry))
     }
 
-    /// Stores an entry. The commit is not synced to disk (a cache may lose its last entries in
-    /// a crash, and a sync per answer would cost milliseconds); [`ResultCache::flush`] syncs.
+    /// Stores an entry. Most commits are not synced to disk (a cache may lose its last entries
+    /// in a crash, and a sync per answer would cost milliseconds): one in [`DURABLE_EVERY`] is,
+    /// and [`ResultCache::flush`] syncs.
     pub fn put(&self, key: &[u8; 32], entry: &Entry) -> Result<(), CacheError> {
         let value = serde_json::to_vec(entry).map_err(err)?;
         let mut txn = self.db.begin_write().map_err(err)?;
-        txn.set_durability(Durability::None).map_err(err)?;
+        if !(self.puts.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(DURABLE_EVERY) {
+            txn.set_durability(Durability::None).map_err(err)?;
+        }
         {
-            let mut table = txn.open_table(RESULTS).map_err(err)?;
-            table.insert(key.as_slice(), value.as_slice()).map_err(err)?;
-            let len = table.len().map_err(err)?;
-            if len > MAX_ENTRIES {
-                let mut ages: Vec<(u64, Vec<u8>)> = Vec::with_capacity(len as usize);
-                for item in table.iter().map_err(err)? {
-                    let (k, v) = item.map_err(err)?;
-                    let stored = serde_json::from_slice::<Entry>(v.value()).map(|e| e.stored_at_ms).unwrap_or(0);
-                    ages.push((stored, k.value().to_vec()));
-                }
-                ages.sort();
-                for (_, old_key) in ages.iter().take((len - MAX_ENTRIES) as usize) {
-                    table.remove(old_key.as_slice()).map_err(err)?;
-                }
+            let mut results = txn.open_table(RESULTS).map_err(err)?;
+            let mut ages = txn.open_table(AGES).map_err(err)?;
+            if let Some(old) = results.insert(key.as_slice(), value.as_slice()).map_err(err)? {
+                ages.remove((stored_at(old.value()), key.as_slice())).map_err(err)?;
+            }
+            ages.insert((entry.stored_at_ms, key.as_slice()), ()).map_err(err)?;
+            while results.len().map_err(err)? > MAX_ENTRIES {
+                let Some((oldest, _)) = ages.pop_first().map_err(err)? else { break };
+                let old_key = oldest.value().1.to_vec();
+                drop(oldest);
+                results.remove(old_key.as_slice()).map_err(err)?;
             }
         }
         txn.commit().map_err(err)?;
@@ -175,5 +214,33 @@ mod tests {
         drop(cache);
         let reopened = ResultCache::open(&dir.path().join("state.redb")).unwrap();
         assert_eq!(reopened.len().unwrap(), MAX_ENTRIES, "entries survive a restart");
+    }
+
+    #[test]
+    fn a_cache_from_before_the_age_index_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            // As an older daemon left it: results only.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut results = txn.open_table(RESULTS).unwrap();
+                for n in 0..MAX_ENTRIES {
+                    let params = RunToolParams { tool: "what".into(), content: n.to_string(), ..Default::default() };
+                    let value = serde_json::to_vec(&entry(10_000 - n)).unwrap();
+                    results.insert(key(&params, 1).as_slice(), value.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let cache = ResultCache::open(&path).unwrap();
+        let newest = RunToolParams { tool: "what".into(), content: "0".into(), ..Default::default() };
+        let oldest =
+            RunToolParams { tool: "what".into(), content: (MAX_ENTRIES - 1).to_string(), ..Default::default() };
+        cache.put(&key(&RunToolParams { tool: "new".into(), ..Default::default() }, 1), &entry(20_000)).unwrap();
+        assert_eq!(cache.len().unwrap(), MAX_ENTRIES);
+        assert_eq!(cache.get(&key(&oldest, 1), u64::MAX, 0).unwrap(), None, "the oldest went");
+        assert!(cache.get(&key(&newest, 1), u64::MAX, 0).unwrap().is_some());
     }
 }

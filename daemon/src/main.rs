@@ -26,7 +26,12 @@ fn main() -> ExitCode {
     }
     aniated::init_logging(&home, args.foreground);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // Blocking work is small file and cache I/O: a few threads do it. Tokio's default (up to
+    // 512, one per concurrent call) let the soak's 64 streams grow the daemon's threads, and
+    // with them its memory, for thousands of runs.
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).max_blocking_threads(4).enable_all().build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("aniated: cannot start the async runtime: {err}");
