@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let shutdown = shutdown_signal();
         let (listener, _lock, origin) = match daemon::bind_or_inherit(&home) {
             Ok(bound) => bound,
             Err(err @ StartError::AlreadyRunning { .. }) => {
@@ -64,29 +65,39 @@ fn main() -> ExitCode {
             .map_err(|err| tracing::warn!(cause = %err, "not watching files; restart the daemon after editing them"))
             .ok();
         let background = engine.spawn_background();
-        daemon::run(engine, listener, origin, shutdown_signal()).await;
+        daemon::run(engine, listener, origin, shutdown).await;
         background.abort();
         ExitCode::SUCCESS
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM or SIGINT. The handlers are installed when this is called, not when it is first
+/// polled: called before the socket is bound, a stop that comes right after the start (the
+/// socket is connectable, the engine is still opening) is a clean stop, not a kill by signal
+/// that leaves the socket behind.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        async fn received(signal: Option<Signal>) {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+        let terminate = received(signal(SignalKind::terminate()).ok());
+        let interrupt = received(signal(SignalKind::interrupt()).ok());
+        async move {
+            tokio::select! {
+                () = terminate => {},
+                () = interrupt => {},
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
