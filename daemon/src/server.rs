@@ -270,9 +270,12 @@ impl ServerClient {
             404 => IpcError::new(IpcErrorCode::UnknownTool, message),
             429 => {
                 let error = IpcError::new(IpcErrorCode::RateLimited, message);
+                // The server's messages already say when to retry; a hint only where one does not.
                 match retry_after {
-                    Some(seconds) => error.with_hint(format!("retry in {seconds} s")),
-                    None => error,
+                    Some(seconds) if !error.message.contains("retry in") => {
+                        error.with_hint(format!("retry in {seconds} s"))
+                    }
+                    _ => error,
                 }
             }
             502 | 504 => IpcError::new(IpcErrorCode::Provider, message),

@@ -9,5 +9,6 @@ mod bad_input;
 mod brews;
 mod daemon;
 mod disk;
+mod faults;
 mod flow;
 mod kinds;

@@ -163,8 +163,10 @@ async fn provider_faults_map_to_statuses(backend: Backend) {
 
     h.fake.set_fault(Fault::Http429 { retry_after_secs: 7 });
     let response = h.run(&token, "what", body.clone(), false).await;
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(response.headers()["retry-after"], "7");
     assert_error(response, 429, "rate_limited").await;
+    assert_eq!(h.usage_status(&request_id).await, "provider_rate_limited");
 
     h.fake.set_fault(Fault::StallBeforeFirstByte);
     let started = Instant::now();
