@@ -47,6 +47,14 @@ async fn started_on_demand_and_restarted_after_a_crash() {
     assert!(list.ok().stdout.contains("what"));
     let second = client.daemon_pid().expect("a new daemon");
     assert_ne!(first, second);
+    // So is the result cache: the new daemon opens it and answers a repeated question from it.
+    stack.fake.update_config(|config| config.chunk_delay_ms = 0);
+    client.ant(&["what", "-i", "asked twice"]).await.ok();
+    let asked = stack.fake.requests().len();
+    let again = client.ant(&["what", "-i", "asked twice"]).await;
+    assert!(again.ok().stdout.contains("slow words"), "{}", again.stdout);
+    assert_eq!(stack.fake.requests().len(), asked, "the second answer came from the cache");
+    assert!(!client.daemon_log().contains("result cache unavailable"), "{}", client.daemon_log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
