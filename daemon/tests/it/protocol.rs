@@ -42,10 +42,32 @@ async fn socket_is_private_and_requests_multiplex() {
     }
     let mut raw = Raw::greeted(&daemon.socket()).await;
     login_and_install(&stack, &mut raw, "multi@example.test", &["what"]).await;
+    raw.request(3, "run_tool", json!({"tool": "what", "instructions": "fill the cache"})).await;
+    assert_eq!(raw.replies_of(3).await.last().unwrap()["event"], "done");
     {
+        // Everything the daemon keeps is its user's alone: every directory 0700, every file 0600.
         use std::os::unix::fs::PermissionsExt;
-        let creds = std::fs::metadata(home.join("credentials")).unwrap().permissions().mode() & 0o777;
-        assert_eq!(creds, 0o600);
+        fn check(dir: &std::path::Path, seen: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if entry.file_name() == "stderr.log" {
+                    continue; // the test's own capture of the daemon's stderr
+                }
+                let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+                if path.is_dir() {
+                    assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
+                    check(&path, seen);
+                } else {
+                    assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+                }
+                seen.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let mut seen = Vec::new();
+        check(&home, &mut seen);
+        for expected in ["credentials", "tools", "what.json", "state.redb", "aniated.log", "aniated.sock"] {
+            assert!(seen.iter().any(|name| name == expected), "no {expected} in {seen:?}");
+        }
     }
 
     // Two streams at once on one connection, replies tagged by id.
