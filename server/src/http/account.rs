@@ -67,7 +67,7 @@ pub async fn login(
         None => None,
     };
     let hash = user.as_ref().map_or_else(|| DUMMY_HASH.clone(), |user| user.password_hash.clone());
-    let verified = auth::verify_password_async(credentials.password, hash).await;
+    let verified = auth::verify_password_async(credentials.password, hash).await?;
     let user = user.filter(|_| verified).ok_or_else(wrong)?;
     let token = auth::new_token();
     state.db.create_token(user.id, &auth::hash_token(&token), "login").await?;

@@ -94,3 +94,34 @@ async fn closed_signup_is_refused(backend: Backend) {
     // Admin-made accounts still log in.
     h.admin_token().await;
 }
+
+/// Argon2 needs 19 MiB per hash. Many sign-ups and logins, six at a time, must not leave the
+/// server holding that much per thread that ever hashed (it reached 226 MB once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_hashing_memory_is_bounded() {
+    let Some(mut h) = Harness::start(Backend::Sqlite).await else { return };
+    let pid = h.server_mut().pid();
+    let rss_mb = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap().to_owned();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+    };
+    let before = rss_mb();
+    for batch in 0..6 {
+        let signups = (0..6).map(|n| {
+            let email = format!("hash-{batch}-{n}@example.test");
+            let http = h.http.clone();
+            let url = h.url("/auth/signup");
+            async move {
+                let body = json!({"email": email, "password": "password-123"});
+                http.post(url).json(&body).send().await.unwrap().status()
+            }
+        });
+        for status in futures_util::future::join_all(signups).await {
+            assert_eq!(status, 201);
+        }
+    }
+    let after = rss_mb();
+    eprintln!("36 sign-ups: the server went from {before} MB to {after} MB");
+    assert!(after <= before + 80, "36 sign-ups took the server from {before} MB to {after} MB");
+}
