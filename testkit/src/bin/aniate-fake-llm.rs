@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 /// tests, benchmarks and the offline demo. It does not run a model.
 ///
 /// It serves POST /v1/chat/completions (streamed or not) and GET /v1/models, answering
-/// deterministically from a script, and records every request (GET /_fake/requests).
+/// deterministically from a script, and records requests, the newest 10,000 (GET /_fake/requests).
 /// The config can be replaced at runtime with PUT /_fake/config (JSON).
 #[derive(Debug, Parser)]
 #[command(name = "aniate-fake-llm", version)]
