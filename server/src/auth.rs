@@ -94,13 +94,13 @@ fn argon2_into(argon2: &Argon2, password: &[u8], salt: &[u8], out: &mut [u8]) ->
     })
 }
 
-/// Argon2 runs on [`HASHER_THREADS`] threads of its own, fed by a queue of at most
+/// Argon2 runs on [`HASHER_THREADS`] thread of its own, fed by a queue of at most
 /// [`HASHER_QUEUE`] jobs. Each hash takes tens of milliseconds of CPU and 19 MiB of memory by
-/// design; on tokio's blocking pool, every hash could land on another thread, whose malloc arena
-/// then kept those 19 MiB (about 20 sign-ups left the server at 226 MB). On two threads of
-/// their own the memory is reused, and a flood of logins waits in a bounded queue instead of
-/// taking every thread: past it, the answer is 503 `unavailable`.
-const HASHER_THREADS: usize = 2;
+/// design; that thread keeps one block buffer for all of them (see [`argon2_into`]), so the
+/// server holds 19 MiB for hashing once someone has signed in, and never more. A flood of
+/// logins waits in the bounded queue instead of taking every thread (one thread hashes some 50
+/// passwords a second in a release build); past it, the answer is 503 `unavailable`.
+const HASHER_THREADS: usize = 1;
 const HASHER_QUEUE: usize = 256;
 
 type HashJob = Box<dyn FnOnce() + Send>;

