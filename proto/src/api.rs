@@ -34,6 +34,8 @@ pub struct RunToolRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credentials {
     pub email: String,
+    /// At least 8 characters (and at most 1024 bytes) at signup.
+    #[cfg_attr(feature = "openapi", schema(min_length = 8))]
     pub password: String,
 }
 
@@ -76,11 +78,19 @@ pub struct Me {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ToolUpsert {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9][a-z0-9-]{0,31}$"))]
     pub slug: String,
+    /// One line, not blank.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 80))]
     pub name: String,
+    /// One line, not blank.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 300))]
     pub description: String,
+    /// Not blank; at most 64 KiB.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub system_prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires_file: Option<bool>,
@@ -99,6 +109,17 @@ pub struct Health {
     pub version: String,
     /// Whether the database answered a trivial query just now.
     pub database: bool,
+}
+
+/// A line of `GET /admin/tools`: a tool's public metadata and whether it is active (never its
+/// prompt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AdminTool {
+    #[serde(flatten)]
+    pub tool: crate::tool::ToolMeta,
+    /// Inactive tools are not in `GET /tools` and cannot be run.
+    pub active: bool,
 }
 
 /// What `POST /admin/tools` did.
@@ -145,14 +166,21 @@ impl Visibility {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssistantCreate {
+    /// One line, not blank.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 80))]
     pub name: String,
     /// Defaults to a slug made from the name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9][a-z0-9-]{0,31}$"))]
     pub slug: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 300))]
     pub description: Option<String>,
+    /// Not blank; at most 64 KiB.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub system_prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility: Option<Visibility>,
@@ -163,12 +191,16 @@ pub struct AssistantCreate {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AssistantPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 80))]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 300))]
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub system_prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility: Option<Visibility>,
@@ -225,6 +257,8 @@ pub struct ChatRequest {
     /// A brew, by id or slug; without one, Aniate's default assistant answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assistant: Option<String>,
+    /// At least one; at most 200, whose contents total at most the content limit (else 413).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub messages: Vec<ChatMessage>,
 }
 

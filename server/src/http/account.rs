@@ -23,7 +23,8 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     auth::hash_password("no account has this password, it is never compared with success").unwrap_or_default()
 });
 
-#[utoipa::path(post, path = "/auth/signup", tag = "accounts", request_body = Credentials,
+#[utoipa::path(post, path = "/auth/signup", tag = "accounts", operation_id = "signup",
+    request_body(content = Credentials, example = json!({"email": "me@example.com", "password": "correct-horse-1"})),
     responses((status = 201, body = TokenResponse), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn signup(
     State(state): State<AppState>,
@@ -52,7 +53,7 @@ pub async fn signup(
     Ok((StatusCode::CREATED, Json(TokenResponse { token })))
 }
 
-#[utoipa::path(post, path = "/auth/login", tag = "accounts", request_body = Credentials,
+#[utoipa::path(post, path = "/auth/login", tag = "accounts", operation_id = "login", request_body = Credentials,
     responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
@@ -76,14 +77,14 @@ pub async fn login(
 }
 
 /// Revokes the token the request was made with.
-#[utoipa::path(post, path = "/auth/logout", tag = "accounts", security(("token" = [])),
+#[utoipa::path(post, path = "/auth/logout", tag = "accounts", operation_id = "logout", security(("token" = [])),
     responses((status = 204, description = "The token is revoked"), (status = 401, body = ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
     state.db.revoke_token(user.token_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/me", tag = "accounts", security(("token" = [])),
+#[utoipa::path(get, path = "/me", tag = "accounts", operation_id = "me", security(("token" = [])),
     responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
 pub async fn me(user: AuthUser) -> Json<Me> {
     Json(Me { email: user.email, role: user.role, plan: user.plan })

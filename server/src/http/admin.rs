@@ -1,9 +1,8 @@
 //! `/admin/*`: tool management for admins.
 
-use aniate_proto::error::ErrorBody;
 use aniate_proto::{
-    api::{ToolUpsert, ToolUpsertResponse, UpsertOutcome},
-    tool::ToolMeta,
+    api::{AdminTool, ToolUpsert, ToolUpsertResponse, UpsertOutcome},
+    error::ErrorBody,
 };
 use axum::{Json, extract::State, http::StatusCode};
 
@@ -15,7 +14,9 @@ use super::{
 use crate::auth::AdminUser;
 
 /// Creates or updates a tool; 201 when created. The answer is the tool's public metadata.
-#[utoipa::path(post, path = "/admin/tools", tag = "admin", request_body = ToolUpsert, security(("token" = [])),
+#[utoipa::path(post, path = "/admin/tools", tag = "admin", operation_id = "upsert_tool", security(("token" = [])),
+    request_body(content = ToolUpsert, example = json!({"slug": "explain-sql", "name": "Explain SQL", "description": "Explain a SQL query",
+        "system_prompt": "You explain SQL queries", "output": "text", "requires_file": false})),
     responses((status = 201, body = ToolUpsertResponse), (status = 200, body = ToolUpsertResponse), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn upsert_tool(
     State(state): State<AppState>,
@@ -30,21 +31,14 @@ pub async fn upsert_tool(
 }
 
 /// Every tool, active or not (the public list shows active ones only).
-#[utoipa::path(get, path = "/admin/tools", tag = "admin", security(("token" = [])),
-    responses((status = 200, description = "Every tool with an `active` flag", body = [ToolMeta]), (status = 403, body = ErrorBody)))]
-pub async fn list_tools(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<AdminToolRow>>> {
+#[utoipa::path(get, path = "/admin/tools", tag = "admin", operation_id = "admin_list_tools", security(("token" = [])),
+    responses((status = 200, description = "Every tool with an `active` flag", body = [AdminTool]), (status = 403, body = ErrorBody)))]
+pub async fn list_tools(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<AdminTool>>> {
     let tools = state.db.all_tools().await?;
-    Ok(Json(tools.iter().map(|tool| AdminToolRow { active: tool.active, tool: tool.meta() }).collect()))
+    Ok(Json(tools.iter().map(|tool| AdminTool { active: tool.active, tool: tool.meta() }).collect()))
 }
 
-#[derive(Debug, serde::Serialize)]
-pub struct AdminToolRow {
-    #[serde(flatten)]
-    pub tool: ToolMeta,
-    pub active: bool,
-}
-
-#[utoipa::path(delete, path = "/admin/tools/{slug}", tag = "admin", params(("slug" = String, Path)), security(("token" = [])),
+#[utoipa::path(delete, path = "/admin/tools/{slug}", tag = "admin", operation_id = "deactivate_tool", params(("slug" = String, Path)), security(("token" = [])),
     responses((status = 204, description = "Deactivated"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn deactivate_tool(
     State(state): State<AppState>,

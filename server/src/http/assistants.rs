@@ -13,7 +13,7 @@ use axum::{Json, extract::State, http::StatusCode};
 use super::{
     AppState,
     error::{ApiError, ApiResult},
-    extract::ApiJson,
+    extract::{ApiJson, ApiPath},
 };
 use crate::{
     auth::AuthUser,
@@ -76,7 +76,7 @@ fn check_fields(
             ));
         }
     }
-    if model.is_some_and(|m| m.trim().is_empty() || m.len() > 128) {
+    if model.is_some_and(|m| m.trim().is_empty() || m.chars().count() > 128) {
         return Err(ApiError::invalid("model: 1 to 128 characters"));
     }
     Ok(())
@@ -89,13 +89,14 @@ fn check_visibility(user: &AuthUser, visibility: Option<Visibility>) -> ApiResul
     Ok(())
 }
 
-#[utoipa::path(get, path = "/assistants", tag = "brews", security(("token" = [])), responses((status = 200, body = [Assistant])))]
+#[utoipa::path(get, path = "/assistants", tag = "brews", operation_id = "list_assistants", security(("token" = [])), responses((status = 200, body = [Assistant])))]
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<Assistant>>> {
     let brews = state.db.visible_assistants(user.user_id).await?;
     Ok(Json(brews.iter().map(|brew| view(brew, user.user_id)).collect()))
 }
 
-#[utoipa::path(post, path = "/assistants", tag = "brews", request_body = AssistantCreate, security(("token" = [])),
+#[utoipa::path(post, path = "/assistants", tag = "brews", operation_id = "create_assistant", security(("token" = [])),
+    request_body(content = AssistantCreate, example = json!({"name": "Rust Reviewer", "system_prompt": "You review Rust code for soundness", "model": "llama-3.3-70b-versatile"})),
     responses((status = 201, body = Assistant), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -140,22 +141,22 @@ async fn owned(state: &AppState, user: &AuthUser, id: &str) -> ApiResult<StoredA
     Ok(brew)
 }
 
-#[utoipa::path(get, path = "/assistants/{id}", tag = "brews", params(("id" = String, Path, description = "Id or slug")), security(("token" = [])),
+#[utoipa::path(get, path = "/assistants/{id}", tag = "brews", operation_id = "show_assistant", params(("id" = String, Path, description = "Id or slug")), security(("token" = [])),
     responses((status = 200, body = Assistant), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     user: AuthUser,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Assistant>> {
     Ok(Json(view(&visible(&state, &user, &id).await?, user.user_id)))
 }
 
-#[utoipa::path(patch, path = "/assistants/{id}", tag = "brews", params(("id" = String, Path, description = "Id or slug")), request_body = AssistantPatch,
+#[utoipa::path(patch, path = "/assistants/{id}", tag = "brews", operation_id = "update_assistant", params(("id" = String, Path, description = "Id or slug")), request_body = AssistantPatch,
     security(("token" = [])), responses((status = 200, body = Assistant), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     user: AuthUser,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<AssistantPatch>,
 ) -> ApiResult<Json<Assistant>> {
     let brew = owned(&state, &user, &id).await?;
@@ -170,12 +171,12 @@ pub async fn update(
     Ok(Json(view(&updated, user.user_id)))
 }
 
-#[utoipa::path(delete, path = "/assistants/{id}", tag = "brews", params(("id" = String, Path, description = "Id or slug")), security(("token" = [])),
+#[utoipa::path(delete, path = "/assistants/{id}", tag = "brews", operation_id = "delete_assistant", params(("id" = String, Path, description = "Id or slug")), security(("token" = [])),
     responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let brew = owned(&state, &user, &id).await?;
     state.db.delete_assistant(brew.id).await?;

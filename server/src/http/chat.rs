@@ -1,14 +1,18 @@
 //! `POST /chat`: a conversation with a brew (or Aniate's default assistant), streamed exactly
 //! like a tool run. The brew's prompt and model are applied here, on the server.
 
-use aniate_proto::error::ErrorBody;
-use aniate_proto::{api::ChatRequest, error::ErrorCode, tool::OutputKind};
+use aniate_proto::{
+    api::ChatRequest,
+    error::{ErrorBody, ErrorCode},
+    tool::OutputKind,
+};
 use axum::{Extension, extract::State, http::HeaderMap, response::Response};
 
 use super::{
     AppState, RequestId,
     error::{ApiError, ApiResult},
     extract::ApiJson,
+    openapi::SseEvent,
     run::{Answer, enforce_limits, stream_answer, wants_sse},
 };
 use crate::{auth::AuthUser, db::DEFAULT_MODEL, upstream::ChatMessage};
@@ -20,10 +24,13 @@ pub const MAX_MESSAGES: usize = 200;
 const DEFAULT_PROMPT: &str = "You are Aniate, a concise and precise assistant for software developers. \
 Answer in Markdown. Prefer short, correct answers with code where it helps. If you are not sure, say so.";
 
-#[utoipa::path(post, path = "/chat", tag = "runs", request_body = ChatRequest, security(("token" = [])),
+#[utoipa::path(post, path = "/chat", tag = "runs", operation_id = "chat",
+    request_body(content = ChatRequest, example = json!({"messages": [{"role": "user", "content": "Is this sound? unsafe { *ptr }"}]})), security(("token" = [])),
     responses(
-        (status = 200, description = "The answer, streamed like a tool run", content_type = "text/event-stream", body = String),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+        (status = 200, description = "The answer, streamed like a tool run: SSE events with `Accept: text/event-stream`, else plain text",
+            content((SseEvent = "text/event-stream"), (String = "text/plain"))),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn chat(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,

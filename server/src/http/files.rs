@@ -4,14 +4,16 @@
 //! An upload writes the content first and the row second; if the row cannot be written, content
 //! no row names is removed again, so a failed upload leaves neither.
 
-use aniate_proto::error::ErrorBody;
 use std::path::{Path, PathBuf};
 
-use aniate_proto::{api::FileMeta, error::ErrorCode};
+use aniate_proto::{
+    api::FileMeta,
+    error::{ErrorBody, ErrorCode},
+};
 use axum::{
     Json,
     body::Bytes,
-    extract::{Query, State},
+    extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -20,6 +22,8 @@ use sha2::{Digest, Sha256};
 use super::{
     AppState,
     error::{ApiError, ApiResult},
+    extract::{ApiPath, ApiQuery},
+    openapi::Binary,
 };
 use crate::{
     auth::AuthUser,
@@ -46,7 +50,9 @@ impl FileStore {
         }
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
-        let temp = dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
+        // A name of its own per write: two uploads of the same content at once must not write
+        // into (and rename away) the same temporary file.
+        let temp = dir.join(format!(".{sha256}.{}.{:016x}.tmp", std::process::id(), rand::random::<u64>()));
         let result = (|| {
             let mut file = std::fs::File::create(&temp)?;
             file.write_all(bytes)?;
@@ -97,14 +103,50 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// The media type to store for an upload: the request's `Content-Type` when it is a well-formed
+/// media type (it is served back as the `Content-Type` of the content), else
+/// `application/octet-stream`.
+fn upload_content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| v.len() <= 128 && is_media_type(v) && !v.starts_with("application/x-www-form-urlencoded"))
+        .unwrap_or("application/octet-stream")
+        .to_owned()
+}
+
+/// Whether `value` is `type/subtype` with optional `; name=value` parameters (RFC 9110 8.3.1).
+fn is_media_type(value: &str) -> bool {
+    fn is_token(text: &str) -> bool {
+        !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+    fn is_parameter_value(text: &str) -> bool {
+        match text.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')) {
+            Some(quoted) => !quoted.contains(['"', '\\']) && quoted.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+            None => is_token(text),
+        }
+    }
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else { return false };
+    is_token(kind)
+        && is_token(subtype)
+        && parts.all(|parameter| {
+            parameter.trim().split_once('=').is_some_and(|(name, value)| is_token(name) && is_parameter_value(value))
+        })
+}
+
 /// `POST /files?name=NAME` with the content as the body (`curl --data-binary @app.py`).
-#[utoipa::path(post, path = "/files", tag = "files", params(("name" = String, Query, description = "The file's name")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"), security(("token" = [])),
-    responses((status = 201, body = FileMeta), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(post, path = "/files", tag = "files", operation_id = "upload_file",
+    params(("name" = String, Query, description = "The file's name: a name, not a path (1 to 255 bytes, no `/`, `\\` or control characters)", example = "app.py")),
+    request_body(content = inline(Binary), content_type = "application/octet-stream", description = "The content; an empty or missing body is an empty file"), security(("token" = [])),
+    responses((status = 201, body = FileMeta), (status = 400, description = "The body could not be read", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
-    Query(query): Query<UploadQuery>,
+    ApiQuery(query): ApiQuery<UploadQuery>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<FileMeta>)> {
@@ -129,12 +171,7 @@ pub async fn upload(
             format!("the file is over this server's limit of {} bytes", state.limits.max_file_bytes),
         ));
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && !v.starts_with("application/x-www-form-urlencoded"))
-        .unwrap_or("application/octet-stream")
-        .to_owned();
+    let content_type = upload_content_type(&headers);
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let store = state.files.clone();
     let hash = sha256.clone();
@@ -157,7 +194,7 @@ pub async fn upload(
     }
 }
 
-#[utoipa::path(get, path = "/files", tag = "files", security(("token" = [])), responses((status = 200, body = [FileMeta])))]
+#[utoipa::path(get, path = "/files", tag = "files", operation_id = "list_files", security(("token" = [])), responses((status = 200, body = [FileMeta])))]
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<FileMeta>>> {
     Ok(Json(state.db.files_of(user.user_id).await?.iter().map(meta).collect()))
 }
@@ -170,35 +207,36 @@ async fn owned(state: &AppState, user_id: i64, id: &str) -> ApiResult<StoredFile
     state.db.file_of(user_id, parse_id(id)?).await?.ok_or_else(|| ApiError::not_found("no such file"))
 }
 
-#[utoipa::path(get, path = "/files/{id}", tag = "files", params(("id" = i64, Path)), security(("token" = [])),
+#[utoipa::path(get, path = "/files/{id}", tag = "files", operation_id = "show_file", params(("id" = i64, Path)), security(("token" = [])),
     responses((status = 200, body = FileMeta), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     user: AuthUser,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<FileMeta>> {
     Ok(Json(meta(&owned(&state, user.user_id, &id).await?)))
 }
 
 /// `GET /files/{id}/content`: the bytes, with the stored content type.
-#[utoipa::path(get, path = "/files/{id}/content", tag = "files", params(("id" = i64, Path)), security(("token" = [])),
-    responses((status = 200, description = "The bytes, with the stored content type", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/files/{id}/content", tag = "files", operation_id = "file_content", params(("id" = i64, Path)), security(("token" = [])),
+    responses((status = 200, description = "The bytes, with the content type they were uploaded with", body = inline(Binary), content_type = "*/*"),
+        (status = 404, body = ErrorBody)))]
 pub async fn content(
     State(state): State<AppState>,
     user: AuthUser,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let file = owned(&state, user.user_id, &id).await?;
     let bytes = read_blob(&state, &file).await?;
     Ok(([(header::CONTENT_TYPE, file.content_type)], bytes).into_response())
 }
 
-#[utoipa::path(delete, path = "/files/{id}", tag = "files", params(("id" = i64, Path)), security(("token" = [])),
+#[utoipa::path(delete, path = "/files/{id}", tag = "files", operation_id = "delete_file", params(("id" = i64, Path)), security(("token" = [])),
     responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let file = owned(&state, user.user_id, &id).await?;
     if state.db.delete_file(&file).await? == 0 {

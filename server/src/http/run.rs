@@ -29,6 +29,7 @@ use super::{
     AppState, RequestId,
     error::{ApiError, ApiResult},
     extract::{ApiJson, SlugPath},
+    openapi::SseEvent,
 };
 use crate::{
     auth::AuthUser,
@@ -42,10 +43,12 @@ use crate::{
 /// Longest `instructions`, in bytes.
 pub const MAX_INSTRUCTIONS_BYTES: usize = 16 * 1024;
 
-#[utoipa::path(post, path = "/tool/{slug}", tag = "runs", params(("slug" = String, Path)), request_body = RunToolRequest,
+#[utoipa::path(post, path = "/tool/{slug}", tag = "runs", operation_id = "run_tool", params(("slug" = String, Path, example = "what")),
+    request_body(content = RunToolRequest, example = json!({"instructions": "what does `set -euo pipefail` do?"})),
     security(("token" = [])),
     responses(
-        (status = 200, description = "The answer: SSE events meta, delta, done or error (Accept: text/event-stream), else plain text", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The answer: SSE events meta, delta, done or error (Accept: text/event-stream), else plain text",
+            content((SseEvent = "text/event-stream"), (String = "text/plain"))),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub async fn run_tool(

@@ -19,7 +19,7 @@ use super::{
 
 /// Active tools. Answers `304 Not Modified` when `If-None-Match` names the current `ETag`, so
 /// the daemon's periodic check costs next to nothing.
-#[utoipa::path(get, path = "/tools", tag = "tools",
+#[utoipa::path(get, path = "/tools", tag = "tools", operation_id = "list_tools",
     params(("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer")),
     responses((status = 200, description = "Active tools, metadata only", body = [ToolMeta]), (status = 304, description = "Unchanged since the ETag")))]
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
@@ -47,7 +47,7 @@ fn if_none_match_hits(headers: &HeaderMap, etag: &str) -> bool {
     })
 }
 
-#[utoipa::path(get, path = "/tools/{slug}", tag = "tools", params(("slug" = String, Path)),
+#[utoipa::path(get, path = "/tools/{slug}", tag = "tools", operation_id = "show_tool", params(("slug" = String, Path, example = "what")),
     responses((status = 200, body = ToolMeta), (status = 404, body = ErrorBody)))]
 pub async fn show(State(state): State<AppState>, SlugPath(slug): SlugPath) -> ApiResult<Json<ToolMeta>> {
     let tool = state

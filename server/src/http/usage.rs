@@ -2,19 +2,16 @@
 
 use aniate_proto::api::{AdminUsageRow, DayUsage, UsageReport};
 use aniate_proto::error::ErrorBody;
-use axum::{
-    Json,
-    extract::{Query, State},
-};
+use axum::{Json, extract::State};
 
-use super::{AppState, error::ApiResult};
+use super::{AppState, error::ApiResult, extract::ApiQuery};
 use crate::{
     auth::{AdminUser, AuthUser},
     db::{now_ms, rfc3339},
     limits::month_bounds,
 };
 
-#[utoipa::path(get, path = "/usage", tag = "usage", security(("token" = [])), responses((status = 200, body = UsageReport)))]
+#[utoipa::path(get, path = "/usage", tag = "usage", operation_id = "usage", security(("token" = [])), responses((status = 200, body = UsageReport)))]
 pub async fn usage(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<UsageReport>> {
     let (start, next) = month_bounds(now_ms());
     let plan = state.limiter.plan(&state.db, &user.plan).await?;
@@ -60,13 +57,14 @@ pub fn parse_time(text: &str) -> Option<i64> {
     Some(date.with_time(time::Time::MIDNIGHT).assume_utc().unix_timestamp() * 1000)
 }
 
-#[utoipa::path(get, path = "/admin/usage", tag = "admin",
-    params(("from" = Option<String>, Query, description = "Date or RFC 3339; default: start of this month"), ("to" = Option<String>, Query, description = "Exclusive; default: now")),
+#[utoipa::path(get, path = "/admin/usage", tag = "admin", operation_id = "admin_usage",
+    params(("from" = Option<String>, Query, description = "Date or RFC 3339; default: start of this month", example = "2026-11-01"),
+        ("to" = Option<String>, Query, description = "Exclusive; default: now", example = "2026-12-01")),
     security(("token" = [])), responses((status = 200, body = [AdminUsageRow]), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn admin_usage(
     State(state): State<AppState>,
     _admin: AdminUser,
-    Query(period): Query<Period>,
+    ApiQuery(period): ApiQuery<Period>,
 ) -> ApiResult<Json<Vec<AdminUsageRow>>> {
     let from = match period.from.as_deref() {
         Some(text) => {

@@ -12,5 +12,6 @@ mod ops;
 mod outage;
 mod registry;
 mod runs;
+mod schema_fuzz;
 mod secrets;
 mod tls;
