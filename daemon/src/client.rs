@@ -49,6 +49,10 @@ pub struct ClientOptions {
     /// The server a daemon started by this client talks to (`ant --server`); `None` leaves it
     /// to the environment and `config.toml`.
     pub server: Option<String>,
+    /// How long a request may go without a reply before the daemon is taken to be stuck:
+    /// `ANIATE_DAEMON_TIMEOUT_SECS`, default 120 (the server gives up on a silent model after
+    /// 30 s, so a working daemon always says something sooner).
+    pub reply_timeout: Duration,
 }
 
 impl ClientOptions {
@@ -59,6 +63,13 @@ impl ClientOptions {
             daemon_exe: None,
             start_timeout: Duration::from_secs(10),
             server: None,
+            reply_timeout: Duration::from_secs(
+                std::env::var("ANIATE_DAEMON_TIMEOUT_SECS")
+                    .ok()
+                    .and_then(|secs| secs.trim().parse().ok())
+                    .filter(|&secs| secs > 0)
+                    .unwrap_or(120),
+            ),
         }
     }
 }
@@ -73,6 +84,8 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("aniated answered something unexpected: {0}")]
     Protocol(String),
+    #[error("aniated{0} did not answer within 5 s; it may be stuck (`ant daemon logs` shows what it was doing)")]
+    Stuck(String),
 }
 
 impl ClientError {
@@ -103,6 +116,7 @@ pub struct DaemonClient {
     pending: Pending,
     next_id: Arc<AtomicU64>,
     hello: DaemonHello,
+    reply_timeout: Duration,
 }
 
 fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Reply>>> {
@@ -170,7 +184,13 @@ impl DaemonClient {
             }
             Ok(Ok(other)) => return Err(ClientError::Protocol(format!("expected a hello, got {other:?}"))),
             Ok(Err(err)) => return Err(ClientError::Protocol(err.to_string())),
-            Err(_) => return Err(ClientError::Protocol("no hello within 5 s".to_owned())),
+            Err(_) => {
+                // The kernel took the connection, but the daemon never read it.
+                let pid = std::fs::read_to_string(home.lock_path()).ok().map(|pid| pid.trim().to_owned());
+                return Err(ClientError::Stuck(
+                    pid.filter(|pid| !pid.is_empty()).map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
+                ));
+            }
         };
         let pending: Pending = Arc::default();
         let reader_task = tokio::spawn(read_replies(reader, Arc::clone(&pending)));
@@ -180,6 +200,7 @@ impl DaemonClient {
             pending,
             next_id: Arc::new(AtomicU64::new(1)),
             hello: daemon_hello,
+            reply_timeout: options.reply_timeout,
         })
     }
 
@@ -194,6 +215,10 @@ impl DaemonClient {
             return Err(err);
         }
         let client = self.clone();
+        let (pid, secs) = (self.hello.pid, self.reply_timeout.as_secs());
+        let stuck = IpcError::new(IpcErrorCode::Internal, format!("aniated (pid {pid}) sent nothing for {secs} s"))
+            .with_hint(format!("it may be stuck: `kill {pid}` stops it, and the next command starts a fresh one"));
+        let replies = replies.with_silence_limit(self.reply_timeout, stuck);
         Ok(replies.on_cancel(move || {
             lock(&client.pending).remove(&id);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {

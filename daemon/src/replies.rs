@@ -1,6 +1,8 @@
 //! [`Replies`]: the replies to one request, whether it runs in this process (`Engine`) or in
 //! the daemon (`DaemonClient`), so `ant` renders both the same way.
 
+use std::time::Duration;
+
 use aniate_proto::ipc::{IpcError, IpcErrorCode, Reply};
 use tokio::sync::mpsc;
 
@@ -12,6 +14,9 @@ pub struct Replies {
     rx: mpsc::Receiver<Reply>,
     on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
     finished: bool,
+    /// How long to wait for the next reply before giving up on the other side, and what to
+    /// say then.
+    silence: Option<(Duration, IpcError)>,
 }
 
 impl std::fmt::Debug for Replies {
@@ -23,7 +28,7 @@ impl std::fmt::Debug for Replies {
 impl Replies {
     pub fn channel(capacity: usize) -> (ReplySender, Replies) {
         let (tx, rx) = mpsc::channel(capacity);
-        (tx, Replies { rx, on_drop: None, finished: false })
+        (tx, Replies { rx, on_drop: None, finished: false, silence: None })
     }
 
     /// Replies that are just `reply`.
@@ -40,13 +45,34 @@ impl Replies {
         self
     }
 
+    /// Gives up when the other side sends nothing for `limit`: the next reply is then `error`,
+    /// the request is cancelled, and the replies end.
+    pub fn with_silence_limit(mut self, limit: Duration, error: IpcError) -> Replies {
+        self.silence = Some((limit, error));
+        self
+    }
+
     /// The next reply; `None` after the final one (or if the other side went away, which
     /// [`Replies::next`] reports as an `internal` error first).
     pub async fn next(&mut self) -> Option<Reply> {
         if self.finished {
             return None;
         }
-        let reply = match self.rx.recv().await {
+        let received = match &self.silence {
+            Some((limit, error)) => match tokio::time::timeout(*limit, self.rx.recv()).await {
+                Ok(received) => received,
+                Err(_) => {
+                    let error = error.clone();
+                    self.finished = true;
+                    if let Some(cancel) = self.on_drop.take() {
+                        cancel();
+                    }
+                    return Some(Reply::Error(error));
+                }
+            },
+            None => self.rx.recv().await,
+        };
+        let reply = match received {
             Some(reply) => reply,
             None => Reply::Error(IpcError::new(IpcErrorCode::Internal, "the request ended without an answer")),
         };

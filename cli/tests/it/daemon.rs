@@ -57,6 +57,39 @@ async fn started_on_demand_and_restarted_after_a_crash() {
     assert!(!client.daemon_log().contains("result cache unavailable"), "{}", client.daemon_log());
 }
 
+/// A daemon that stops answering (here: SIGSTOP) does not hang `ant`: mid-stream it gives up
+/// after `ANIATE_DAEMON_TIMEOUT_SECS` of silence, and a new command gives up on the hello after
+/// 5 s; both name the daemon's pid. Once it runs again, so does everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_daemon_does_not_hang_ant() {
+    let stack = Stack::start(StackOptions { fake: slow_fake(), ..Default::default() }).await.unwrap();
+    let mut client = Client::new(&stack, "u");
+    client.env.push(("ANIATE_DAEMON_TIMEOUT_SECS".to_owned(), "1".to_owned()));
+    client.ready("stuck@example.test", &["what"]).await;
+    let pid = client.daemon_pid().unwrap();
+
+    let run = client.command(&["what", "-i", "talk for a while"]).spawn().unwrap();
+    let (_, started) = stack.fake.wait_until(Duration::from_secs(10), |r| r.iter().any(|r| r.chunks_sent > 3)).await;
+    assert!(started);
+    kill(pid, "STOP");
+    let stopped_at = std::time::Instant::now();
+    let output = tokio::time::timeout(Duration::from_secs(20), run.wait_with_output()).await.unwrap().unwrap();
+    let waited = stopped_at.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("aniated (pid {pid}) sent nothing for 1 s")), "{stderr}");
+    assert!(stderr.contains(&format!("kill {pid}")), "{stderr}");
+    assert!(waited < Duration::from_secs(5), "gave up after {waited:?}");
+
+    let started = std::time::Instant::now();
+    let list = client.ant(&["list"]).await;
+    list.failed_with(1, &format!("aniated (pid {pid}) did not answer within 5 s"));
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    kill(pid, "CONT");
+    assert!(client.ant(&["list"]).await.ok().stdout.contains("what"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_cancels_the_run_end_to_end() {
     let stack = Stack::start(StackOptions { fake: slow_fake(), ..Default::default() }).await.unwrap();
