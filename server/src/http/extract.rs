@@ -37,16 +37,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             serde_json::error::Category::Data => ApiError::invalid(format!("invalid request body: {err}")),
             _ => ApiError::bad_request(format!("malformed JSON: {err}")),
         };
-        let value = serde_json::from_slice(&bytes).map_err(malformed)?;
+        // One parse, into a tree: it checks the whole body, fields `T` ignores included (text in
+        // them that is not UTF-8 is refused too); `T` is then read from the tree, where a struct
+        // must be an object. A name given twice takes its last value, as in JavaScript.
+        let tree: serde_json::Value = serde_json::from_slice(&bytes).map_err(malformed)?;
         if has_escaped_nul(&bytes) {
             return Err(ApiError::invalid("invalid request body: text may not contain the character U+0000"));
         }
-        // Reading `T` straight from the bytes above keeps serde_json's own checks (duplicate
-        // fields) and its line and column in messages. This second reading adds the check that
-        // structs are objects; it also reads the fields `T` ignores, so text in them that is not
-        // UTF-8 is found here.
-        let tree: serde_json::Value = serde_json::from_slice(&bytes).map_err(malformed)?;
-        T::deserialize(ObjectsOnly(tree)).map_err(|err| ApiError::invalid(format!("invalid request body: {err}")))?;
+        let value = T::deserialize(ObjectsOnly(tree))
+            .map_err(|err| ApiError::invalid(format!("invalid request body: {err}")))?;
         Ok(ApiJson(value))
     }
 }
