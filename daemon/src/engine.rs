@@ -241,6 +241,11 @@ impl Engine {
                 }
                 let tick =
                     if update_every.is_zero() { KEEPALIVE_INTERVAL } else { update_every.min(KEEPALIVE_INTERVAL) };
+                if let Some(cache) = engine.0.cache.clone()
+                    && let Ok(Err(err)) = tokio::task::spawn_blocking(move || cache.sync()).await
+                {
+                    tracing::warn!(cause = %err, "could not sync the result cache");
+                }
                 drop(engine);
                 tokio::time::sleep(tick).await;
             }
@@ -619,6 +624,7 @@ impl Engine {
                     Reply::Delta(delta)
                 }
                 StreamEvent::Done(done) => {
+                    let mut sync_due = None;
                     if let (Some(cache), Some(run_meta)) = (cache, run_meta) {
                         let entry = cache::Entry {
                             stored_at_ms: now_ms(),
@@ -629,12 +635,22 @@ impl Engine {
                             done: done.clone(),
                         };
                         // Stored before `done` goes out, so the very next identical request hits.
-                        let stored = tokio::task::spawn_blocking(move || cache.put(&key, &entry)).await;
-                        if let Ok(Err(err)) = stored {
-                            tracing::warn!(cause = %err, "could not cache the result");
+                        let stored = cache.clone();
+                        match tokio::task::spawn_blocking(move || stored.put(&key, &entry)).await {
+                            Ok(Ok(true)) => sync_due = Some(cache),
+                            Ok(Err(err)) => tracing::warn!(cause = %err, "could not cache the result"),
+                            _ => {}
                         }
                     }
                     let _ = tx.send(Reply::Done(RunDone { done, cached: false })).await;
+                    // Synced after `done` has gone out, so no answer waits for the disk.
+                    if let Some(cache) = sync_due {
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(err) = cache.sync() {
+                                tracing::warn!(cause = %err, "could not sync the result cache");
+                            }
+                        });
+                    }
                     return Ok(());
                 }
                 StreamEvent::Error(detail) => return Err(stream_error(detail)),
