@@ -17,6 +17,22 @@ use crate::{FakeLlm, FakeLlmConfig, TestProcess, tls::TestCa};
 /// The password of every user a [`Stack`] creates.
 pub const PASSWORD: &str = "stack-password-1";
 
+/// Runs `SERVER admin ARGS` against the database at `db_url`, with `stdin` as its input.
+pub fn run_admin(server: &Path, db_url: &str, args: &[&str], stdin: &str) -> std::io::Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(server)
+        .arg("admin")
+        .args(args)
+        .env("ANIATE_DATABASE_URL", db_url)
+        .env_remove("ANIATE_LOG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child.stdin.take().expect("a piped stdin").write_all(stdin.as_bytes())?;
+    child.wait_with_output()
+}
+
 /// A binary of this workspace, next to the running test executable's `deps/` directory.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
@@ -153,18 +169,7 @@ impl Stack {
     /// Runs `ant-server admin ARGS` against the stack's database, with `stdin` as its input;
     /// fails unless it succeeds.
     pub fn admin(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
-        use std::io::Write;
-        let mut child = std::process::Command::new(workspace_bin("ant-server"))
-            .arg("admin")
-            .args(args)
-            .env("ANIATE_DATABASE_URL", &self.db_url)
-            .env_remove("ANIATE_LOG")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        child.stdin.take().context("stdin")?.write_all(stdin.as_bytes())?;
-        let output = child.wait_with_output()?;
+        let output = run_admin(&workspace_bin("ant-server"), &self.db_url, args, stdin)?;
         anyhow::ensure!(output.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }

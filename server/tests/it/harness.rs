@@ -130,29 +130,20 @@ impl Harness {
     }
 
     fn spawn_server(&mut self, extra_env: &[(String, String)]) {
-        let upstream = self.fake.base_url();
-        let data_dir = self.dir.path().join("data").display().to_string();
-        let mut env: Vec<(&str, &str)> = vec![
-            ("ANIATE_DATABASE_URL", &self.db_url),
-            ("ANIATE_DATA_DIR", &data_dir),
-            ("ANIATE_BIND", "127.0.0.1:0"),
-            ("ANIATE_UPSTREAM_URL", &upstream),
-            ("ANIATE_UPSTREAM_API_KEY", UPSTREAM_KEY),
-            ("ANIATE_LOG", "debug"),
-        ];
-        env.extend(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let log = self.log_path();
-        let server = TestProcess::spawn(Path::new(SERVER_BIN), &["serve"], &env, &log).expect("spawn ant-server");
-        let line = server
-            .wait_for_stdout_line("ant-server listening on ", Duration::from_secs(30))
-            .expect("ant-server did not start");
-        self.base = line.trim_start_matches("ant-server listening on ").trim().to_owned();
+        let extra_env: Vec<(&str, &str)> = extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (server, base) = self.start_server(&self.log_path(), &extra_env);
+        self.base = base;
         self.server = Some(server);
     }
 
     /// Another replica on the same database (and the given extra environment): its process
     /// and base URL.
     pub fn extra_server(&self, name: &str, extra_env: &[(&str, &str)]) -> (TestProcess, String) {
+        self.start_server(&self.dir.path().join(format!("{name}.log")), extra_env)
+    }
+
+    /// `ant-server serve` on this harness's database, fake and data dir, logging to `log`.
+    fn start_server(&self, log: &Path, extra_env: &[(&str, &str)]) -> (TestProcess, String) {
         let upstream = self.fake.base_url();
         let data_dir = self.dir.path().join("data").display().to_string();
         let mut env: Vec<(&str, &str)> = vec![
@@ -164,10 +155,10 @@ impl Harness {
             ("ANIATE_LOG", "debug"),
         ];
         env.extend_from_slice(extra_env);
-        let log = self.dir.path().join(format!("{name}.log"));
-        let server = TestProcess::spawn(Path::new(SERVER_BIN), &["serve"], &env, &log).expect("spawn ant-server");
-        let line =
-            server.wait_for_stdout_line("ant-server listening on ", Duration::from_secs(30)).expect("replica started");
+        let server = TestProcess::spawn(Path::new(SERVER_BIN), &["serve"], &env, log).expect("spawn ant-server");
+        let line = server
+            .wait_for_stdout_line("ant-server listening on ", Duration::from_secs(30))
+            .expect("ant-server did not start");
         let base = line.trim_start_matches("ant-server listening on ").trim().to_owned();
         (server, base)
     }
@@ -190,19 +181,8 @@ impl Harness {
 
     /// Runs `ant-server admin ARGS` against this harness's database.
     pub fn admin(&self, args: &[&str], stdin: &str) -> std::process::Output {
-        use std::io::Write;
-        let mut child = std::process::Command::new(SERVER_BIN)
-            .arg("admin")
-            .args(args)
-            .env("ANIATE_DATABASE_URL", &self.db_url)
-            .env_remove("ANIATE_LOG")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn ant-server admin");
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        aniate_testkit::stack::run_admin(Path::new(SERVER_BIN), &self.db_url, args, stdin)
+            .expect("run ant-server admin")
     }
 
     pub async fn signup(&self, email: &str) -> String {
