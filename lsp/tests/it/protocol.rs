@@ -67,6 +67,18 @@ async fn open(client: &LspClient, uri: &Uri, text: &str, language: &str) {
         .await;
 }
 
+/// A logged-in machine with `tools` installed, `ant-lsp` started on it, and the Python file
+/// `name` holding `text` open in it.
+async fn ready(fake: FakeLlmConfig, tools: &[&str], name: &str, text: &str) -> (Machine, LspClient, Uri) {
+    let machine = Machine::start(fake).await;
+    machine.login().await;
+    machine.install(tools).await;
+    let client = machine.lsp().await;
+    let (_, uri) = machine.file(name, text);
+    open(&client, &uri, text, "python").await;
+    (machine, client, uri)
+}
+
 fn range(start: (u32, u32), end: (u32, u32)) -> Range {
     Range { start: Position::new(start.0, start.1), end: Position::new(end.0, end.1) }
 }
@@ -236,12 +248,7 @@ async fn code_actions_list_installed_tools_without_network() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolving_fix_gives_the_smallest_edit() {
-    let machine = Machine::start(fake()).await;
-    machine.login().await;
-    machine.install(&["fix"]).await;
-    let client = machine.lsp().await;
-    let (_, uri) = machine.file("calc.py", FIX_ME);
-    open(&client, &uri, FIX_ME, "python").await;
+    let (machine, client, uri) = ready(fake(), &["fix"], "calc.py", FIX_ME).await;
 
     let fix = find(&actions(&client, &uri, range((0, 0), (0, 0))).await, "Aniate: fix");
     let resolved = client.request::<CodeActionResolveRequest>(fix).await.expect("resolve");
@@ -293,12 +300,7 @@ async fn resolving_fix_gives_the_smallest_edit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review_publishes_diagnostics_with_quick_fixes() {
-    let machine = Machine::start(fake()).await;
-    machine.login().await;
-    machine.install(&["review"]).await;
-    let client = machine.lsp().await;
-    let (_, uri) = machine.file("div.py", REVIEW_ME);
-    open(&client, &uri, REVIEW_ME, "python").await;
+    let (machine, client, uri) = ready(fake(), &["review"], "div.py", REVIEW_ME).await;
 
     let review = find(&actions(&client, &uri, range((0, 0), (0, 0))).await, "Aniate: review");
     assert_eq!(execute(&client, &review).await.unwrap(), None);
@@ -358,12 +360,7 @@ async fn review_publishes_diagnostics_with_quick_fixes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_stops_the_run_end_to_end() {
-    let machine = Machine::start(slow_fake()).await;
-    machine.login().await;
-    machine.install(&["fix"]).await;
-    let client = machine.lsp().await;
-    let (_, uri) = machine.file("calc.py", FIX_ME);
-    open(&client, &uri, FIX_ME, "python").await;
+    let (machine, client, uri) = ready(slow_fake(), &["fix"], "calc.py", FIX_ME).await;
     let fix = find(&actions(&client, &uri, range((0, 0), (0, 0))).await, "Aniate: fix");
     let fake = &machine.stack.fake;
 
@@ -415,12 +412,7 @@ async fn cancelling_stops_the_run_end_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_result_is_not_applied() {
-    let machine = Machine::start(slow_fake()).await;
-    machine.login().await;
-    machine.install(&["fix"]).await;
-    let client = machine.lsp().await;
-    let (_, uri) = machine.file("calc.py", FIX_ME);
-    open(&client, &uri, FIX_ME, "python").await;
+    let (_machine, client, uri) = ready(slow_fake(), &["fix"], "calc.py", FIX_ME).await;
     let fix = find(&actions(&client, &uri, range((0, 0), (0, 0))).await, "Aniate: fix");
     let (_, response) = client.send_request("codeAction/resolve", serde_json::to_value(&fix).unwrap()).await;
     progress(&client, "report").await;
