@@ -18,4 +18,4 @@ pub mod stack;
 pub mod tls;
 
 pub use fake_llm::{FakeLlm, FakeLlmConfig, FakeLlmState, Fault, Outcome, RecordedMessage, RecordedRequest, Rule};
-pub use process::{TestProcess, read_log_tail};
+pub use process::{TestProcess, clear_aniate_env, read_log_tail};

@@ -59,11 +59,7 @@ impl TestProcess {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
         let mut command = Command::new(program);
         command.args(args);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ANIATE_") {
-                command.env_remove(key);
-            }
-        }
+        clear_aniate_env(&mut command);
         command.envs(envs.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file));
         let mut child = command.spawn()?;
         let pid = child.id();
@@ -220,6 +216,16 @@ fn read_stdout(pipe: std::process::ChildStdout, stdout: &Stdout) {
     }
     lock(&stdout.state).closed = true;
     stdout.changed.notify_all();
+}
+
+/// Removes every `ANIATE_*` variable `command` would inherit, so a test's processes see only the
+/// environment it gives them, whatever the developer's shell has set.
+pub fn clear_aniate_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ANIATE_") {
+            command.env_remove(key);
+        }
+    }
 }
 
 /// The last `lines` lines of the file at `path`, or a note saying why it can't be read.

@@ -75,11 +75,7 @@ impl Client {
             }
             None => tokio::process::Command::new(ant()),
         };
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ANIATE_") {
-                command.env_remove(key);
-            }
-        }
+        aniate_testkit::clear_aniate_env(command.as_std_mut());
         command
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -92,11 +92,7 @@ impl LspClient {
     /// Starts `exe` with `env` (and no inherited `ANIATE_*`), its stderr appended to `log`.
     pub fn spawn(exe: &Path, env: &[(String, String)], cwd: &Path, log: &Path) -> LspClient {
         let mut command = tokio::process::Command::new(exe);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ANIATE_") {
-                command.env_remove(key);
-            }
-        }
+        aniate_testkit::clear_aniate_env(command.as_std_mut());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the ant-lsp log");
         command
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -58,11 +58,7 @@ impl Machine {
     /// Runs `ant ARGS` for this home.
     pub async fn ant(&self, args: &[&str]) -> AntRun {
         let mut command = tokio::process::Command::new(workspace_bin("ant"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ANIATE_") {
-                command.env_remove(key);
-            }
-        }
+        aniate_testkit::clear_aniate_env(command.as_std_mut());
         command
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -47,11 +47,7 @@ async fn neovim_fixes_and_reviews_through_ant_lsp() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nvim/fix_and_review.lua");
 
     let mut command = tokio::process::Command::new("nvim");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ANIATE_") {
-            command.env_remove(key);
-        }
-    }
+    aniate_testkit::clear_aniate_env(command.as_std_mut());
     command
         .args(["--headless", "-u", "NONE", "-i", "NONE", "-n", "--noplugin", "-c"])
         .arg(format!("luafile {}", script.display()))

@@ -392,11 +392,7 @@ fn create_users(server_bin: &Path, data_dir: &str, n_users: usize) -> anyhow::Re
     let admin = |args: &[&str], stdin: Option<&str>| -> anyhow::Result<String> {
         let mut command = Command::new(server_bin);
         command.arg("admin").args(args);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ANIATE_") {
-                command.env_remove(key);
-            }
-        }
+        crate::process::clear_aniate_env(&mut command);
         command.env("ANIATE_DATA_DIR", data_dir).env("ANIATE_LOG", "warn");
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let describe = || format!("{} admin {}", server_bin.display(), args.join(" "));
