@@ -77,6 +77,8 @@ pub fn unique_prefix() -> String {
 pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     pub fake: FakeLlmConfig,
+    /// Start on a database made by the previous release (server/tests/fixtures), not an empty one.
+    pub previous_release: bool,
 }
 
 impl ServerOptions {
@@ -104,14 +106,27 @@ impl Harness {
 
     pub async fn start_with(backend: Backend, options: ServerOptions) -> Option<Harness> {
         let dir = tempfile::tempdir().expect("temp dir");
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let (db_url, pg) = match backend {
-            Backend::Sqlite => (format!("sqlite://{}?mode=rwc", dir.path().join("it.db").display()), None),
+            Backend::Sqlite => {
+                let path = dir.path().join("it.db");
+                if options.previous_release {
+                    std::fs::copy(fixtures.join("previous-release.sqlite"), &path).expect("copy the SQLite fixture");
+                }
+                (format!("sqlite://{}?mode=rwc", path.display()), None)
+            }
             Backend::Postgres => {
                 let admin_url = postgres_url()?;
                 let name = format!("aniate_it_{}", rand_suffix());
                 let mut conn = sqlx::PgConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
                 sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.expect("create database");
                 let url = replace_database(&admin_url, &name);
+                if options.previous_release {
+                    let dump =
+                        std::fs::read_to_string(fixtures.join("previous-release.postgres.sql")).expect("read the dump");
+                    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect to the new database");
+                    sqlx::raw_sql(&dump).execute(&mut conn).await.expect("load the PostgreSQL fixture");
+                }
                 (url, Some(PgDatabase { admin_url, name }))
             }
         };
