@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{DEFAULT_MODEL, FakeLlmConfig, Fault, Rule};
 pub use record::{FakeLlmState, Outcome, RECORD_LIMIT, RecordedMessage, RecordedRequest};
+pub use reply::LEAK_DISGUISES;
 pub use server::{OWNED_BY, run};
 
 /// A fake LLM provider running on a tokio task, for in-process tests.

@@ -35,7 +35,10 @@ struct Args {
     #[arg(long, value_name = "N")]
     chunk_delay_ms: Option<u64>,
 
-    /// Reply to send when no scripted rule matches
+    /// Reply to send when no scripted rule matches. In any reply, `{{leak:NAME}}` stands for the
+    /// request's own system prompt, disguised as NAME (verbatim, upper, word-per-line, fenced,
+    /// numbered, middle-third, interleaved, zero-width, spaced-last-line): an obedient model,
+    /// for testing the server's prompt guard
     #[arg(long, value_name = "TEXT")]
     reply: Option<String>,
 
@@ -45,7 +48,7 @@ struct Args {
     script: Option<PathBuf>,
 
     /// Fault to inject: none, http500, http429, stall, stall-after:N, disconnect-after:N,
-    /// garbage-after:N (N = content chunks sent first)
+    /// garbage-after:N, error-after:N (N = content chunks sent first)
     #[arg(long, value_name = "KIND")]
     fault: Option<String>,
 
@@ -118,8 +121,9 @@ fn parse_fault(text: &str, retry_after_secs: u64) -> anyhow::Result<Fault> {
         ("stall-after", Some(chunks)) => Fault::StallAfterChunks { chunks },
         ("disconnect-after", Some(chunks)) => Fault::DisconnectAfterChunks { chunks },
         ("garbage-after", Some(chunks)) => Fault::GarbageAfterChunks { chunks },
+        ("error-after", Some(chunks)) => Fault::ErrorAfterChunks { chunks },
         _ => bail!(
-            "unknown --fault {text:?}; expected none, http500, http429, stall, stall-after:N, disconnect-after:N or garbage-after:N"
+            "unknown --fault {text:?}; expected none, http500, http429, stall, stall-after:N, disconnect-after:N, garbage-after:N or error-after:N"
         ),
     };
     Ok(fault)
@@ -162,6 +166,7 @@ mod tests {
         assert_eq!(parse_fault("stall-after:3", 1).unwrap(), Fault::StallAfterChunks { chunks: 3 });
         assert_eq!(parse_fault("disconnect-after:0", 1).unwrap(), Fault::DisconnectAfterChunks { chunks: 0 });
         assert_eq!(parse_fault("garbage-after:2", 1).unwrap(), Fault::GarbageAfterChunks { chunks: 2 });
+        assert_eq!(parse_fault("error-after:3", 1).unwrap(), Fault::ErrorAfterChunks { chunks: 3 });
         assert!(parse_fault("stall-after", 1).is_err());
         assert!(parse_fault("stall-after:x", 1).is_err());
         assert!(parse_fault("http500:1", 1).is_err());

@@ -95,4 +95,7 @@ pub enum Fault {
     /// Send `chunks` content chunks, then one event that is not JSON (`data: {not json`
     /// followed by bytes that are not UTF-8), then `[DONE]` and a proper end of body.
     GarbageAfterChunks { chunks: usize },
+    /// Send `chunks` content chunks, then an OpenAI-style `{"error": {...}}` event (as
+    /// providers do when a generation fails mid-stream), then `[DONE]` and a proper end.
+    ErrorAfterChunks { chunks: usize },
 }

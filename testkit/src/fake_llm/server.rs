@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::config::{FakeLlmConfig, Fault};
 use super::http::{self, ReadError, Request};
 use super::record::{FakeLlmState, Outcome, RecordGuard, RecordedRequest, now_ms};
-use super::reply::{self, ChatRequest, Completion, DONE_EVENT, EventEncoder, GARBAGE_EVENT, Usage};
+use super::reply::{self, ChatRequest, Completion, DONE_EVENT, ERROR_EVENT, EventEncoder, GARBAGE_EVENT, Usage};
 
 /// The `owned_by` of every listed model, so nobody mistakes the fake for a provider.
 pub const OWNED_BY: &str = "aniate-fake-llm (offline fake)";
@@ -253,7 +253,8 @@ where
         Fault::None
         | Fault::StallAfterChunks { .. }
         | Fault::DisconnectAfterChunks { .. }
-        | Fault::GarbageAfterChunks { .. } => {}
+        | Fault::GarbageAfterChunks { .. }
+        | Fault::ErrorAfterChunks { .. } => {}
     }
 
     let reply = reply::select_reply(&config, &messages);
@@ -335,7 +336,8 @@ where
     let n_chunks_to_send = match config.fault {
         Fault::StallAfterChunks { chunks: n_chunks }
         | Fault::DisconnectAfterChunks { chunks: n_chunks }
-        | Fault::GarbageAfterChunks { chunks: n_chunks } => n_chunks.min(chunks.len()),
+        | Fault::GarbageAfterChunks { chunks: n_chunks }
+        | Fault::ErrorAfterChunks { chunks: n_chunks } => n_chunks.min(chunks.len()),
         Fault::None | Fault::Http500 | Fault::Http429 { .. } | Fault::StallBeforeFirstByte => chunks.len(),
     };
     let delay = Duration::from_millis(config.chunk_delay_ms);
@@ -359,8 +361,10 @@ where
             guard.settle(Outcome::Faulted);
             return Ok(Next::Close);
         }
-        Fault::GarbageAfterChunks { .. } => {
-            stream.event.extend_from_slice(GARBAGE_EVENT);
+        Fault::GarbageAfterChunks { .. } | Fault::ErrorAfterChunks { .. } => {
+            let event =
+                if matches!(config.fault, Fault::GarbageAfterChunks { .. }) { GARBAGE_EVENT } else { ERROR_EVENT };
+            stream.event.extend_from_slice(event);
             stream.frame_event();
             stream.event.extend_from_slice(DONE_EVENT);
             stream.frame_event();
