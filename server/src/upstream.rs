@@ -46,6 +46,8 @@ pub enum ProviderError {
     Disconnected,
     #[error("the model provider sent a malformed stream")]
     Malformed,
+    #[error("the model provider reported an error mid-answer")]
+    StreamError,
 }
 
 impl ProviderError {
@@ -58,6 +60,7 @@ impl ProviderError {
             ProviderError::FirstTokenTimeout | ProviderError::IdleTimeout => "provider_timeout",
             ProviderError::Disconnected => "provider_disconnected",
             ProviderError::Malformed => "provider_malformed",
+            ProviderError::StreamError => "provider_error",
         }
     }
 }
@@ -93,6 +96,9 @@ struct Chunk {
     /// Groq reports usage here when `stream_options` is not honoured.
     #[serde(default)]
     x_groq: Option<GroqExtra>,
+    /// An OpenAI-style `{"error": {...}}` sent as a stream event: the answer failed.
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +261,14 @@ pub struct UpstreamStream {
 }
 
 impl UpstreamStream {
+    /// Cancels the provider request now: the connection's body is dropped (so the provider
+    /// sees the request go away) and the stream ends.
+    pub fn cancel(&mut self) {
+        self.body = Box::pin(futures_util::stream::empty());
+        self.pending.clear();
+        self.finished = true;
+    }
+
     /// The next event; `None` at the clean end of the stream.
     pub async fn next(&mut self) -> Option<Result<UpstreamEvent, ProviderError>> {
         loop {
@@ -312,6 +326,11 @@ impl UpstreamStream {
                 return Ok(());
             }
             let chunk: Chunk = serde_json::from_str(data).map_err(|_| ProviderError::Malformed)?;
+            if chunk.error.is_some() {
+                // Its message may quote the request, so only the fact is logged.
+                tracing::warn!("provider sent an error event mid-stream");
+                return Err(ProviderError::StreamError);
+            }
             for choice in chunk.choices {
                 if let Some(text) = choice.delta.content.filter(|text| !text.is_empty()) {
                     self.pending.push_back(UpstreamEvent::Delta(text));

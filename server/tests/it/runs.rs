@@ -205,6 +205,8 @@ async fn provider_faults_mid_stream_end_with_error_events(backend: Backend) {
     for (fault, code, status) in [
         (Fault::DisconnectAfterChunks { chunks: 3 }, "provider_error", "provider_disconnected"),
         (Fault::GarbageAfterChunks { chunks: 3 }, "provider_error", "provider_malformed"),
+        // A provider's `{"error": ...}` event after some text (issue 13, item 10).
+        (Fault::ErrorAfterChunks { chunks: 3 }, "provider_error", "provider_error"),
         (Fault::StallAfterChunks { chunks: 3 }, "provider_timeout", "provider_timeout"),
     ] {
         h.fake.set_fault(fault.clone());
