@@ -98,6 +98,9 @@ pub struct ToolUpsert {
     pub output: Option<OutputKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
+    /// What the prompt guard does when an answer repeats this prompt; `block` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<crate::tool::GuardMode>,
 }
 
 /// `GET /healthz`.
@@ -120,6 +123,8 @@ pub struct AdminTool {
     pub tool: crate::tool::ToolMeta,
     /// Inactive tools are not in `GET /tools` and cannot be run.
     pub active: bool,
+    /// The tool's prompt guard.
+    pub guard: crate::tool::GuardMode,
 }
 
 /// What `POST /admin/tools` did.
@@ -289,6 +294,9 @@ pub struct ToolUsage {
     pub tool: String,
     #[serde(flatten)]
     pub totals: UsageTotals,
+    /// Runs the prompt guard stopped (usage status `blocked`): who is probing for prompts.
+    #[serde(default)]
+    pub blocked: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,4 +335,7 @@ pub struct AdminUsageRow {
     pub tool: String,
     #[serde(flatten)]
     pub totals: UsageTotals,
+    /// Runs the prompt guard stopped (usage status `blocked`): who is probing for prompts.
+    #[serde(default)]
+    pub blocked: u64,
 }

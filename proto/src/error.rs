@@ -31,6 +31,9 @@ pub enum ErrorCode {
     ProviderTimeout,
     /// 503: the server cannot serve now (e.g. its database is down).
     Unavailable,
+    /// The answer was stopped because it repeated the tool's private instructions (a stream
+    /// `error` event; 403 where it is a status).
+    PromptProtected,
     /// 500: a bug on the server.
     Internal,
     /// A code this version does not know, from a newer server.
@@ -43,7 +46,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Forbidden | ErrorCode::PromptProtected => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
@@ -69,6 +72,7 @@ impl ErrorCode {
             ErrorCode::ProviderError => "provider_error",
             ErrorCode::ProviderTimeout => "provider_timeout",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::PromptProtected => "prompt_protected",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         }

@@ -49,6 +49,50 @@ impl FromStr for OutputKind {
     }
 }
 
+/// What the server's prompt guard does when an answer repeats the tool's private prompt
+/// (`guard` in a tool file and `POST /admin/tools`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum GuardMode {
+    /// Stop the answer before the repeated words reach the client (the default).
+    #[default]
+    Block,
+    /// Relay the answer unchanged; log and count the leak.
+    Log,
+    /// No guard.
+    Off,
+}
+
+impl GuardMode {
+    pub const ALL: [GuardMode; 3] = [GuardMode::Block, GuardMode::Log, GuardMode::Off];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardMode::Block => "block",
+            GuardMode::Log => "log",
+            GuardMode::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for GuardMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for GuardMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        GuardMode::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == s)
+            .ok_or_else(|| format!("unknown guard `{s}` (expected block, log or off)"))
+    }
+}
+
 /// A tool as every client sees it: `GET /tools`, `tools/<slug>.json` on the client.
 ///
 /// **Architecture Invariant:** there is no prompt field here, on purpose. Only the server's own

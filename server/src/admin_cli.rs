@@ -90,35 +90,37 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             let db = open(&db).await?;
             let rows = db.admin_usage(from, to).await?;
             if csv {
-                writeln!(out, "email,plan,tool,requests,prompt_tokens,completion_tokens")?;
+                writeln!(out, "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked")?;
                 for row in &rows {
                     writeln!(
                         out,
-                        "{},{},{},{},{},{}",
+                        "{},{},{},{},{},{},{}",
                         csv_field(&row.email),
                         csv_field(&row.plan),
                         csv_field(&row.tool),
                         row.totals.requests,
                         row.totals.prompt_tokens,
-                        row.totals.completion_tokens
+                        row.totals.completion_tokens,
+                        row.blocked
                     )?;
                 }
             } else {
                 writeln!(
                     out,
-                    "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12}",
-                    "EMAIL", "PLAN", "TOOL", "REQUESTS", "PROMPT", "COMPLETION"
+                    "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12} {:>8}",
+                    "EMAIL", "PLAN", "TOOL", "REQUESTS", "PROMPT", "COMPLETION", "BLOCKED"
                 )?;
                 for row in &rows {
                     writeln!(
                         out,
-                        "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12}",
+                        "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12} {:>8}",
                         row.email,
                         row.plan,
                         row.tool,
                         row.totals.requests,
                         row.totals.prompt_tokens,
-                        row.totals.completion_tokens
+                        row.totals.completion_tokens,
+                        row.blocked
                     )?;
                 }
             }

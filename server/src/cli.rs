@@ -104,6 +104,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ANIATE_RATE_LIMIT_PER_MIN")]
     pub rate_limit_per_min: Option<u32>,
 
+    /// Prompt guard: this many consecutive words of a private prompt in an answer stop it (4 to 32)
+    #[arg(long, env = "ANIATE_GUARD_WORDS", default_value_t = crate::guard::DEFAULT_NGRAM_WORDS as u8,
+        value_parser = clap::value_parser!(u8).range(4..=32))]
+    pub guard_words: u8,
+
     /// Whether anyone may create an account with POST /auth/signup
     #[arg(long, env = "ANIATE_ALLOW_SIGNUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_signup: bool,

@@ -9,6 +9,7 @@
 //! - [`http`]: routes, middleware and handlers; [`http::run`] is the streamed tool run.
 //! - [`upstream`]: the OpenAI-compatible provider client.
 //! - [`prompt`], [`output`]: what goes to the model, and what its answer becomes per output kind.
+//! - [`guard`]: the prompt guard, which stops an answer that repeats its run's private prompt.
 //! - [`db`]: SQLite/PostgreSQL through `sqlx::Any`; the only module that knows SQL.
 //! - [`auth`]: passwords (Argon2id), API tokens (stored as SHA-256), the `AuthUser` extractor.
 //! - [`tooldef`]: tool TOML files, the seed tools, tool validation.
@@ -21,6 +22,7 @@ pub mod admin_cli;
 pub mod auth;
 pub mod cli;
 pub mod db;
+pub mod guard;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -56,6 +56,10 @@ pub struct Metrics {
     /// 1 while the shared (Redis) limiter answers, 0 while this replica limits on its own.
     pub redis_up: Gauge,
     pub redis_fallbacks: Counter,
+    /// Answers stopped by the prompt guard (`guard = "block"`).
+    pub prompt_guard_blocks: Family<ToolLabels, Counter>,
+    /// Answers that repeated their prompt under `guard = "log"` and were relayed anyway.
+    pub prompt_guard_logged: Family<ToolLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -90,7 +94,21 @@ impl Default for Metrics {
             "Rate-limit decisions made locally because Redis did not answer",
             redis_fallbacks.clone(),
         );
+        let prompt_guard_blocks = Family::<ToolLabels, Counter>::default();
+        registry.register(
+            "prompt_guard_blocks",
+            "Answers stopped because they repeated the tool's private prompt",
+            prompt_guard_blocks.clone(),
+        );
+        let prompt_guard_logged = Family::<ToolLabels, Counter>::default();
+        registry.register(
+            "prompt_guard_logged",
+            "Answers that repeated the tool's private prompt and were relayed (guard = log)",
+            prompt_guard_logged.clone(),
+        );
         Metrics {
+            prompt_guard_blocks,
+            prompt_guard_logged,
             registry,
             http_requests,
             tool_runs,

@@ -59,6 +59,8 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         },
         limiter,
         files: crate::http::files::FileStore { dir: files_dir },
+        guards: crate::guard::GuardCache::default(),
+        guard_words: usize::from(args.guard_words),
     }));
     let app = crate::http::router(state);
     let listener = TcpListener::bind(&args.bind).await.with_context(|| format!("cannot listen on {}", args.bind))?;

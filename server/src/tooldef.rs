@@ -28,6 +28,7 @@ pub fn parse_tool_toml(text: &str) -> Result<ToolUpsert, String> {
         requires_file: Option<bool>,
         output: Option<aniate_proto::tool::OutputKind>,
         active: Option<bool>,
+        guard: Option<aniate_proto::tool::GuardMode>,
     }
     let file: ToolFile = toml::from_str(text).map_err(|err| err.to_string().trim_end().to_owned())?;
     let tool = ToolUpsert {
@@ -39,6 +40,7 @@ pub fn parse_tool_toml(text: &str) -> Result<ToolUpsert, String> {
         requires_file: file.requires_file,
         output: file.output,
         active: file.active,
+        guard: file.guard,
     };
     validate(&tool)?;
     Ok(tool)

@@ -2,8 +2,7 @@
 
 use aniate_proto::{
     api::{ToolUpsert, UpsertOutcome},
-    tool::OutputKind,
-    tool::ToolMeta,
+    tool::{GuardMode, OutputKind, ToolMeta},
 };
 use sqlx::{Row, any::AnyRow};
 
@@ -28,6 +27,11 @@ pub struct StoredTool {
     pub active: bool,
     pub version: i64,
     pub updated_at: i64,
+    /// What the prompt guard does for this tool.
+    pub guard: GuardMode,
+    /// The random marker added to the prompt the model sees (None only for a row a migration
+    /// could not give one).
+    pub canary: Option<String>,
 }
 
 impl StoredTool {
@@ -57,12 +61,19 @@ impl StoredTool {
             active: row.try_get::<i64, _>("active")? != 0,
             version: row.try_get("version")?,
             updated_at: row.try_get("updated_at")?,
+            guard: row.try_get::<String, _>("guard")?.parse().map_err(DbError::Corrupt)?,
+            canary: row.try_get("canary")?,
         })
     }
 }
 
 const TOOL_COLUMNS: &str =
-    "slug, name, description, system_prompt, model, requires_file, output, active, version, updated_at";
+    "slug, name, description, system_prompt, model, requires_file, output, active, version, updated_at, guard, canary";
+
+/// A new tool's canary: 16 random hex digits, the shape the migration gives older tools.
+fn new_canary() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
 
 impl Db {
     /// Active tools, by slug.
@@ -91,14 +102,15 @@ impl Db {
     pub async fn upsert_tool(&self, tool: &ToolUpsert) -> DbResult<(StoredTool, UpsertOutcome)> {
         let now = now_ms();
         let sql = format!(
-            "INSERT INTO global_tools (slug, name, description, system_prompt, model, requires_file, output, active, version, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, COALESCE($5, '{DEFAULT_MODEL}'), COALESCE($6, 0), COALESCE($7, 'text'), COALESCE($8, 1), 1, $9, $9) \
+            "INSERT INTO global_tools (slug, name, description, system_prompt, model, requires_file, output, active, version, created_at, updated_at, guard, canary) \
+             VALUES ($1, $2, $3, $4, COALESCE($5, '{DEFAULT_MODEL}'), COALESCE($6, 0), COALESCE($7, 'text'), COALESCE($8, 1), 1, $9, $9, COALESCE($10, 'block'), $11) \
              ON CONFLICT (slug) DO UPDATE SET \
                 name = excluded.name, description = excluded.description, system_prompt = excluded.system_prompt, \
                 model = COALESCE($5, global_tools.model), \
                 requires_file = COALESCE($6, global_tools.requires_file), \
                 output = COALESCE($7, global_tools.output), \
                 active = COALESCE($8, global_tools.active), \
+                guard = COALESCE($10, global_tools.guard), \
                 version = global_tools.version + 1, updated_at = $9 \
              WHERE global_tools.name <> excluded.name OR global_tools.description <> excluded.description \
                 OR global_tools.system_prompt <> excluded.system_prompt \
@@ -106,6 +118,7 @@ impl Db {
                 OR global_tools.requires_file <> COALESCE($6, global_tools.requires_file) \
                 OR global_tools.output <> COALESCE($7, global_tools.output) \
                 OR global_tools.active <> COALESCE($8, global_tools.active) \
+                OR global_tools.guard <> COALESCE($10, global_tools.guard) \
              RETURNING {TOOL_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -118,6 +131,8 @@ impl Db {
             .bind(tool.output.map(OutputKind::as_str))
             .bind(tool.active.map(i64::from))
             .bind(now)
+            .bind(tool.guard.map(GuardMode::as_str))
+            .bind(new_canary())
             .fetch_optional(&self.pool)
             .await?;
         match row {
@@ -166,8 +181,8 @@ impl Db {
             let now = now_ms();
             for seed in crate::tooldef::seed_tools() {
                 sqlx::query(
-                    "INSERT INTO global_tools (slug, name, description, system_prompt, model, requires_file, output, active, version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 1, $8, $8) ON CONFLICT (slug) DO NOTHING",
+                    "INSERT INTO global_tools (slug, name, description, system_prompt, model, requires_file, output, active, version, created_at, updated_at, guard, canary) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 1, $8, $8, $9, $10) ON CONFLICT (slug) DO NOTHING",
                 )
                 .bind(&seed.slug)
                 .bind(&seed.name)
@@ -177,6 +192,8 @@ impl Db {
                 .bind(i64::from(seed.requires_file.unwrap_or(false)))
                 .bind(seed.output.unwrap_or(OutputKind::Text).as_str())
                 .bind(now)
+                .bind(seed.guard.unwrap_or_default().as_str())
+                .bind(new_canary())
                 .execute(&mut *tx)
                 .await?;
             }

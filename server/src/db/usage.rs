@@ -56,6 +56,9 @@ impl Db {
 const TOTALS: &str =
     "COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT)";
 
+/// Runs stopped by the prompt guard, as `BIGINT`.
+const BLOCKED: &str = "CAST(COALESCE(SUM(CASE WHEN status = 'blocked' THEN 1 ELSE 0 END), 0) AS BIGINT)";
+
 fn totals(requests: i64, prompt: i64, completion: i64) -> aniate_proto::api::UsageTotals {
     aniate_proto::api::UsageTotals {
         requests: requests.max(0) as u64,
@@ -86,13 +89,17 @@ impl Db {
 
     pub async fn usage_by_tool(&self, user_id: i64, since_ms: i64) -> DbResult<Vec<aniate_proto::api::ToolUsage>> {
         let sql = format!(
-            "SELECT tool, {TOTALS} FROM usage WHERE user_id = $1 AND created_at >= $2 GROUP BY tool ORDER BY tool"
+            "SELECT tool, {TOTALS}, {BLOCKED} FROM usage WHERE user_id = $1 AND created_at >= $2 GROUP BY tool ORDER BY tool"
         );
-        let rows: Vec<(String, i64, i64, i64)> =
+        let rows: Vec<(String, i64, i64, i64, i64)> =
             sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(tool, r, p, c)| aniate_proto::api::ToolUsage { tool, totals: totals(r, p, c) })
+            .map(|(tool, r, p, c, blocked)| aniate_proto::api::ToolUsage {
+                tool,
+                totals: totals(r, p, c),
+                blocked: blocked.max(0) as u64,
+            })
             .collect())
     }
 
@@ -113,19 +120,21 @@ impl Db {
     /// Everyone's usage between two times, by user and tool, for invoicing.
     pub async fn admin_usage(&self, from_ms: i64, to_ms: i64) -> DbResult<Vec<aniate_proto::api::AdminUsageRow>> {
         let sql = "SELECT u.email, u.plan, usage.tool, COUNT(*), CAST(COALESCE(SUM(usage.prompt_tokens), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(usage.completion_tokens), 0) AS BIGINT) \
+             CAST(COALESCE(SUM(usage.completion_tokens), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN usage.status = 'blocked' THEN 1 ELSE 0 END), 0) AS BIGINT) \
              FROM usage JOIN users u ON u.id = usage.user_id \
              WHERE usage.created_at >= $1 AND usage.created_at < $2 \
              GROUP BY u.email, u.plan, usage.tool ORDER BY u.email, usage.tool";
-        let rows: Vec<(String, String, String, i64, i64, i64)> =
+        let rows: Vec<(String, String, String, i64, i64, i64, i64)> =
             sqlx::query_as(sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(email, plan, tool, r, p, c)| aniate_proto::api::AdminUsageRow {
+            .map(|(email, plan, tool, r, p, c, blocked)| aniate_proto::api::AdminUsageRow {
                 email,
                 plan,
                 tool,
                 totals: totals(r, p, c),
+                blocked: blocked.max(0) as u64,
             })
             .collect())
     }

@@ -4,7 +4,7 @@
 use aniate_proto::{
     api::ChatRequest,
     error::{ErrorBody, ErrorCode},
-    tool::OutputKind,
+    tool::{GuardMode, OutputKind},
 };
 use axum::{Extension, extract::State, http::HeaderMap, response::Response};
 
@@ -13,7 +13,7 @@ use super::{
     error::{ApiError, ApiResult},
     extract::ApiJson,
     openapi::SseEvent,
-    run::{Answer, enforce_limits, stream_answer, wants_sse},
+    run::{Answer, RunGuard, enforce_limits, stream_answer, wants_sse},
 };
 use crate::{auth::AuthUser, db::DEFAULT_MODEL, upstream::ChatMessage};
 
@@ -54,16 +54,26 @@ pub async fn chat(
     if request.messages.last().is_some_and(|m| m.content.trim().is_empty()) {
         return Err(ApiError::invalid("messages: the last message is empty"));
     }
-    let (label, model, prompt) = match request.assistant.as_deref() {
+    let (label, model, prompt, guard) = match request.assistant.as_deref() {
         Some(id) => {
             let brew = state
                 .db
                 .visible_assistant(user.user_id, id)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("no brew `{id}`")))?;
-            (format!("chat:{}", brew.slug), brew.model, brew.system_prompt)
+            // A brew's owner may read their own prompt back; everyone else may not.
+            let guard = (brew.owner_id != user.user_id)
+                .then(|| {
+                    let key = format!("brew:{}:{}", brew.id, brew.updated_at);
+                    RunGuard::new(&state, &key, &brew.system_prompt, None, GuardMode::Block)
+                })
+                .flatten();
+            (format!("chat:{}", brew.slug), brew.model, brew.system_prompt, guard)
         }
-        None => ("chat".to_owned(), DEFAULT_MODEL.to_owned(), DEFAULT_PROMPT.to_owned()),
+        None => {
+            let guard = RunGuard::new(&state, "chat", DEFAULT_PROMPT, None, GuardMode::Block);
+            ("chat".to_owned(), DEFAULT_MODEL.to_owned(), DEFAULT_PROMPT.to_owned(), guard)
+        }
     };
     enforce_limits(&state, &user, &label).await?;
     let mut messages = vec![ChatMessage { role: "system", content: prompt }];
@@ -76,6 +86,7 @@ pub async fn chat(
         messages,
         temperature: None,
         original_ends_with_newline: false,
+        guard,
     };
     stream_answer(&state, &user, request_id, answer, wants_sse(&headers)).await
 }

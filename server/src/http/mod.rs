@@ -52,6 +52,10 @@ pub struct AppInner {
     pub limits: Limits,
     pub limiter: crate::limits::Limiter,
     pub files: files::FileStore,
+    /// Prompt-guard indexes, built once per prompt version.
+    pub guards: crate::guard::GuardCache,
+    /// How many consecutive prompt words in an answer are a leak.
+    pub guard_words: usize,
 }
 
 /// What every handler can reach. Cheap to clone.

@@ -14,7 +14,7 @@ use aniate_proto::{
     api::RunToolRequest,
     error::{ErrorCode, ErrorDetail},
     event::{Delta, Done, Meta, StreamEvent, Usage},
-    tool::OutputKind,
+    tool::{GuardMode, OutputKind},
 };
 use axum::{
     Extension,
@@ -34,6 +34,7 @@ use super::{
 use crate::{
     auth::AuthUser,
     db::UsageRecord,
+    guard::{Guard, Hit, PromptIndex},
     limits::{self, Decision},
     metrics::{RunLabels, TokenLabels, ToolLabels},
     output, prompt,
@@ -100,6 +101,13 @@ pub async fn run_tool(
         messages: prompt::tool_messages(&tool, &request),
         temperature: prompt::temperature(tool.output),
         original_ends_with_newline: request.content.ends_with('\n'),
+        guard: RunGuard::new(
+            &state,
+            &format!("tool:{}:{}", tool.slug, tool.version),
+            &tool.system_prompt,
+            tool.canary.as_deref(),
+            tool.guard,
+        ),
     };
     stream_answer(&state, &user, request_id, answer, wants_sse(&headers)).await
 }
@@ -168,7 +176,27 @@ pub struct Answer {
     pub messages: Vec<crate::upstream::ChatMessage>,
     pub temperature: Option<f32>,
     pub original_ends_with_newline: bool,
+    /// The prompt guard for this answer; `None` when the answer may repeat its prompt (guard
+    /// off, or a brew's owner reading their own brew).
+    pub guard: Option<RunGuard>,
 }
+
+/// The prompt guard of one answer: the index of its private prompt and what to do on a hit.
+pub struct RunGuard {
+    pub index: std::sync::Arc<PromptIndex>,
+    pub mode: GuardMode,
+}
+
+impl RunGuard {
+    /// The guard for a prompt whose text changes only with `key`; `None` when `mode` is off.
+    pub fn new(state: &AppState, key: &str, prompt: &str, canary: Option<&str>, mode: GuardMode) -> Option<RunGuard> {
+        (mode != GuardMode::Off)
+            .then(|| RunGuard { index: state.guards.index(key, prompt, canary, state.guard_words), mode })
+    }
+}
+
+/// What the client is told when the guard stops an answer.
+pub const PROMPT_PROTECTED_MESSAGE: &str = "the answer was stopped: it repeated the tool's private instructions";
 
 /// Opens the provider stream, waits for it to start, and relays it as SSE or plain text.
 pub async fn stream_answer(
@@ -218,7 +246,9 @@ pub async fn stream_answer(
     }
 
     let meta = Meta { request_id, tool: answer.label.clone(), version: answer.version, model: answer.model.clone() };
+    let guard = answer.guard.map(|guard| ActiveGuard { guard: Guard::new(guard.index, guard.mode), mode: guard.mode });
     let run = RunStream {
+        guard,
         upstream,
         replay: first,
         recorder,
@@ -278,6 +308,12 @@ struct RunStream {
     sse: bool,
     meta: Option<Meta>,
     ended: bool,
+    guard: Option<ActiveGuard>,
+}
+
+struct ActiveGuard {
+    guard: Guard,
+    mode: GuardMode,
 }
 
 impl RunStream {
@@ -298,12 +334,18 @@ impl RunStream {
             match event {
                 Some(Ok(UpstreamEvent::Delta(text))) => {
                     let mut out = String::new();
-                    self.push_delta(&mut out, text);
+                    if self.push_delta(&mut out, text).is_err() {
+                        return Some(self.block(out));
+                    }
                     // Send what else is already here in the same write: fewer, larger writes
                     // when the provider is faster than the client.
                     while out.len() < COALESCE_BYTES {
                         match futures_util::FutureExt::now_or_never(self.upstream.next()) {
-                            Some(Some(Ok(UpstreamEvent::Delta(text)))) => self.push_delta(&mut out, text),
+                            Some(Some(Ok(UpstreamEvent::Delta(text)))) => {
+                                if self.push_delta(&mut out, text).is_err() {
+                                    return Some(self.block(out));
+                                }
+                            }
                             Some(Some(Ok(UpstreamEvent::Finish(reason)))) => self.finish_reason = Some(reason),
                             Some(Some(Ok(UpstreamEvent::Usage(usage)))) => self.recorder.usage = Some(usage),
                             Some(other) => {
@@ -313,15 +355,24 @@ impl RunStream {
                             None => break,
                         }
                     }
+                    if out.is_empty() {
+                        // The guard holds all of it back for now.
+                        continue;
+                    }
                     return Some(Bytes::from(out));
                 }
                 Some(Ok(UpstreamEvent::Finish(reason))) => self.finish_reason = Some(reason),
                 Some(Ok(UpstreamEvent::Usage(usage))) => self.recorder.usage = Some(usage),
                 None => {
+                    // The last held-back words: checked once more now that no word can follow.
+                    let mut out = String::new();
+                    if self.flush_guard(&mut out).is_err() {
+                        return Some(self.block(out));
+                    }
                     self.ended = true;
                     let usage = self.recorder.finish("ok");
                     if !self.sse {
-                        return None;
+                        return (!out.is_empty()).then(|| Bytes::from(out));
                     }
                     let original = if self.original_ends_with_newline { "\n" } else { "" };
                     let done = Done {
@@ -329,35 +380,116 @@ impl RunStream {
                         finish_reason: self.finish_reason.take().unwrap_or_else(|| "stop".to_owned()),
                         result: output::structured_result(self.kind, &self.answer, original),
                     };
-                    return Some(Bytes::from(StreamEvent::Done(done).to_sse()));
+                    out.push_str(&StreamEvent::Done(done).to_sse());
+                    return Some(Bytes::from(out));
                 }
                 Some(Err(err)) => {
+                    // The text received before the failure is the user's: send what the guard
+                    // still holds, unless it completes a leak.
+                    let mut out = String::new();
+                    if self.flush_guard(&mut out).is_err() {
+                        return Some(self.block(out));
+                    }
                     self.ended = true;
                     self.recorder.finish(err.label());
                     let api_error = provider_api_error(&err);
                     let detail = ErrorDetail { code: api_error.code, message: api_error.message };
-                    return Some(if self.sse {
-                        Bytes::from(StreamEvent::Error(detail).to_sse())
+                    if self.sse {
+                        out.push_str(&StreamEvent::Error(detail).to_sse());
                     } else {
-                        Bytes::from(format!("\n[aniate error: {}: {}]\n", detail.code, detail.message))
-                    });
+                        out.push_str(&format!("\n[aniate error: {}: {}]\n", detail.code, detail.message));
+                    }
+                    return Some(Bytes::from(out));
                 }
             }
         }
     }
 
-    /// Appends one delta to `out`, as an SSE event or as plain text.
-    fn push_delta(&mut self, out: &mut String, text: String) {
+    /// Takes one delta: passes it through the prompt guard and appends what may be sent now to
+    /// `out`. `Err(Hit)` when the guard blocks the answer.
+    fn push_delta(&mut self, out: &mut String, text: String) -> Result<(), Hit> {
         self.recorder.mark_first_token();
         self.recorder.completion_chars += text.chars().count();
         if self.kind != OutputKind::Text {
             self.answer.push_str(&text);
+        }
+        let text = match &mut self.guard {
+            None => text,
+            Some(active) => match active.guard.push(&text) {
+                Ok(released) => released,
+                Err(Hit) if active.mode == GuardMode::Block => return Err(Hit),
+                Err(Hit) => {
+                    // `log`: nothing was held back, so this delta is all there is to send.
+                    self.log_hit();
+                    text
+                }
+            },
+        };
+        self.emit(out, text);
+        Ok(())
+    }
+
+    /// At the end of the answer: checks the words the guard still holds, now that no word can
+    /// follow them, and appends them to `out`. `Err(Hit)` when they complete a blocked leak.
+    fn flush_guard(&mut self, out: &mut String) -> Result<(), Hit> {
+        match self.guard.as_mut().map(|active| (active.guard.finish(), active.mode)) {
+            Some((Ok(rest), _)) => self.emit(out, rest),
+            Some((Err(Hit), GuardMode::Block)) => return Err(Hit),
+            Some((Err(Hit), _)) => self.log_hit(),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Appends answer text to `out`, as an SSE event or as plain text.
+    fn emit(&self, out: &mut String, text: String) {
+        if text.is_empty() {
+            return;
         }
         if self.sse {
             out.push_str(&StreamEvent::Delta(Delta { text }).to_sse());
         } else {
             out.push_str(&text);
         }
+    }
+
+    /// Ends an answer that repeated its private prompt: what was released before stays sent,
+    /// the provider request is cancelled, the client gets `prompt_protected`.
+    fn block(&mut self, mut out: String) -> Bytes {
+        if let Some(mut active) = self.guard.take() {
+            self.emit(&mut out, active.guard.take_before_hit());
+        }
+        self.ended = true;
+        self.upstream.cancel();
+        let tool = self.recorder.tool.clone();
+        self.recorder.state.metrics.prompt_guard_blocks.get_or_create(&ToolLabels { tool }).inc();
+        tracing::warn!(
+            request_id = %self.recorder.request_id,
+            tool = %self.recorder.tool,
+            user_id = self.recorder.user_id,
+            "prompt guard stopped an answer that repeated the private prompt"
+        );
+        self.recorder.finish("blocked");
+        if self.sse {
+            let detail = ErrorDetail { code: ErrorCode::PromptProtected, message: PROMPT_PROTECTED_MESSAGE.to_owned() };
+            out.push_str(&StreamEvent::Error(detail).to_sse());
+        } else {
+            out.push_str(&format!("\n[aniate error: {}: {PROMPT_PROTECTED_MESSAGE}]\n", ErrorCode::PromptProtected));
+        }
+        Bytes::from(out)
+    }
+
+    /// `guard = "log"`: reports the first hit of this answer and stops watching it.
+    fn log_hit(&mut self) {
+        self.guard = None;
+        let tool = self.recorder.tool.clone();
+        self.recorder.state.metrics.prompt_guard_logged.get_or_create(&ToolLabels { tool }).inc();
+        tracing::warn!(
+            request_id = %self.recorder.request_id,
+            tool = %self.recorder.tool,
+            user_id = self.recorder.user_id,
+            "an answer repeated the private prompt (guard = log: relayed)"
+        );
     }
 }
 
