@@ -157,6 +157,7 @@ mod tests {
             (IpcErrorCode::RateLimited, Exit::Unavailable),
             (IpcErrorCode::Refused, Exit::Error),
             (IpcErrorCode::Cancelled, Exit::Interrupted),
+            (IpcErrorCode::PromptProtected, Exit::Error),
             (IpcErrorCode::Storage, Exit::Error),
             (IpcErrorCode::Internal, Exit::Error),
             (IpcErrorCode::Unknown, Exit::Error),

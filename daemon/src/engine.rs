@@ -669,6 +669,7 @@ fn stream_error(detail: aniate_proto::error::ErrorDetail) -> IpcError {
         ErrorCode::ProviderError | ErrorCode::ProviderTimeout => IpcErrorCode::Provider,
         ErrorCode::RateLimited => IpcErrorCode::RateLimited,
         ErrorCode::Unauthorized => IpcErrorCode::NotLoggedIn,
+        ErrorCode::PromptProtected => IpcErrorCode::PromptProtected,
         _ => IpcErrorCode::ServerUnavailable,
     };
     IpcError::new(code, detail.message)

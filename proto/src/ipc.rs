@@ -279,6 +279,8 @@ pub enum IpcErrorCode {
     Refused,
     /// The request was cancelled.
     Cancelled,
+    /// The server stopped the answer: it repeated the tool's private instructions.
+    PromptProtected,
     /// The daemon could not write under `ANIATE_HOME` (disk full, read-only, permissions);
     /// what was stored before is intact.
     Storage,
@@ -300,6 +302,7 @@ impl IpcErrorCode {
             IpcErrorCode::Cancelled => 130,
             IpcErrorCode::BadRequest
             | IpcErrorCode::Refused
+            | IpcErrorCode::PromptProtected
             | IpcErrorCode::Storage
             | IpcErrorCode::Internal
             | IpcErrorCode::Unknown => 1,

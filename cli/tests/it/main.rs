@@ -11,4 +11,5 @@ mod daemon;
 mod disk;
 mod faults;
 mod flow;
+mod guard;
 mod kinds;
