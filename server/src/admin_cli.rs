@@ -137,29 +137,23 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             let db = open(&db).await?;
             let tools = db.all_tools().await?;
             if json {
-                let rows: Vec<serde_json::Value> = tools
-                    .iter()
-                    .map(|tool| {
-                        let mut value = serde_json::to_value(tool.meta()).unwrap_or_default();
-                        value["active"] = serde_json::Value::Bool(tool.active);
-                        value
-                    })
-                    .collect();
+                let rows: Vec<_> = tools.iter().map(crate::db::StoredTool::admin_view).collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
                 writeln!(
                     out,
-                    "{:<16} {:<8} {:>7}  {:<8} {:<22} DESCRIPTION",
-                    "SLUG", "OUTPUT", "VERSION", "ACTIVE", "MODEL"
+                    "{:<16} {:<8} {:>7}  {:<8} {:<6} {:<22} DESCRIPTION",
+                    "SLUG", "OUTPUT", "VERSION", "ACTIVE", "GUARD", "MODEL"
                 )?;
                 for tool in &tools {
                     writeln!(
                         out,
-                        "{:<16} {:<8} {:>7}  {:<8} {:<22} {}",
+                        "{:<16} {:<8} {:>7}  {:<8} {:<6} {:<22} {}",
                         tool.slug,
                         tool.output.as_str(),
                         tool.version,
                         if tool.active { "yes" } else { "no" },
+                        tool.guard.as_str(),
                         tool.model,
                         tool.description
                     )?;

@@ -48,6 +48,12 @@ impl StoredTool {
         }
     }
 
+    /// What admins see of a tool (`GET /admin/tools`, `admin tools list --json`): the metadata,
+    /// whether it is active and its guard; still no prompt and no canary.
+    pub fn admin_view(&self) -> aniate_proto::api::AdminTool {
+        aniate_proto::api::AdminTool { tool: self.meta(), active: self.active, guard: self.guard }
+    }
+
     fn from_row(row: &AnyRow) -> DbResult<StoredTool> {
         let output: String = row.try_get("output")?;
         Ok(StoredTool {

@@ -35,7 +35,7 @@ pub async fn upsert_tool(
     responses((status = 200, description = "Every tool with an `active` flag", body = [AdminTool]), (status = 403, body = ErrorBody)))]
 pub async fn list_tools(State(state): State<AppState>, _admin: AdminUser) -> ApiResult<Json<Vec<AdminTool>>> {
     let tools = state.db.all_tools().await?;
-    Ok(Json(tools.iter().map(|tool| AdminTool { active: tool.active, guard: tool.guard, tool: tool.meta() }).collect()))
+    Ok(Json(tools.iter().map(crate::db::StoredTool::admin_view).collect()))
 }
 
 #[utoipa::path(delete, path = "/admin/tools/{slug}", tag = "admin", operation_id = "deactivate_tool", params(("slug" = String, Path)), security(("token" = [])),

@@ -153,7 +153,22 @@ async fn admin_cli_manages_tools_and_users(backend: Backend) {
     let list = h.admin(&["tools", "list", "--json"], "");
     let rows: Vec<Value> = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(rows.len(), 5);
-    assert!(rows.iter().all(|row| row.get("system_prompt").is_none()));
+    assert!(rows.iter().all(|row| row.get("system_prompt").is_none() && row.get("canary").is_none()));
+    assert!(rows.iter().all(|row| row["guard"] == "block"), "the guard is on by default");
+
+    // The prompt guard is set in the tool file, like everything else about a tool.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("guard = \"log\"\n{text}")).unwrap();
+    let push = h.admin(&["tools", "push", file_arg], "");
+    assert_eq!(String::from_utf8_lossy(&push.stdout).trim(), "updated sql (version 2)");
+    let list = String::from_utf8(h.admin(&["tools", "list"], "").stdout).unwrap();
+    let line = list.lines().find(|line| line.starts_with("sql ")).unwrap();
+    assert!(line.split_whitespace().any(|cell| cell == "log"), "{list}");
+    std::fs::write(&file, format!("guard = \"maybe\"\n{text}")).unwrap();
+    let push = h.admin(&["tools", "push", file_arg], "");
+    assert_eq!(push.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&push.stderr).contains("guard"), "{}", String::from_utf8_lossy(&push.stderr));
+    std::fs::write(&file, text).unwrap();
 
     let deactivate = h.admin(&["tools", "deactivate", "sql"], "");
     assert!(deactivate.status.success());
