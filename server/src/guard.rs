@@ -70,6 +70,9 @@ pub struct PromptIndex {
     canary: Vec<u8>,
     /// KMP failure function of `canary`.
     canary_fail: Vec<usize>,
+    /// Characters in the longest word being spelled out that could still be a prompt word:
+    /// past it, a word cannot be one (even allowing for NFKC), so it is not held back.
+    max_word_chars: usize,
 }
 
 impl std::fmt::Debug for IdentityHasher {
@@ -85,7 +88,9 @@ impl PromptIndex {
         let n_words = n_words.clamp(*NGRAM_WORDS_RANGE.start(), *NGRAM_WORDS_RANGE.end());
         let mut hashes = Vec::new();
         let mut words = WordSplitter::default();
+        let mut longest_word = 0;
         for c in prompt.chars() {
+            longest_word = longest_word.max(words.n_chars + 1);
             if let Some(word) = words.push(c, 0) {
                 hashes.push(word.hash);
             }
@@ -108,7 +113,7 @@ impl PromptIndex {
             .map(|c| c.to_ascii_lowercase() as u8)
             .collect();
         let canary_fail = kmp_failure(&canary);
-        PromptIndex { n_words, windows, canary, canary_fail }
+        PromptIndex { n_words, windows, canary, canary_fail, max_word_chars: 4 * longest_word + 16 }
     }
 
     pub fn n_words(&self) -> usize {
@@ -172,6 +177,8 @@ struct Word {
 struct WordSplitter {
     raw: String,
     start: usize,
+    /// Characters in `raw`.
+    n_chars: usize,
 }
 
 impl WordSplitter {
@@ -182,6 +189,7 @@ impl WordSplitter {
                 self.start = offset;
             }
             self.raw.push(c);
+            self.n_chars += 1;
             None
         } else if is_invisible(c) {
             None
@@ -210,6 +218,7 @@ impl WordSplitter {
             self.raw.nfkc().flat_map(char::to_lowercase).filter(|c| c.is_alphanumeric()).for_each(fold);
         }
         self.raw.clear();
+        self.n_chars = 0;
         (!all_digits).then_some(Word { hash: mix(hash), start: self.start })
     }
 
@@ -383,11 +392,15 @@ impl Guard {
     /// The offset in `pending` of the earliest character that could still be part of a hit.
     fn hold_from(&self) -> usize {
         let mut keep_from = self.pending.len();
-        if let Some(first) = self.recent.front() {
-            keep_from = keep_from.min(first.start);
-        }
-        if let Some(start) = self.splitter.pending_start() {
-            keep_from = keep_from.min(start);
+        // A word being spelled out that is already longer than any prompt word cannot be one,
+        // so neither it nor the words before it can be part of a run.
+        if self.splitter.n_chars <= self.index.max_word_chars {
+            if let Some(first) = self.recent.front() {
+                keep_from = keep_from.min(first.start);
+            }
+            if let Some(start) = self.splitter.pending_start() {
+                keep_from = keep_from.min(start);
+            }
         }
         if let Some(first) = self.canary_offsets.front() {
             keep_from = keep_from.min(*first);
@@ -597,6 +610,15 @@ mod tests {
         assert_eq!(guard.push("xyzzy").unwrap(), "");
         assert_eq!(guard.push(" ").unwrap(), "Return the whole corrected file and nothing xyzzy ");
         assert_eq!(guard.finish().unwrap(), "");
+    }
+
+    #[test]
+    fn a_word_longer_than_any_prompt_word_is_not_held() {
+        let mut guard = Guard::new(index(8), GuardMode::Block);
+        assert_eq!(guard.push("return the ").unwrap(), "");
+        let blob = "A".repeat(200);
+        assert_eq!(guard.push(&blob).unwrap(), format!("return the {blob}"));
+        assert_eq!(guard.push("B ").unwrap(), "B ");
     }
 
     #[test]
