@@ -20,6 +20,9 @@ pub enum Mode {
     Direct,
     /// Through ant-server, which relays the provider's stream.
     Server,
+    /// Through ant-server, to a copy of the tool with its prompt guard off: the guard's cost
+    /// is the difference from [`Mode::Server`].
+    Unguarded,
 }
 
 impl Mode {
@@ -27,9 +30,13 @@ impl Mode {
         match self {
             Mode::Direct => "direct",
             Mode::Server => "server",
+            Mode::Unguarded => "server, guard off",
         }
     }
 }
+
+/// The slug suffix of the copy of a tool that the bench pushes with its prompt guard off.
+pub const UNGUARDED_SUFFIX: &str = "-unguarded";
 
 /// One endpoint to drive, with its prepared request.
 #[derive(Debug)]
@@ -57,7 +64,7 @@ impl Target {
     ) -> Target {
         let body = serde_json::json!({ "instructions": instructions }).to_string();
         Target {
-            mode: Mode::Server,
+            mode: if slug.ends_with(UNGUARDED_SUFFIX) { Mode::Unguarded } else { Mode::Server },
             client,
             url: format!("{}/tool/{slug}", server_url.trim_end_matches('/')),
             authorizations: tokens.iter().map(|token| format!("Bearer {token}")).collect(),
@@ -128,7 +135,7 @@ impl Target {
         let first_token = reader.first_token.ok_or("the stream had no text")?;
         if !reader.finished {
             return Err(match self.mode {
-                Mode::Server => "the stream ended without a `done` event".to_owned(),
+                Mode::Server | Mode::Unguarded => "the stream ended without a `done` event".to_owned(),
                 Mode::Direct => "the stream ended without `data: [DONE]`".to_owned(),
             });
         }
@@ -188,7 +195,7 @@ impl StreamReader {
             return Err("an event after the end of the stream".to_owned());
         }
         match self.mode {
-            Mode::Server => match StreamEvent::from_sse(event).map_err(|err| err.to_string())? {
+            Mode::Server | Mode::Unguarded => match StreamEvent::from_sse(event).map_err(|err| err.to_string())? {
                 StreamEvent::Meta(_) => Ok(false),
                 StreamEvent::Delta(delta) => Ok(!delta.text.is_empty()),
                 StreamEvent::Done(_) => {

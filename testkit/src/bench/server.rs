@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 
-use super::load::{Mode, RoundResult, Target, run_round};
+use super::load::{Mode, RoundResult, Target, UNGUARDED_SUFFIX, run_round};
 use super::procfs::{self, ClockTicks, Memory};
 use super::report::{Machine, Section, format_mb, format_ms, format_signed_ms, verdict};
 use super::stats::{ModeTotals, Summary, added_ms};
@@ -33,6 +33,9 @@ pub const TARGET_ADDED_TTFT_P50_MS: f64 = 0.5;
 pub const TARGET_ADDED_TTFT_P99_MS: f64 = 5.0;
 pub const TARGET_THROUGHPUT_RATIO: f64 = 0.90;
 pub const TARGET_SERVER_RSS_BYTES: u64 = 40_000_000;
+/// The prompt guard's budget: server CPU per stream, and time to first text, over the guard off.
+pub const TARGET_GUARD_EXTRA_CPU: f64 = 0.05;
+pub const TARGET_GUARD_ADDED_TTFT_MS: f64 = 1.0;
 
 /// The seed tool the bench runs; a text tool, so the server relays the answer unchanged.
 const TOOL_SLUG: &str = "what";
@@ -71,6 +74,9 @@ pub struct Config {
     pub reply_chars: usize,
     /// Characters per streamed chunk of the fake.
     pub chunk_chars: usize,
+    /// Also run a copy of the tool with its prompt guard off, side by side, to measure the
+    /// guard; needs the tool's file (`server/tools/what.toml`) to copy.
+    pub guard_file: Option<PathBuf>,
 }
 
 /// CPU time (user + system) spent by each process, and by the whole machine.
@@ -118,9 +124,12 @@ pub struct Phase {
     pub concurrency: usize,
     pub direct: ModeTotals,
     pub server: ModeTotals,
+    /// The same tool with its prompt guard off (empty when the bench ran without it).
+    pub unguarded: ModeTotals,
     /// CPU used while each mode's streams were in flight.
     pub direct_cpu: CpuUse,
     pub server_cpu: CpuUse,
+    pub unguarded_cpu: CpuUse,
 }
 
 impl Phase {
@@ -133,6 +142,10 @@ impl Phase {
             Mode::Server => {
                 self.server.add(round);
                 self.server_cpu.add(cpu);
+            }
+            Mode::Unguarded => {
+                self.unguarded.add(round);
+                self.unguarded_cpu.add(cpu);
             }
         }
     }
@@ -147,13 +160,13 @@ impl Phase {
     /// programs, the kernel's own threads, interrupts not charged to the processes) while
     /// this phase's rounds ran; `None` without CPU figures.
     pub fn other_load(&self, n_cpus: usize) -> Option<f64> {
-        let capacity = (self.direct.wall + self.server.wall).as_secs_f64() * n_cpus.max(1) as f64;
-        let [direct, server] = [self.direct_cpu, self.server_cpu];
-        let machine = direct.machine + server.machine;
+        let capacity = (self.direct.wall + self.server.wall + self.unguarded.wall).as_secs_f64() * n_cpus.max(1) as f64;
+        let [direct, server, unguarded] = [self.direct_cpu, self.server_cpu, self.unguarded_cpu];
+        let machine = direct.machine + server.machine + unguarded.machine;
         if capacity <= 0.0 || machine.is_zero() {
             return None;
         }
-        let processes = direct.processes() + server.processes();
+        let processes = direct.processes() + server.processes() + unguarded.processes();
         Some(machine.saturating_sub(processes).as_secs_f64() / capacity)
     }
 
@@ -229,6 +242,9 @@ fn run_in(config: &Config, scratch: &Path, started: Instant) -> anyhow::Result<R
     let n_users = n_server_runs.div_ceil(SERVER_RUNS_PER_USER);
     eprintln!("bench-server: creating {n_users} users");
     let tokens = create_users(&config.server_bin, &data_dir, n_users)?;
+    if let Some(file) = &config.guard_file {
+        push_unguarded_copy(&config.server_bin, &data_dir, file, scratch)?;
+    }
     let server_env = [
         ("ANIATE_BIND", "127.0.0.1:0"),
         ("ANIATE_DATA_DIR", data_dir.as_str()),
@@ -296,17 +312,26 @@ async fn drive(
     let user_message = format!("<instructions>\n{INSTRUCTIONS}\n</instructions>\n");
     let direct =
         Arc::new(Target::direct(direct_client.clone(), fake_url, DEFAULT_MODEL, &system_prompt, &user_message));
-    let server = Arc::new(Target::server(server_client, server_url, TOOL_SLUG, tokens, INSTRUCTIONS));
+    let server = Arc::new(Target::server(server_client.clone(), server_url, TOOL_SLUG, tokens, INSTRUCTIONS));
+    let unguarded = config.guard_file.as_ref().map(|_| {
+        let slug = format!("{TOOL_SLUG}{UNGUARDED_SUFFIX}");
+        Arc::new(Target::server(server_client, server_url, &slug, tokens, INSTRUCTIONS))
+    });
     let fake = FakeControl { client: direct_client, root_url: fake_url.trim_end_matches('/').trim_end_matches("/v1") };
 
     // One run each first, so a broken setup fails with its own error instead of as thousands.
     direct.run_once().await.map_err(|err| anyhow!("a direct run failed: {err}"))?;
     server.run_once().await.map_err(|err| anyhow!("a run through ant-server failed: {err}"))?;
+    if let Some(unguarded) = &unguarded {
+        unguarded.run_once().await.map_err(|err| anyhow!("a run with the guard off failed: {err}"))?;
+    }
     let server_memory_idle = procfs::memory(pids.server);
     let peak_covers_load_only = procfs::reset_peak_rss(pids.server).is_ok();
 
     eprintln!("bench-server: warming up ({} runs per mode)", config.warmup_runs);
-    for target in [&direct, &server] {
+    let mut targets = vec![&direct, &server];
+    targets.extend(&unguarded);
+    for target in targets {
         let warmup = run_round(target, config.warmup_runs, config.concurrency).await;
         if let Some(err) = warmup.errors.first() {
             bail!(
@@ -319,9 +344,11 @@ async fn drive(
     }
     fake.clear_record().await?;
 
-    let concurrent = run_phase(&direct, &server, &fake, pids, config.concurrency, config.runs, config.rounds).await?;
+    let mut targets = vec![direct, server];
+    targets.extend(unguarded);
+    let concurrent = run_phase(&targets, &fake, pids, config.concurrency, config.runs, config.rounds).await?;
     let sequential = if config.sequential_runs > 0 {
-        Some(run_phase(&direct, &server, &fake, pids, 1, config.sequential_runs, config.rounds).await?)
+        Some(run_phase(&targets, &fake, pids, 1, config.sequential_runs, config.rounds).await?)
     } else {
         None
     };
@@ -340,10 +367,9 @@ async fn drive(
     })
 }
 
-/// Rounds of `runs` streams per mode in all, alternating which mode goes first.
+/// Rounds of `runs` streams per mode in all, rotating which mode goes first.
 async fn run_phase(
-    direct: &Arc<Target>,
-    server: &Arc<Target>,
+    targets: &[Arc<Target>],
     fake: &FakeControl<'_>,
     pids: Pids,
     concurrency: usize,
@@ -354,7 +380,8 @@ async fn run_phase(
     let mut phase = Phase { concurrency, ..Phase::default() };
     for round_idx in 0..rounds {
         let n_runs = runs / rounds + usize::from(round_idx < runs % rounds);
-        let order = if round_idx % 2 == 0 { [direct, server] } else { [server, direct] };
+        let mut order: Vec<&Arc<Target>> = targets.iter().collect();
+        order.rotate_left(round_idx % targets.len().max(1));
         for target in order {
             let before = pids.cpu().unwrap_or_default();
             let round = run_round(target, n_runs, concurrency).await;
@@ -418,6 +445,30 @@ fn create_users(server_bin: &Path, data_dir: &str, n_users: usize) -> anyhow::Re
             Ok(token)
         })
         .collect()
+}
+
+/// Pushes a copy of the bench's tool, from its file, as `<slug>-unguarded` with the prompt
+/// guard off, so the guard's cost is measured on the same prompt.
+fn push_unguarded_copy(server_bin: &Path, data_dir: &str, file: &Path, scratch: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let slug_line = format!("slug = \"{TOOL_SLUG}\"");
+    if !text.contains(&slug_line) {
+        bail!("{} does not define the `{TOOL_SLUG}` tool", file.display());
+    }
+    let copy = text.replacen(&slug_line, &format!("slug = \"{TOOL_SLUG}{UNGUARDED_SUFFIX}\"\nguard = \"off\""), 1);
+    let copy_path = scratch.join("unguarded.toml");
+    std::fs::write(&copy_path, copy).with_context(|| format!("writing {}", copy_path.display()))?;
+    let output = Command::new(server_bin)
+        .args(["admin", "tools", "push"])
+        .arg(&copy_path)
+        .env("ANIATE_DATA_DIR", data_dir)
+        .env("ANIATE_LOG", "warn")
+        .output()
+        .with_context(|| format!("cannot run {} admin tools push", server_bin.display()))?;
+    if !output.status.success() {
+        bail!("admin tools push failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(())
 }
 
 /// The fake's control endpoints.
@@ -487,7 +538,7 @@ impl Report {
         phases.extend(&self.sequential);
         phases
             .iter()
-            .flat_map(|phase| phase.direct.errors.iter().chain(&phase.server.errors))
+            .flat_map(|phase| phase.direct.errors.iter().chain(&phase.server.errors).chain(&phase.unguarded.errors))
             .map(String::as_str)
             .collect()
     }
@@ -557,6 +608,35 @@ impl Report {
                 line(&format!("| ant-server RSS, peak | not measured | ≤ {} | |", format_mb(TARGET_SERVER_RSS_BYTES)))
             }
         }
+        if !concurrent.unguarded.samples.is_empty() {
+            for phase in std::iter::once(concurrent).chain(&self.sequential) {
+                let guarded = phase.server.summary();
+                let unguarded = phase.unguarded.summary();
+                line(&format!(
+                    "| Prompt guard: added time to first text, p50, {} at a time | {} | ≤ +{TARGET_GUARD_ADDED_TTFT_MS} ms | {} |",
+                    phase.concurrency,
+                    format_signed_ms(added_ms(guarded.ttft_p50, unguarded.ttft_p50)),
+                    verdict(added_ms(guarded.ttft_p50, unguarded.ttft_p50) <= TARGET_GUARD_ADDED_TTFT_MS)
+                ));
+                if self.cpu_measured {
+                    let per_stream = |cpu: CpuUse, totals: &ModeTotals| {
+                        cpu.server.as_secs_f64() / totals.samples.len().max(1) as f64
+                    };
+                    let on = per_stream(phase.server_cpu, &phase.server);
+                    let off = per_stream(phase.unguarded_cpu, &phase.unguarded);
+                    let extra = if off > 0.0 { on / off - 1.0 } else { 0.0 };
+                    line(&format!(
+                        "| Prompt guard: ant-server CPU per stream, on / off, {} at a time | {:.0} / {:.0} µs ({:+.1} %) | ≤ +{:.0} % | {} |",
+                        phase.concurrency,
+                        on * 1e6,
+                        off * 1e6,
+                        extra * 100.0,
+                        TARGET_GUARD_EXTRA_CPU * 100.0,
+                        verdict(extra <= TARGET_GUARD_EXTRA_CPU)
+                    ));
+                }
+            }
+        }
         if let Some(sequential) = &self.sequential {
             let direct = sequential.direct.summary();
             let server = sequential.server.summary();
@@ -598,11 +678,16 @@ impl Report {
             let mut phases = vec![concurrent];
             phases.extend(&self.sequential);
             for phase in &phases {
-                for (mode, totals, cpu) in
-                    [(Mode::Direct, &phase.direct, phase.direct_cpu), (Mode::Server, &phase.server, phase.server_cpu)]
-                {
+                for (mode, totals, cpu) in [
+                    (Mode::Direct, &phase.direct, phase.direct_cpu),
+                    (Mode::Server, &phase.server, phase.server_cpu),
+                    (Mode::Unguarded, &phase.unguarded, phase.unguarded_cpu),
+                ] {
+                    if totals.samples.is_empty() {
+                        continue;
+                    }
                     let per_stream = |time: Duration| format_us(time, totals.samples.len());
-                    let server_column = if mode == Mode::Server { per_stream(cpu.server) } else { "–".to_owned() };
+                    let server_column = if mode == Mode::Direct { "–".to_owned() } else { per_stream(cpu.server) };
                     line(&format!(
                         "| {}, {} at a time | {} | {} | {server_column} | {} | {} | {} |",
                         mode.name(),
@@ -664,6 +749,9 @@ fn phase_table(line: &mut impl FnMut(&str), phase: &Phase) {
     line("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (mode, summary) in [(Mode::Direct, direct), (Mode::Server, server)] {
         line(&summary_row(mode.name(), &summary));
+    }
+    if !phase.unguarded.samples.is_empty() {
+        line(&summary_row(Mode::Unguarded.name(), &phase.unguarded.summary()));
     }
     line(&format!(
         "| server − direct | | | {} | {} | {} | {} | {:.1} % |",
@@ -729,6 +817,7 @@ mod tests {
         let mut concurrent = Phase { concurrency: 64, ..Phase::default() };
         concurrent.add(Mode::Direct, round(2, 100), CpuUse::default());
         concurrent.add(Mode::Server, round(3, 200), CpuUse { server: ms(5), ..CpuUse::default() });
+        concurrent.add(Mode::Unguarded, round(3, 200), CpuUse { server: ms(4), ..CpuUse::default() });
         let report = Report {
             config: Config {
                 server_bin: PathBuf::from("ant-server"),
@@ -740,6 +829,7 @@ mod tests {
                 sequential_runs: 0,
                 reply_chars: 400,
                 chunk_chars: 8,
+                guard_file: Some(PathBuf::from("what.toml")),
             },
             n_chunks: 50,
             concurrent,
@@ -765,6 +855,13 @@ mod tests {
             markdown.contains("| server, 64 at a time | 0 µs | 0 µs | 500 µs | 500 µs | 0 µs | 0 µs |"),
             "{markdown}"
         );
+        assert!(
+            markdown.contains(
+                "| Prompt guard: ant-server CPU per stream, on / off, 64 at a time | 500 / 400 µs (+25.0 %) | ≤ +5 % | **miss** |"
+            ),
+            "{markdown}"
+        );
+        assert!(markdown.contains("| server, guard off | 10 |"), "{markdown}");
         assert!(report.errors().is_empty());
     }
 }

@@ -62,6 +62,11 @@ struct Args {
     /// Small counts, for a smoke run
     #[arg(long)]
     quick: bool,
+
+    /// The `what` tool's file, copied as `what-unguarded` with the prompt guard off and run side
+    /// by side as a third mode, to measure the guard's cost; `none` skips it
+    #[arg(long, value_name = "FILE.toml", default_value = "server/tools/what.toml")]
+    guard_file: String,
 }
 
 /// Share of the CPUs busy with other work above which the results are called disturbed.
@@ -114,6 +119,7 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
         sequential_runs: args.sequential_runs.unwrap_or(if args.quick { 40 } else { 2_000 }),
         reply_chars: args.reply_chars,
         chunk_chars: args.chunk_chars,
+        guard_file: (args.guard_file != "none").then(|| PathBuf::from(&args.guard_file)),
     };
     for (flag, value) in [
         ("--concurrency", config.concurrency),
