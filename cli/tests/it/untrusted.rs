@@ -12,8 +12,10 @@ use aniate_testkit::{
 
 use crate::harness::Client;
 
-const CALC: &str = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n\n\ndef div(a, b):\n    return a / b\n";
-const CALC_FIXED: &str = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n\n\ndef div(a, b):\n    return a / b\n";
+const CALC: &str =
+    "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n\n\ndef div(a, b):\n    return a / b\n";
+const CALC_FIXED: &str =
+    "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n\n\ndef div(a, b):\n    return a / b\n";
 
 async fn ready(tools: &[&str]) -> (Stack, Client) {
     let stack = Stack::start(StackOptions { fake: FakeLlmConfig::default(), ..Default::default() }).await.unwrap();
