@@ -105,7 +105,7 @@ pub fn check_code(answer: &str, original: &str, finish_reason: &str) -> Result<S
     if answer.trim().is_empty() {
         return Err(ResultRejected::Empty);
     }
-    if count_fence_lines(answer) % 2 == 1 && count_fence_lines(original) % 2 == 0 {
+    if !count_fence_lines(answer).is_multiple_of(2) && count_fence_lines(original).is_multiple_of(2) {
         return Err(ResultRejected::Truncated);
     }
     let file = corrected_file(answer, original);
