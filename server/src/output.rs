@@ -869,6 +869,16 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_fix_is_a_file() {
+        let replies: toml::Value = toml::from_str(include_str!("../../demo/fake-replies.toml")).unwrap();
+        let rules = replies["rules"].as_array().unwrap();
+        let fix = rules.iter().find(|rule| rule["when_contains"].as_str() == Some("language=\"python\">")).unwrap();
+        let buggy = include_str!("../../demo/buggy.py");
+        let fixed = check_code(fix["reply"].as_str().unwrap(), buggy, "stop").expect("the demo's fix is a file");
+        assert_ne!(fixed, buggy);
+    }
+
+    #[test]
     fn the_corpus_of_bad_code_answers_is_rejected() {
         use ResultRejected::*;
         let numbered: String = CALC.lines().enumerate().map(|(idx, line)| format!("{}: {line}\n", idx + 1)).collect();
