@@ -779,8 +779,9 @@ fn finish_run(
                 return Err(anyhow::Error::new(
                     Failure::new(Exit::Error, format!("{display_name} was left unchanged: {why}{code}")).with_hint(
                         format!(
-                            "the answer is above, as text; ask again with `ant {} {display_name} --fresh`",
-                            tool.slug
+                            "the answer is above, as text; ask again with `ant {} {} --fresh`",
+                            tool.slug,
+                            args.file.as_deref().unwrap_or("-")
                         ),
                     ),
                 ));

@@ -67,6 +67,7 @@ async fn fix_never_applies_an_answer_that_is_not_a_file() {
         let run = client.ant(&["fix", "calc.py", "--apply", "--fresh"]).await;
         run.failed_with(1, "calc.py was left unchanged: ");
         assert!(run.stderr.contains(&format!("({reason})")), "{name}: {}", run.stderr);
+        assert!(run.stderr.contains("ant fix calc.py --fresh"), "{name}: {}", run.stderr);
         // The answer is shown for what it is: text, not a diff.
         assert!(run.stdout.contains(answer.trim()), "{name}: {}", run.stdout);
         assert!(!run.stdout.contains("+++ "), "{name}: a diff was shown: {}", run.stdout);
