@@ -1124,7 +1124,8 @@ mod fuzz {
         #[test]
         fn json_line_findings_are_found(line in 1u32..100_000, message in "[a-zA-Z ]{1,40}") {
             let answer = format!("noise\n{{\"line\": {line}, \"severity\": \"error\", \"message\": \"{message}\"}}\nmore noise");
-            let (findings, _, _) = check_findings(&answer, &"x\n".repeat(100_000));
+            // No file: any line number is in range.
+            let (findings, _, _) = check_findings(&answer, "");
             let expected = message.trim();
             prop_assume!(!expected.is_empty());
             prop_assert_eq!(findings.len(), 1);
