@@ -869,6 +869,23 @@ mod tests {
     }
 
     #[test]
+    fn large_files_are_judged_too() {
+        // About 1 MiB, the largest input: a fix of a few scattered lines is a file; the file
+        // with its lines in reverse order (one line in order at most) is not, even when the
+        // diff gives up at its time limit.
+        let lines: Vec<String> = (0..40_000).map(|n| format!("value_{n} = compute({n}, {})", n % 7)).collect();
+        let original: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        let mut fixed_lines = lines.clone();
+        for n in [10, 15_000, 39_000] {
+            fixed_lines[n] = format!("value_{n} = compute({n}, 0)");
+        }
+        let fixed: String = fixed_lines.iter().map(|line| format!("{line}\n")).collect();
+        assert!(check_code(&fixed, &original, "stop").is_ok_and(|file| file == fixed), "a small fix was refused");
+        let reversed: String = lines.iter().rev().map(|line| format!("{line}\n")).collect();
+        assert!(check_code(&reversed, &original, "stop") == Err(ResultRejected::NotAFile), "reversed was a file");
+    }
+
+    #[test]
     fn the_demo_fix_is_a_file() {
         let replies: toml::Value = toml::from_str(include_str!("../../demo/fake-replies.toml")).unwrap();
         let rules = replies["rules"].as_array().unwrap();
