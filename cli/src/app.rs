@@ -12,6 +12,7 @@ use std::{
 
 use aniate_proto::{
     api::{Assistant, AssistantCreate, AssistantPatch, FileMeta, UsageReport, Visibility},
+    event::Done,
     ipc::{
         InstallResult, IpcError, LoginParams, MarketplaceResult, Reply, Request, RunToolParams, StatusResult,
         ToolsListResult, UninstallResult, UpdateResult, WhoamiResult,
@@ -34,7 +35,11 @@ use crate::{
     },
     exit::{Exit, Failure},
     files,
-    render::{self, command::RunDecision, style},
+    render::{
+        self,
+        command::{Guard, RunDecision},
+        style,
+    },
 };
 
 /// Where a command's requests go.
@@ -702,6 +707,10 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
             render::json::write_reply_line(&mut std::io::stdout().lock(), &reply)?;
             match reply {
                 Reply::Error(error) => return Err(anyhow::Error::new(Failure::new(Exit::from_ipc(error.code), ""))),
+                // A refused result is a failed run: nothing to apply, and scripts must notice.
+                Reply::Done(done) if done.done.result_rejected.is_some() => {
+                    return Err(anyhow::Error::new(Failure::new(Exit::Error, "")));
+                }
                 Reply::Done(_) => return Ok(()),
                 _ => continue,
             }
@@ -731,7 +740,7 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
                 if done.cached {
                     out.note("(cached answer; --fresh asks again)\n");
                 }
-                return finish_run(&out, &args, &tool, &display_name, &original, &text, done.done.result);
+                return finish_run(&out, &args, &tool, &display_name, &original, &text, done.done);
             }
             Reply::Error(error) => {
                 if progress {
@@ -751,14 +760,31 @@ fn finish_run(
     display_name: &str,
     original: &str,
     text: &str,
-    result: Option<ToolResult>,
+    done: Done,
 ) -> anyhow::Result<()> {
-    match (tool.output, result) {
+    match (tool.output, done.result) {
         (OutputKind::Text, _) => Ok(()),
         (OutputKind::Code, result) => {
-            let corrected = match result {
-                Some(ToolResult::Code(code)) => code,
-                _ => text.to_owned(),
+            let Some(ToolResult::Code(corrected)) = result else {
+                // Not a file (or cut off, or empty): the answer is shown for what it is, text,
+                // and the file is not touched, --apply or not.
+                let answer = render::style::sanitize_text(text);
+                out.print(&answer)?;
+                if !answer.is_empty() && !answer.ends_with('\n') {
+                    out.print("\n")?;
+                }
+                let why =
+                    done.result_rejected.map_or("the answer has no corrected file", |rejected| rejected.describe());
+                let code = done.result_rejected.map_or(String::new(), |rejected| format!(" ({rejected})"));
+                return Err(anyhow::Error::new(
+                    Failure::new(Exit::Error, format!("{display_name} was left unchanged: {why}{code}")).with_hint(
+                        format!(
+                            "the answer is above, as text; ask again with `ant {} {} --fresh`",
+                            tool.slug,
+                            args.file.as_deref().unwrap_or("-")
+                        ),
+                    ),
+                ));
             };
             let diff = render::diff::unified_diff(display_name, original, &corrected, out.colored);
             if diff.is_empty() {
@@ -790,16 +816,15 @@ fn finish_run(
                 Some(ToolResult::Findings(findings)) => findings,
                 _ => Vec::new(),
             };
+            let adjusted = done.findings_adjusted.map(|adjusted| render::findings::adjusted_summary(&adjusted));
             if args.format == RunFormat::Sarif {
-                return out.print(&render::sarif::render_sarif(
-                    &tool.slug,
-                    Some(&tool.description),
-                    display_name,
-                    &findings,
-                ));
+                out.print(&render::sarif::render_sarif(&tool.slug, Some(&tool.description), display_name, &findings))?;
+                out.note(&adjusted.unwrap_or_default());
+                return Ok(());
             }
             out.print(&render::findings::render_findings(display_name, &findings, out.colored))?;
             out.note(&format!("{}\n", render::findings::findings_summary(&findings)));
+            out.note(&adjusted.unwrap_or_default());
             Ok(())
         }
         (OutputKind::Command, result) => {
@@ -810,16 +835,38 @@ fn finish_run(
             if suggestion.command.trim().is_empty() {
                 return Ok(());
             }
-            let run = match render::command::run_decision(args.yes, std::io::stdin().is_terminal()) {
+            let guard = Guard::of(&suggestion);
+            let run = match render::command::run_decision(
+                guard,
+                args.yes,
+                args.yes_dangerous,
+                std::io::stdin().is_terminal(),
+            ) {
                 RunDecision::Run => true,
                 RunDecision::Ask => render::command::confirm(
                     render::command::RUN_PROMPT,
                     &mut std::io::stdin().lock(),
                     &mut std::io::stderr(),
                 )?,
+                RunDecision::AskFirstWord => render::command::confirm_word(
+                    render::command::first_word(&suggestion.command),
+                    &mut std::io::stdin().lock(),
+                    &mut std::io::stderr(),
+                )?,
                 RunDecision::PrintOnly => {
-                    out.note("Not running it: stdin is not a terminal (pass --yes to run it)\n");
+                    let flag = if guard == Guard::Normal { "--yes" } else { "--yes-dangerous" };
+                    out.note(&format!("Not running it: stdin is not a terminal (pass {flag} to run it)\n"));
                     false
+                }
+                RunDecision::Refuse => {
+                    let why = match guard {
+                        Guard::Hidden => "it has hidden characters, so what you see is not what would run",
+                        _ => "it is marked dangerous, and --yes does not run dangerous commands",
+                    };
+                    return Err(anyhow::Error::new(
+                        Failure::new(Exit::Error, format!("not running the command: {why}"))
+                            .with_hint("read it above; --yes-dangerous runs it anyway"),
+                    ));
                 }
             };
             if !run {

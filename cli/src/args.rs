@@ -49,9 +49,11 @@ Exit codes:
 const RUN_EXAMPLES: &str = "\
 What the flags do depends on the tool's output kind (see `ant list`):
   text      the answer is printed as it streams
-  code      a diff against FILE is shown; --apply writes it (the original is kept as FILE.orig)
+  code      a diff against FILE is shown; --apply writes it (the original is kept as FILE.orig);
+            an answer that is not a corrected FILE is shown as text and never applied
   findings  findings are printed as file:line: severity: message; --format sarif gives SARIF
-  command   the command is shown and run only after you say yes, or with --yes
+  command   the command is shown and run only after you say yes, or with --yes; one marked
+            dangerous runs only after you type its first word, or with --yes-dangerous
 
 Examples:
   ant fix app.py
@@ -433,9 +435,12 @@ pub struct RunArgs {
     /// How to print findings: `sarif` is for code-scanning tools (`findings` tools)
     #[arg(long, value_enum, default_value_t = RunFormat::Text, value_name = "FORMAT")]
     pub format: RunFormat,
-    /// Run the proposed command without asking (`command` tools)
+    /// Run the proposed command without asking (`command` tools); not one marked dangerous
     #[arg(short, long)]
     pub yes: bool,
+    /// Run the proposed command without asking, even one marked dangerous or with hidden characters
+    #[arg(long)]
+    pub yes_dangerous: bool,
     /// The file's language, when its extension does not tell, e.g. `python`
     #[arg(long, value_name = "LANGUAGE")]
     pub language: Option<String>,
@@ -749,6 +754,7 @@ mod tests {
                 fresh: false,
                 format: RunFormat::Text,
                 yes: false,
+                yes_dangerous: false,
                 language: None,
                 global: GlobalArgs::default(),
             }
@@ -768,6 +774,9 @@ mod tests {
         assert_eq!(shell.file, None);
         assert_eq!(shell.instructions.as_deref(), Some("find big files"));
         assert!(shell.yes);
+        assert!(!shell.yes_dangerous);
+        let dangerous = run(&["shell", "-i", "wipe it", "--yes-dangerous"]);
+        assert!(dangerous.yes_dangerous && !dangerous.yes);
 
         let what = run(&["what", "-y", "-i", "hi"]);
         assert!(what.yes);

@@ -180,7 +180,13 @@ mod tests {
             version: 1,
             model: "m".into(),
             text: "answer".into(),
-            done: Done { usage: Usage::default(), finish_reason: "stop".into(), result: None },
+            done: Done {
+                usage: Usage::default(),
+                finish_reason: "stop".into(),
+                result: None,
+                result_rejected: None,
+                findings_adjusted: None,
+            },
         }
     }
 

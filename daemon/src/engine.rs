@@ -625,7 +625,8 @@ impl Engine {
                 }
                 StreamEvent::Done(done) => {
                     let mut sync_due = None;
-                    if let (Some(cache), Some(run_meta)) = (cache, run_meta) {
+                    // A rejected answer (cut off, not a file) is not kept: asking again may do better.
+                    if let (Some(cache), Some(run_meta), None) = (cache, run_meta, done.result_rejected) {
                         let entry = cache::Entry {
                             stored_at_ms: now_ms(),
                             tool: run_meta.tool,

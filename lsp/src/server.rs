@@ -12,7 +12,7 @@ use std::{
 
 use aniate_proto::{
     ipc::{IpcError, IpcErrorCode, Reply, RunToolParams},
-    tool::{OutputKind, ToolMeta, ToolResult},
+    tool::{OutputKind, ResultRejected, ToolMeta, ToolResult},
 };
 use aniated::home::Home;
 use tower_lsp_server::{
@@ -134,6 +134,8 @@ struct Finished {
     snapshot: Snapshot,
     text: String,
     result: Option<ToolResult>,
+    /// Why the server gave no result (a `code` answer that is not a file, or was cut off).
+    rejected: Option<ResultRejected>,
 }
 
 impl Backend {
@@ -281,7 +283,7 @@ impl Backend {
             }
         };
         let mut text = String::new();
-        let result = loop {
+        let done = loop {
             let reply = tokio::select! {
                 reply = replies.next() => reply,
                 () = &mut cancelled => {
@@ -297,7 +299,7 @@ impl Backend {
                     let output = tool.output;
                     progress.report(|| report_message(slug, output, &text)).await;
                 }
-                Some(Reply::Done(done)) => break done.done.result,
+                Some(Reply::Done(done)) => break done.done,
                 Some(Reply::Error(error)) => {
                     progress.end("failed").await;
                     return Err(self.ipc_failure(slug, error).await);
@@ -317,7 +319,7 @@ impl Backend {
                 Self::display_name(&snapshot.uri)
             )));
         }
-        Ok(Finished { tool, snapshot, text, result })
+        Ok(Finished { tool, snapshot, text, result: done.result, rejected: done.result_rejected })
     }
 
     async fn ipc_failure(&self, slug: &str, error: IpcError) -> RunError {
@@ -345,12 +347,28 @@ impl Backend {
         }
     }
 
-    /// The edit that applies a `code` answer; `None` when it changes nothing.
+    /// Why a `code` answer gives no edit at all, for the user: the server did not take it as a
+    /// corrected file; `None` when it did.
+    fn rejected_message(finished: &Finished) -> Option<String> {
+        if matches!(finished.result, Some(ToolResult::Code(_))) {
+            return None;
+        }
+        let why = finished.rejected.map_or("the answer has no corrected file", ResultRejected::describe);
+        let code = finished.rejected.map_or(String::new(), |rejected| format!(" ({rejected})"));
+        Some(format!(
+            "Aniate {}: {} was left unchanged: {why}{code}",
+            finished.tool.slug,
+            Self::display_name(&finished.snapshot.uri)
+        ))
+    }
+
+    /// The edit that applies a `code` answer; `None` when it changes nothing, or when the answer
+    /// is not a corrected file ([`Self::rejected_message`] says so).
     fn code_edit(&self, finished: &Finished) -> Option<WorkspaceEdit> {
-        let corrected = match &finished.result {
-            Some(ToolResult::Code(code)) => code.clone(),
-            _ => finished.text.clone(),
+        let Some(ToolResult::Code(corrected)) = &finished.result else {
+            return None;
         };
+        let corrected = corrected.clone();
         let snapshot = &finished.snapshot;
         let old = &snapshot.doc.text[snapshot.scope.clone()];
         let corrected = match_final_newline(old, corrected);
@@ -376,6 +394,10 @@ impl Backend {
     async fn apply(&self, finished: Finished) {
         let slug = finished.tool.slug.clone();
         match finished.tool.output {
+            OutputKind::Code if Self::rejected_message(&finished).is_some() => {
+                let message = Self::rejected_message(&finished).unwrap_or_default();
+                self.client.show_message(MessageType::WARNING, message).await;
+            }
             OutputKind::Code => match self.code_edit(&finished) {
                 Some(edit) => match self.client.apply_edit(edit).await {
                     Ok(response) if response.applied => {}
@@ -714,6 +736,10 @@ impl LanguageServer for Backend {
             return Ok(action);
         }
         match self.run(&data, None).await {
+            Ok(finished) if Self::rejected_message(&finished).is_some() => {
+                let message = Self::rejected_message(&finished).unwrap_or_default();
+                self.client.show_message(MessageType::WARNING, message).await;
+            }
             Ok(finished) => match self.code_edit(&finished) {
                 Some(edit) => action.edit = Some(edit),
                 None => self.no_changes(&data.tool).await,

@@ -5,7 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{error::ErrorDetail, sse, tool::ToolResult};
+use crate::{
+    error::ErrorDetail,
+    sse,
+    tool::{FindingsAdjusted, ResultRejected, ToolResult},
+};
 
 /// Sent first: which request, tool, version and model answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +45,13 @@ pub struct Done {
     /// The structured result for `code`, `findings` and `command` tools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ToolResult>,
+    /// Set when the answer could not become a structured result: then `result` is absent and
+    /// the answer is only text (the `delta`s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_rejected: Option<ResultRejected>,
+    /// For `findings` tools: what was dropped, cut or merged to fit the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings_adjusted: Option<FindingsAdjusted>,
 }
 
 /// One event of a streamed answer.
@@ -130,6 +141,15 @@ mod tests {
                 usage: Usage { prompt_tokens: 10, completion_tokens: 4 },
                 finish_reason: "stop".into(),
                 result: Some(ToolResult::Code("x = 1\n".into())),
+                result_rejected: None,
+                findings_adjusted: None,
+            }),
+            StreamEvent::Done(Done {
+                usage: Usage { prompt_tokens: 10, completion_tokens: 4 },
+                finish_reason: "length".into(),
+                result: None,
+                result_rejected: Some(ResultRejected::Truncated),
+                findings_adjusted: Some(FindingsAdjusted { dropped_out_of_range: 2, ..Default::default() }),
             }),
             StreamEvent::Error(ErrorDetail { code: ErrorCode::ProviderTimeout, message: "slow".into() }),
         ];

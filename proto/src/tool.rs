@@ -170,6 +170,84 @@ pub struct Finding {
 pub struct CommandSuggestion {
     pub command: String,
     pub explanation: String,
+    /// Set by the server when the command is more than one command or matches a destructive
+    /// pattern; clients then ask harder (`ant shell` wants the command's first word typed, and
+    /// only `--yes-dangerous` runs it unasked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dangerous: Option<Danger>,
+}
+
+/// Why a proposed command is dangerous, in words for the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Danger {
+    pub reason: String,
+}
+
+/// Why the server refused to turn an answer into a structured result (`done.result_rejected`).
+/// The answer is still there, as the text of the `delta`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ResultRejected {
+    /// The answer is not plausibly the corrected file: prose, a refusal, another file, or too
+    /// little of the original kept (see `docs/api.md`).
+    NotAFile,
+    /// The answer was cut: by the token limit (`finish_reason: length`) or inside a code fence.
+    Truncated,
+    /// The answer was empty.
+    Empty,
+}
+
+impl ResultRejected {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultRejected::NotAFile => "not_a_file",
+            ResultRejected::Truncated => "truncated",
+            ResultRejected::Empty => "empty",
+        }
+    }
+
+    /// Why, in words for the user.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ResultRejected::NotAFile => "the answer is not a corrected version of the file",
+            ResultRejected::Truncated => "the answer was cut off before its end",
+            ResultRejected::Empty => "the answer was empty",
+        }
+    }
+}
+
+impl fmt::Display for ResultRejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the server changed in a `findings` answer so that every finding fits the file
+/// (`done.findings_adjusted`; absent when nothing was changed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FindingsAdjusted {
+    /// Findings dropped because their line is not in the file (0, negative, or past its end).
+    #[serde(default)]
+    pub dropped_out_of_range: u32,
+    /// Findings whose `end_line` was past the end of the file, cut to its last line.
+    #[serde(default)]
+    pub clamped: u32,
+    /// Findings merged into an earlier one with the same line and message.
+    #[serde(default)]
+    pub merged_duplicates: u32,
+    /// Findings whose severity was not a known word, mapped to the nearest known one.
+    #[serde(default)]
+    pub severities_mapped: u32,
+}
+
+impl FindingsAdjusted {
+    /// Whether nothing was changed.
+    pub fn is_empty(&self) -> bool {
+        *self == FindingsAdjusted::default()
+    }
 }
 
 /// The structured result in `done.result`, shaped by the tool's [`OutputKind`].
@@ -220,7 +298,16 @@ mod tests {
                 message: "unused".into(),
                 suggestion: Some("remove it".into()),
             }]),
-            ToolResult::Command(CommandSuggestion { command: "ls".into(), explanation: "lists".into() }),
+            ToolResult::Command(CommandSuggestion {
+                command: "ls".into(),
+                explanation: "lists".into(),
+                dangerous: None,
+            }),
+            ToolResult::Command(CommandSuggestion {
+                command: "sudo rm -rf /".into(),
+                explanation: "wipes".into(),
+                dangerous: Some(Danger { reason: "runs as root (sudo)".into() }),
+            }),
         ];
         for result in results {
             let json = serde_json::to_string(&result).unwrap();

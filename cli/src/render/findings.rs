@@ -6,7 +6,7 @@
 //! src/app.py:12-14: warning: the file is opened but never closed
 //! ```
 
-use aniate_proto::tool::{Finding, Severity};
+use aniate_proto::tool::{Finding, FindingsAdjusted, Severity};
 
 use super::style::{Palette, paint, sanitize_line, sanitize_text};
 
@@ -52,6 +52,32 @@ fn push_indented(out: &mut String, text: &str, indent: &str) {
     }
 }
 
+/// What the server changed to fit the model's findings to the file, one line, e.g.
+/// `Adjusted to fit the file: 3 findings dropped (their line is not in the file), 1 duplicate
+/// merged`; `""` when nothing was.
+pub fn adjusted_summary(adjusted: &FindingsAdjusted) -> String {
+    let plural = |n: u32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let parts: Vec<String> = [
+        (
+            adjusted.dropped_out_of_range,
+            "finding dropped (its line is not in the file)",
+            "findings dropped (their line is not in the file)",
+        ),
+        (adjusted.clamped, "range cut at the end of the file", "ranges cut at the end of the file"),
+        (adjusted.merged_duplicates, "duplicate merged", "duplicates merged"),
+        (
+            adjusted.severities_mapped,
+            "unknown severity mapped to the nearest",
+            "unknown severities mapped to the nearest",
+        ),
+    ]
+    .into_iter()
+    .filter(|(n, _, _)| *n > 0)
+    .map(|(n, one, many)| plural(n, one, many))
+    .collect();
+    if parts.is_empty() { String::new() } else { format!("Adjusted to fit the file: {}\n", parts.join(", ")) }
+}
+
 /// `3 findings: 1 error, 2 warnings`, or `No findings`.
 pub fn findings_summary(findings: &[Finding]) -> String {
     if findings.is_empty() {
@@ -75,6 +101,17 @@ pub fn findings_summary(findings: &[Finding]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adjustments_are_spelled_out() {
+        assert_eq!(adjusted_summary(&FindingsAdjusted::default()), "");
+        let adjusted =
+            FindingsAdjusted { dropped_out_of_range: 3, clamped: 1, merged_duplicates: 0, severities_mapped: 2 };
+        assert_eq!(
+            adjusted_summary(&adjusted),
+            "Adjusted to fit the file: 3 findings dropped (their line is not in the file), 1 range cut at the end of the file, 2 unknown severities mapped to the nearest\n"
+        );
+    }
 
     fn finding(line: u32, severity: Severity, message: &str) -> Finding {
         Finding { line, end_line: None, severity, message: message.into(), suggestion: None }

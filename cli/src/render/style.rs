@@ -102,6 +102,31 @@ pub fn sanitize_line(text: &str) -> Cow<'_, str> {
     sanitize(text, |_| false)
 }
 
+/// Whether `c` is invisible or moves the text around: a control character other than a new line
+/// or tab, or a Unicode format character (category Cf: bidi overrides and isolates such as
+/// U+2067, zero-width spaces and joiners, the byte-order mark, tag characters).
+pub fn is_hidden_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    (c.is_control() && c != '\n' && c != '\t') || c.general_category() == GeneralCategory::Format
+}
+
+/// `text` with every [hidden character](is_hidden_char) written as a Rust escape (`\u{2067}`),
+/// so what is shown is exactly what would run.
+pub fn escape_hidden(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_hidden_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_hidden_char(c) {
+            shown.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            shown.push(c);
+        }
+    }
+    Cow::Owned(shown)
+}
+
 fn sanitize(text: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
     if !text.chars().any(|c| c.is_control() && !keep(c)) {
         return Cow::Borrowed(text);
@@ -158,5 +183,16 @@ mod tests {
         assert_eq!(sanitize_text("a\u{1b}[2Jb\n"), "a\u{FFFD}[2Jb\n");
         assert_eq!(sanitize_line("one\r\ntwo\tthree\u{7}"), "one two three\u{FFFD}");
         assert_eq!(sanitize_line("ok"), "ok");
+    }
+
+    #[test]
+    fn hidden_characters_are_escaped() {
+        assert!(matches!(escape_hidden("ls -la\n\tdone"), Cow::Borrowed(_)));
+        assert_eq!(escape_hidden("echo \u{2067}safe\u{2069}"), "echo \\u{2067}safe\\u{2069}");
+        assert_eq!(escape_hidden("a\u{200b}b\u{feff}\u{202e}"), "a\\u{200b}b\\u{feff}\\u{202e}");
+        assert_eq!(escape_hidden("x\u{1b}[2J\ry\u{7f}"), "x\\u{1b}[2J\\u{d}y\\u{7f}");
+        assert_eq!(escape_hidden("tag\u{e0041}"), "tag\\u{e0041}");
+        // Letters of any script are not hidden.
+        assert_eq!(escape_hidden("echo héllo мир 🦀"), "echo héllo мир 🦀");
     }
 }

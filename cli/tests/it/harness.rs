@@ -104,6 +104,36 @@ impl Client {
         self.ant_with_stdin(args, "").await
     }
 
+    /// Runs `ant ARGS` on a pseudo-terminal (`pty_driver.py`) with `typed` as the keys typed,
+    /// waiting at most 60 s; returns everything the terminal showed and the exit code.
+    pub async fn ant_on_terminal(&self, args: &[&str], typed: &[u8]) -> (String, Option<i32>) {
+        let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/pty_driver.py");
+        let mut terminal = tokio::process::Command::new("python3");
+        terminal.arg(driver).arg(ant()).args(args);
+        aniate_testkit::clear_aniate_env(terminal.as_std_mut());
+        let mut child = terminal
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(&self.view)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3");
+        let mut pipe = child.stdin.take().unwrap();
+        let hex: String = typed.iter().map(|b| format!("{b:02x}")).collect();
+        let script = if typed.is_empty() { "close\n".to_owned() } else { format!("send {hex}\nclose\n") };
+        pipe.write_all(script.as_bytes()).await.unwrap();
+        drop(pipe);
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("the terminal session finished within 60 s")
+            .unwrap();
+        let screen = String::from_utf8_lossy(&output.stdout).into_owned();
+        let code = screen.trim_end().rsplit_once("EXIT ").and_then(|(_, code)| code.trim().parse().ok());
+        (screen, code)
+    }
+
     /// Signs up through `ant signup` and installs `tools`.
     pub async fn ready(&self, email: &str, tools: &[&str]) {
         self.ant_with_stdin(&["signup", "--email", email, "--password-stdin"], "password-123\n").await.ok();

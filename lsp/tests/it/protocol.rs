@@ -665,3 +665,73 @@ async fn eventually_titles(client: &LspClient, uri: &Uri, expected: &[&str]) {
     }
     assert_eq!(listed, expected);
 }
+
+/// Issue 19: an answer that is not a corrected file becomes no edit, through resolve or the
+/// command, but a message saying why; the file is untouched; `shell` never runs from here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_are_not_files_give_no_edit() {
+    let (machine, client, uri) = ready(FakeLlmConfig::default(), &["fix", "shell"], "calc.py", FIX_ME).await;
+    let path = machine.work.join("calc.py");
+    let client_without_resolve = {
+        let mut caps = full_capabilities();
+        caps.text_document.as_mut().unwrap().code_action.as_mut().unwrap().resolve_support = None;
+        machine.lsp_with(caps, None).await
+    };
+    open(&client_without_resolve, &uri, FIX_ME, "python").await;
+    let numbered: String = FIX_ME.lines().enumerate().map(|(idx, line)| format!("{}: {line}\n", idx + 1)).collect();
+    let corpus = [
+        ("prose", "The code looks correct to me.".to_owned(), "stop", "(not_a_file)"),
+        ("a refusal", "I'm sorry, but I can't help with that.".to_owned(), "stop", "(not_a_file)"),
+        ("empty", String::new(), "stop", "(empty)"),
+        ("cut by the token limit", format!("```python\n{}", &FIXED[..30]), "length", "(truncated)"),
+        ("line-number prefixes", numbered, "stop", "(not_a_file)"),
+        ("ten times the file", FIXED.repeat(10), "stop", "(not_a_file)"),
+    ];
+    for (name, reply, finish_reason, reason) in corpus {
+        machine.stack.fake.update_config(|config| {
+            config.default_reply = Some(reply.clone());
+            config.finish_reason = finish_reason.to_owned();
+        });
+        let fix = find(&actions(&client, &uri, range((0, 0), (0, 0))).await, "Aniate: fix");
+        let before = client.messages().len();
+        let resolved = client.request::<CodeActionResolveRequest>(fix).await.expect("resolve");
+        assert!(resolved.edit.is_none(), "{name}: {resolved:?}");
+        let messages = client
+            .wait_for(Duration::from_secs(15), || {
+                let messages = client.messages();
+                (messages.len() > before).then_some(messages)
+            })
+            .await
+            .expect("a message");
+        let told = &messages[before];
+        assert!(told.contains("calc.py was left unchanged") && told.contains(reason), "{name}: {told}");
+
+        let fix = find(&actions(&client_without_resolve, &uri, range((0, 0), (0, 0))).await, "Aniate: fix");
+        let before = client_without_resolve.messages().len();
+        assert_eq!(execute(&client_without_resolve, &fix).await.unwrap(), None);
+        let told = client_without_resolve
+            .wait_for(Duration::from_secs(15), || client_without_resolve.messages().get(before).cloned())
+            .await
+            .expect("a message");
+        assert!(told.contains("calc.py was left unchanged") && told.contains(reason), "{name}: {told}");
+        assert!(client_without_resolve.server_requests("workspace/applyEdit").is_empty(), "{name}: an edit was sent");
+        assert_eq!(std::fs::read(&path).unwrap(), FIX_ME.as_bytes(), "{name}");
+    }
+
+    // `shell` is not offered, and running it by its command is refused before any model call.
+    let listed = titles(&actions(&client, &uri, range((0, 0), (0, 0))).await);
+    assert_eq!(listed, ["Aniate: fix"]);
+    let n_requests = machine.stack.fake.requests().len();
+    let before = client.messages().len();
+    let shell = json!({"uri": uri, "tool": "shell"});
+    client
+        .request_raw("workspace/executeCommand", json!({"command": "aniate.run", "arguments": [shell]}))
+        .await
+        .unwrap();
+    let told =
+        client.wait_for(Duration::from_secs(10), || client.messages().get(before).cloned()).await.expect("a message");
+    assert!(told.contains("run it in a terminal"), "{told}");
+    assert_eq!(machine.stack.fake.requests().len(), n_requests, "shell reached the model");
+    client_without_resolve.shutdown().await;
+    client.shutdown().await;
+}

@@ -85,7 +85,7 @@ pub async fn chat(
         kind: OutputKind::Text,
         messages,
         temperature: None,
-        original_ends_with_newline: false,
+        original: String::new(),
         guard,
     };
     stream_answer(&state, &user, request_id, answer, wants_sse(&headers)).await

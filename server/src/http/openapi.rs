@@ -204,6 +204,30 @@ mod tests {
     }
 
     #[test]
+    fn every_schema_reference_resolves() {
+        fn refs<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match value {
+                serde_json::Value::Object(object) => {
+                    if let Some(reference) = object.get("$ref").and_then(serde_json::Value::as_str) {
+                        out.push(reference);
+                    }
+                    object.values().for_each(|inner| refs(inner, out));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|inner| refs(inner, out)),
+                _ => {}
+            }
+        }
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        for reference in found.iter().filter_map(|r| r.strip_prefix("#/components/schemas/")) {
+            assert!(doc["components"]["schemas"][reference].is_object(), "dangling schema reference `{reference}`");
+        }
+        let done = &doc["components"]["schemas"]["Done"]["properties"];
+        assert!(done["result_rejected"].is_object() && done["findings_adjusted"].is_object(), "{done}");
+    }
+
+    #[test]
     fn authenticated_and_json_operations_declare_their_extractor_errors() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
         let me = &doc["paths"]["/me"]["get"]["responses"];

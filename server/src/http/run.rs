@@ -100,7 +100,6 @@ pub async fn run_tool(
         kind: tool.output,
         messages: prompt::tool_messages(&tool, &request),
         temperature: prompt::temperature(tool.output),
-        original_ends_with_newline: request.content.ends_with('\n'),
         guard: RunGuard::new(
             &state,
             &format!("tool:{}:{}", tool.slug, tool.version),
@@ -108,6 +107,7 @@ pub async fn run_tool(
             tool.canary.as_deref(),
             tool.guard,
         ),
+        original: std::mem::take(&mut request.content),
     };
     stream_answer(&state, &user, request_id, answer, wants_sse(&headers)).await
 }
@@ -175,7 +175,8 @@ pub struct Answer {
     pub kind: OutputKind,
     pub messages: Vec<crate::upstream::ChatMessage>,
     pub temperature: Option<f32>,
-    pub original_ends_with_newline: bool,
+    /// The content the user sent, which a structured result is checked against.
+    pub original: String,
     /// The prompt guard for this answer; `None` when the answer may repeat its prompt (guard
     /// off, or a brew's owner reading their own brew).
     pub guard: Option<RunGuard>,
@@ -253,7 +254,7 @@ pub async fn stream_answer(
         replay: first,
         recorder,
         kind: answer.kind,
-        original_ends_with_newline: answer.original_ends_with_newline,
+        original: answer.original,
         answer: String::new(),
         finish_reason: None,
         sse,
@@ -302,7 +303,7 @@ struct RunStream {
     replay: Option<Result<UpstreamEvent, ProviderError>>,
     recorder: RunRecorder,
     kind: OutputKind,
-    original_ends_with_newline: bool,
+    original: String,
     answer: String,
     finish_reason: Option<String>,
     sse: bool,
@@ -374,11 +375,27 @@ impl RunStream {
                     if !self.sse {
                         return (!out.is_empty()).then(|| Bytes::from(out));
                     }
-                    let original = if self.original_ends_with_newline { "\n" } else { "" };
+                    let finish_reason = self.finish_reason.take().unwrap_or_else(|| "stop".to_owned());
+                    // Checking an answer against a file of up to a few MiB is CPU work: off the
+                    // async workers. A failed check (it does not panic) would give no result.
+                    let (kind, answer, original) =
+                        (self.kind, std::mem::take(&mut self.answer), std::mem::take(&mut self.original));
+                    let reason = finish_reason.clone();
+                    let checked = if kind == OutputKind::Text {
+                        output::Checked::default()
+                    } else {
+                        tokio::task::spawn_blocking(move || {
+                            output::structured_result(kind, &answer, &original, &reason)
+                        })
+                        .await
+                        .unwrap_or_default()
+                    };
                     let done = Done {
                         usage,
-                        finish_reason: self.finish_reason.take().unwrap_or_else(|| "stop".to_owned()),
-                        result: output::structured_result(self.kind, &self.answer, original),
+                        finish_reason,
+                        result: checked.result,
+                        result_rejected: checked.rejected,
+                        findings_adjusted: checked.findings_adjusted,
                     };
                     out.push_str(&StreamEvent::Done(done).to_sse());
                     return Some(Bytes::from(out));

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aniate_proto::{
-    event::StreamEvent,
-    tool::{Finding, Severity, ToolResult},
+    event::{Done, StreamEvent},
+    tool::{Finding, FindingsAdjusted, ResultRejected, Severity, ToolResult},
 };
 use aniate_testkit::{FakeLlmConfig, Fault, Outcome, Rule};
 use serde_json::json;
@@ -15,6 +15,7 @@ use crate::harness::{Backend, Harness, ServerOptions, UPSTREAM_KEY, assert_error
 db_tests!(
     streams_sse_and_plain_text,
     output_kinds_get_structured_results,
+    model_answers_are_checked_before_they_become_results,
     provider_receives_prompt_model_and_key,
     provider_faults_map_to_statuses,
     provider_faults_mid_stream_end_with_error_events,
@@ -119,6 +120,70 @@ async fn output_kinds_get_structured_results(backend: Backend) {
     let Some(ToolResult::Command(command)) = &done.result else { panic!("{done:?}") };
     assert_eq!(command.command, "find . -size +100M");
     assert_eq!(command.explanation, "Lists files over 100 MB.");
+}
+
+/// The model is untrusted input: a `code` answer that is not a file, or was cut, has no result
+/// and says why (the answer is still streamed as text); findings are fitted to the file;
+/// destructive commands are marked.
+async fn model_answers_are_checked_before_they_become_results(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else { return };
+    let token = h.signup("checks@example.test").await;
+    let buggy = "def add(a, b):\n    return a - b\n";
+    let file = json!({"content": buggy, "filename": "calc.py", "language": "python"});
+    let done_for = |tool: &'static str, body: serde_json::Value, reply: &str, finish_reason: &str| {
+        h.fake.update_config(|config| {
+            config.default_reply = Some(reply.to_owned());
+            config.finish_reason = finish_reason.to_owned();
+        });
+        let h = &h;
+        let token = token.clone();
+        async move {
+            let events = sse_events(h.run(&token, tool, body, true).await).await;
+            let StreamEvent::Done(done) = events.last().unwrap().clone() else { panic!("{events:?}") };
+            (delta_text(&events), done)
+        }
+    };
+
+    let refusal = "I'm sorry, but I can't help with that.";
+    let (text, done) = done_for("fix", file.clone(), refusal, "stop").await;
+    assert_eq!(text, refusal, "the answer is still streamed");
+    assert_eq!((done.result, done.result_rejected), (None, Some(ResultRejected::NotAFile)));
+
+    let (_, done) = done_for("fix", file.clone(), "```python\ndef add(a, b):\n    return a +", "length").await;
+    assert_eq!(done.finish_reason, "length");
+    assert_eq!((done.result, done.result_rejected), (None, Some(ResultRejected::Truncated)));
+
+    let (_, done) = done_for("fix", file.clone(), "", "stop").await;
+    assert_eq!((done.result, done.result_rejected), (None, Some(ResultRejected::Empty)));
+
+    let (_, done) = done_for("fix", file.clone(), "```python\ndef add(a, b):\n    return a + b\n```", "stop").await;
+    assert_eq!(done.result, Some(ToolResult::Code("def add(a, b):\n    return a + b\n".into())));
+    assert_eq!(done.result_rejected, None);
+
+    let findings = "{\"line\": 0, \"severity\": \"error\", \"message\": \"zero\"}\n\
+        {\"line\": 10000, \"severity\": \"error\", \"message\": \"far away\"}\n\
+        {\"line\": -1, \"severity\": \"error\", \"message\": \"negative\"}\n\
+        {\"line\": 2, \"severity\": \"blocker\", \"message\": \"subtracts\"}\n\
+        {\"line\": 2, \"severity\": \"warning\", \"message\": \"subtracts\"}\n";
+    let (_, done) = done_for("review", file.clone(), findings, "stop").await;
+    let Some(ToolResult::Findings(kept)) = &done.result else { panic!("{done:?}") };
+    assert_eq!(kept.len(), 1);
+    assert_eq!((kept[0].line, kept[0].severity), (2, Severity::Error));
+    assert_eq!(
+        done.findings_adjusted,
+        Some(FindingsAdjusted { dropped_out_of_range: 3, merged_duplicates: 1, severities_mapped: 1, clamped: 0 })
+    );
+
+    let shell = json!({"instructions": "free some space"});
+    let (_, done) =
+        done_for("shell", shell.clone(), "{\"command\": \"rm -rf ~\", \"explanation\": \"Frees space.\"}", "stop")
+            .await;
+    let Done { result: Some(ToolResult::Command(command)), .. } = done else { panic!("{done:?}") };
+    assert_eq!(command.dangerous.map(|danger| danger.reason).as_deref(), Some("deletes ~ recursively"));
+    let (_, done) =
+        done_for("shell", shell, "{\"command\": \"du -sh ~/.cache\", \"explanation\": \"Sizes.\"}", "stop").await;
+    let Done { result: Some(ToolResult::Command(command)), .. } = done else { panic!("{done:?}") };
+    assert_eq!(command.dangerous, None);
 }
 
 async fn provider_receives_prompt_model_and_key(backend: Backend) {

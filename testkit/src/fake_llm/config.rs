@@ -21,6 +21,7 @@ pub const DEFAULT_MODEL: &str = "llama-3.1-8b-instant";
 ///   "chunk_delay_ms": 0,
 ///   "default_reply": null,
 ///   "rules": [{"when_contains": "ping", "reply": "pong"}],
+///   "finish_reason": "stop",
 ///   "fault": {"kind": "none"}
 /// }
 /// ```
@@ -38,6 +39,9 @@ pub struct FakeLlmConfig {
     pub default_reply: Option<String>,
     /// Scripted replies; the first rule whose `when_contains` occurs in any message wins.
     pub rules: Vec<Rule>,
+    /// The `finish_reason` every answer ends with: `stop`, or `length` to play an answer cut by
+    /// the token limit.
+    pub finish_reason: String,
     /// A failure to inject into every chat completion while it is set.
     pub fault: Fault,
 }
@@ -50,6 +54,7 @@ impl Default for FakeLlmConfig {
             chunk_delay_ms: 0,
             default_reply: None,
             rules: Vec::new(),
+            finish_reason: "stop".to_owned(),
             fault: Fault::None,
         }
     }

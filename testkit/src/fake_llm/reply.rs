@@ -200,7 +200,7 @@ pub(crate) struct Completion<'a> {
 
 impl Completion<'_> {
     /// The non-streaming `chat.completion` body.
-    pub(crate) fn body(&self, reply: &str, usage: Usage) -> Vec<u8> {
+    pub(crate) fn body(&self, reply: &str, usage: Usage, finish_reason: &str) -> Vec<u8> {
         let body = json!({
             "id": self.id,
             "object": "chat.completion",
@@ -211,7 +211,7 @@ impl Completion<'_> {
                 "index": 0,
                 "message": {"role": "assistant", "content": reply},
                 "logprobs": null,
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }],
             "usage": usage.to_json(),
         });
@@ -251,9 +251,11 @@ impl EventEncoder {
         out.extend_from_slice(b"},\"finish_reason\":null}]}\n\n");
     }
 
-    pub(crate) fn finish(&self, out: &mut Vec<u8>) {
+    pub(crate) fn finish(&self, out: &mut Vec<u8>, finish_reason: &str) {
         out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(b"{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+        out.extend_from_slice(b"{\"index\":0,\"delta\":{},\"finish_reason\":");
+        push_json_str(out, finish_reason);
+        out.extend_from_slice(b"}]}\n\n");
     }
 
     pub(crate) fn usage(&self, out: &mut Vec<u8>, usage: Usage) {
@@ -378,7 +380,8 @@ mod tests {
         let mut out = Vec::new();
         encoder.role(&mut out);
         encoder.content(&mut out, "a \"quoted\"\n text");
-        encoder.finish(&mut out);
+        encoder.finish(&mut out, "stop");
+        encoder.finish(&mut out, "length");
         encoder.usage(&mut out, Usage { prompt_tokens: 1, completion_tokens: 2 });
         let text = String::from_utf8(out).unwrap();
         let events: Vec<serde_json::Value> = text
@@ -386,12 +389,13 @@ mod tests {
             .filter(|event| !event.is_empty())
             .map(|event| serde_json::from_str(event.strip_prefix("data: ").unwrap()).unwrap())
             .collect();
-        assert_eq!(events.len(), 4);
+        assert_eq!(events.len(), 5);
         assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(events[1]["choices"][0]["delta"]["content"], "a \"quoted\"\n text");
         assert_eq!(events[1]["model"], "m\"odel");
         assert_eq!(events[2]["choices"][0]["finish_reason"], "stop");
-        assert_eq!(events[3]["choices"], json!([]));
-        assert_eq!(events[3]["usage"]["total_tokens"], 3);
+        assert_eq!(events[3]["choices"][0]["finish_reason"], "length");
+        assert_eq!(events[4]["choices"], json!([]));
+        assert_eq!(events[4]["usage"]["total_tokens"], 3);
     }
 }

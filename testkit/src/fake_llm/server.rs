@@ -263,7 +263,7 @@ where
     let completion =
         Completion { id: format!("chatcmpl-fake-{}", guard.id()), created: now_ms() / 1000, model: &chat.model };
     if !chat.stream() {
-        let body = completion.body(&reply, usage);
+        let body = completion.body(&reply, usage, &config.finish_reason);
         http::write_response(writer, 200, &[], JSON, &body, keep_alive).await?;
         guard.settle(Outcome::Completed);
         return Ok(Next::KeepAlive);
@@ -376,7 +376,7 @@ where
         Fault::None | Fault::Http500 | Fault::Http429 { .. } | Fault::StallBeforeFirstByte => {}
     }
 
-    stream.encoder.finish(&mut stream.event);
+    stream.encoder.finish(&mut stream.event, &config.finish_reason);
     stream.frame_event();
     if include_usage {
         stream.encoder.usage(&mut stream.event, usage);
