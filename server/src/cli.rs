@@ -113,6 +113,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ANIATE_ALLOW_SIGNUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_signup: bool,
 
+    /// Bearer token that lets a non-loopback client (a Prometheus on another host) read
+    /// GET /metrics; without it, only loopback clients may, and others get 403
+    #[arg(long, env = "ANIATE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// PEM certificate chain: serve HTTPS (HTTP/1.1 and HTTP/2) directly
     #[arg(long, env = "ANIATE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -239,13 +244,13 @@ impl DbArgs {
         Ok(crate::db::default_sqlite_url(&self.resolve_data_dir()?))
     }
 
-    /// The data dir, created if missing.
+    /// The data dir, created (0700) if missing.
     pub fn resolve_data_dir(&self) -> anyhow::Result<PathBuf> {
         let data_dir = match &self.data_dir {
             Some(dir) => dir.clone(),
             None => default_data_dir()?,
         };
-        std::fs::create_dir_all(&data_dir)
+        crate::private_files::create_private_dir(&data_dir)
             .map_err(|err| anyhow::anyhow!("cannot create the data dir {}: {err}", data_dir.display()))?;
         Ok(data_dir)
     }

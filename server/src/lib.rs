@@ -13,6 +13,7 @@
 //! - [`db`]: SQLite/PostgreSQL through `sqlx::Any`; the only module that knows SQL.
 //! - [`auth`]: passwords (Argon2id), API tokens (stored as SHA-256), the `AuthUser` extractor.
 //! - [`tooldef`]: tool TOML files, the seed tools, tool validation.
+//! - [`private_files`]: the umask and modes that keep the server's files its user's alone.
 //! - [`admin_cli`], [`metrics`], [`telemetry`].
 //!
 //! **Architecture Invariant:** a system prompt only ever travels from the database to the
@@ -27,6 +28,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod output;
+pub mod private_files;
 pub mod prompt;
 pub mod serve;
 pub mod telemetry;

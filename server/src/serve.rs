@@ -29,6 +29,34 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         _ => None,
     };
     let url = args.db.resolve_url()?;
+    // The data dir is used (and so created) only for what was not given a place of its own.
+    let data_dir = match (&args.db.database_url, &args.files_dir) {
+        (Some(_), Some(_)) => None,
+        _ => Some(args.db.resolve_data_dir()?),
+    };
+    let files_dir = match &args.files_dir {
+        Some(dir) => dir.clone(),
+        None => args.db.resolve_data_dir()?.join("files"),
+    };
+    crate::private_files::create_private_dir(&files_dir)
+        .with_context(|| format!("cannot create the files dir {}", files_dir.display()))?;
+    // An older version, or a copy made by hand, may have left them readable by others.
+    let mut private: Vec<(std::path::PathBuf, bool)> = data_dir.into_iter().map(|dir| (dir, false)).collect();
+    private.push((files_dir.clone(), true));
+    private.extend(crate::private_files::sqlite_files(&url).into_iter().map(|file| (file, false)));
+    for (path, recursive) in &private {
+        match crate::private_files::make_private(path, *recursive) {
+            Ok(0) => {}
+            Ok(n_changed) => tracing::warn!(
+                n_changed,
+                path = %path.display(),
+                "took group and other permissions off {n_changed} of the server's files and dirs: others could read them"
+            ),
+            Err(err) => {
+                tracing::warn!(cause = %err, path = %path.display(), "could not make the server's files private to its user")
+            }
+        }
+    }
     let db = Db::open(&url).await.with_context(|| format!("cannot open the database {}", redact_url(&url)))?;
     let provider = Provider::new(ProviderConfig {
         base_url: args.upstream_url.clone(),
@@ -38,12 +66,6 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         idle_timeout: Duration::from_millis(args.stream_idle_timeout_ms),
     })
     .context("cannot build the provider client")?;
-    let files_dir = match &args.files_dir {
-        Some(dir) => dir.clone(),
-        None => args.db.resolve_data_dir()?.join("files"),
-    };
-    std::fs::create_dir_all(&files_dir)
-        .with_context(|| format!("cannot create the files dir {}", files_dir.display()))?;
     let limiter = crate::limits::Limiter::new(args.redis_url.clone(), &args.redis_prefix, args.rate_limit_per_min);
     limiter.connect().await;
     let metrics = Metrics::default();
@@ -61,6 +83,7 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         files: crate::http::files::FileStore { dir: files_dir },
         guards: crate::guard::GuardCache::default(),
         guard_words: usize::from(args.guard_words),
+        metrics_token: args.metrics_token.clone().filter(|token| !token.is_empty()),
     }));
     let app = crate::http::router(state);
     let listener = TcpListener::bind(&args.bind).await.with_context(|| format!("cannot listen on {}", args.bind))?;
@@ -99,6 +122,7 @@ pub async fn run(
                 }
             });
             let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = stop_rx.changed().await;
             });
@@ -123,7 +147,10 @@ pub async fn run(
                 shutdown_handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
             });
             let std_listener = listener.into_std()?;
-            axum_server::from_tcp_rustls(std_listener, config).handle(handle).serve(app.into_make_service()).await?;
+            axum_server::from_tcp_rustls(std_listener, config)
+                .handle(handle)
+                .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .await?;
         }
     }
     tracing::info!("stopped");

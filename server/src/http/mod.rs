@@ -56,6 +56,8 @@ pub struct AppInner {
     pub guards: crate::guard::GuardCache,
     /// How many consecutive prompt words in an answer are a leak.
     pub guard_words: usize,
+    /// The bearer token that lets a non-loopback client read `/metrics` (`ANIATE_METRICS_TOKEN`).
+    pub metrics_token: Option<String>,
 }
 
 /// What every handler can reach. Cheap to clone.

@@ -4,9 +4,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Harness, assert_error, db_tests};
+use crate::harness::{Backend, Harness, ServerOptions, assert_error, db_tests};
 
-db_tests!(health_metrics_and_unknown_routes, sigterm_shuts_down_cleanly);
+db_tests!(
+    health_metrics_and_unknown_routes,
+    metrics_hide_brews_and_answer_only_trusted_clients,
+    sigterm_shuts_down_cleanly
+);
 
 async fn health_metrics_and_unknown_routes(backend: Backend) {
     let Some(h) = Harness::start(backend).await else { return };
@@ -38,6 +42,100 @@ async fn health_metrics_and_unknown_routes(backend: Backend) {
     assert_eq!(kept.headers()["x-request-id"], "trace-abc-123");
     let replaced = h.http.get(h.url("/healthz")).header("x-request-id", "bad id\"<>").send().await.unwrap();
     assert!(replaced.headers()["x-request-id"].to_str().unwrap().starts_with("req_"));
+}
+
+/// This machine's address on a non-loopback interface, if it has one: the local end of a UDP
+/// socket "connected" to an outside address (nothing is sent).
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("203.0.113.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// Issue 13, item 8: brews are one `brew` label (their slugs are private, and each would add
+/// series), and `/metrics` answers loopback clients or the bearer of `ANIATE_METRICS_TOKEN`.
+async fn metrics_hide_brews_and_answer_only_trusted_clients(backend: Backend) {
+    let options = ServerOptions::default().env("ANIATE_BIND", "0.0.0.0:0").env("ANIATE_METRICS_TOKEN", "scrape-s3cret");
+    let Some(h) = Harness::start_with(backend, options).await else { return };
+    let port = h.base.rsplit(':').next().unwrap().to_owned();
+    let loopback = format!("http://127.0.0.1:{port}");
+    let token = h.signup("falcon@example.test").await;
+    let brew_series = || async {
+        let metrics = h.http.get(format!("{loopback}/metrics")).send().await.unwrap();
+        assert_eq!(metrics.status(), 200, "a loopback client needs no token");
+        let metrics = metrics.text().await.unwrap();
+        assert!(!metrics.contains("secret-project"), "a brew's slug in\n{metrics}");
+        metrics.lines().filter(|line| line.contains("tool=\"brew\"")).count()
+    };
+    for (n_brews, slug) in
+        ["secret-project-falcon", "secret-project-osprey", "secret-project-kestrel"].iter().enumerate()
+    {
+        let created = h
+            .http
+            .post(format!("{loopback}/assistants"))
+            .bearer_auth(&token)
+            .json(&json!({"name": slug, "slug": slug, "system_prompt": "p"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let chat = h
+            .http
+            .post(format!("{loopback}/chat"))
+            .bearer_auth(&token)
+            .json(&json!({"assistant": slug, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(chat.status(), 200);
+        chat.bytes().await.unwrap();
+        // The run is counted when its body ends, just after the client has read it.
+        let mut counted = String::new();
+        for _ in 0..100 {
+            counted = h.http.get(format!("{loopback}/metrics")).send().await.unwrap().text().await.unwrap();
+            if counted.contains(&format!("aniate_tool_runs_total{{tool=\"brew\",status=\"ok\"}} {}", n_brews + 1)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(counted.contains(&format!("tool=\"brew\",status=\"ok\"}} {}", n_brews + 1)), "{counted}");
+    }
+    let after_three = brew_series().await;
+    assert!(after_three > 0);
+    let created = h
+        .http
+        .post(format!("{loopback}/assistants"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "secret-project-harrier", "system_prompt": "p"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let chat = h
+        .http
+        .post(format!("{loopback}/chat"))
+        .bearer_auth(&token)
+        .json(&json!({"assistant": "secret-project-harrier", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    chat.bytes().await.unwrap();
+    assert_eq!(brew_series().await, after_three, "a new brew adds no series");
+
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("skipping the remote-client half: this machine has no non-loopback address");
+        return;
+    };
+    let remote = format!("http://{}/metrics", std::net::SocketAddr::new(ip, port.parse().unwrap()));
+    assert_error(h.http.get(&remote).send().await.unwrap(), 403, "forbidden").await;
+    assert_error(h.http.get(&remote).bearer_auth("scrape-s3creT").send().await.unwrap(), 403, "forbidden").await;
+    assert_error(h.http.get(&remote).bearer_auth(&token).send().await.unwrap(), 403, "forbidden").await;
+    let scraped = h.http.get(&remote).bearer_auth("scrape-s3cret").send().await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.unwrap().contains("aniate_http_requests_total"));
+    // Everything else still answers a remote client as before.
+    assert_eq!(h.http.get(format!("http://{ip}:{port}/healthz")).send().await.unwrap().status(), 200);
 }
 
 async fn sigterm_shuts_down_cleanly(backend: Backend) {
