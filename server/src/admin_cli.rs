@@ -125,6 +125,8 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
                 }
             }
         }
+        AdminCommand::DisableUser { email, db } => set_disabled(&db, &email, true, out).await?,
+        AdminCommand::EnableUser { email, db } => set_disabled(&db, &email, false, out).await?,
         AdminCommand::SetRole { email, role, db } => {
             let role = if role == "admin" { Role::Admin } else { Role::User };
             let db = open(&db).await?;
@@ -181,6 +183,16 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             writeln!(out, "deactivated {slug}")?;
         }
     }
+    Ok(())
+}
+
+/// `disable-user` and `enable-user`.
+async fn set_disabled(db: &DbArgs, email: &str, disabled: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let db = open(db).await?;
+    if !db.set_disabled(&email.trim().to_lowercase(), disabled).await? {
+        bail!("no user with email {email}");
+    }
+    writeln!(out, "{email} is now {}", if disabled { "disabled" } else { "enabled" })?;
     Ok(())
 }
 

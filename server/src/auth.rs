@@ -26,6 +26,8 @@ use crate::{
 pub const TOKEN_PREFIX: &str = "ant_";
 
 /// How stale `last_used_at` may get before a request refreshes it; saves a write per request.
+/// A token expires `ANIATE_TOKEN_TTL_DAYS` after its last use, so this write is also what
+/// slides its expiry: no request writes more than this one, once a minute per token.
 const TOUCH_INTERVAL_MS: i64 = 60_000;
 
 pub fn new_token() -> String {
@@ -181,7 +183,16 @@ pub fn check_password_rules(password: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The caller, authenticated by `Authorization: Bearer <token>`.
+/// The answer to any request of a disabled account, and to its correct logins.
+pub fn account_disabled() -> ApiError {
+    ApiError::new(
+        aniate_proto::error::ErrorCode::AccountDisabled,
+        "this account is disabled; ask the server's admin to enable it",
+    )
+}
+
+/// The caller, authenticated by `Authorization: Bearer <token>` that is unrevoked, unexpired,
+/// and of an account that is not disabled.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub user_id: i64,
@@ -214,7 +225,18 @@ impl FromRequestParts<AppState> for AuthUser {
             .token_user(&hash_token(token))
             .await?
             .ok_or_else(|| ApiError::unauthorized("invalid or revoked API token; log in again with `ant login`"))?;
-        if found.last_used_at.is_none_or(|last| now_ms() - last > TOUCH_INTERVAL_MS) {
+        if found.disabled_at.is_some() {
+            return Err(account_disabled());
+        }
+        let now = now_ms();
+        let last_use = found.last_used_at.unwrap_or(found.created_at).max(found.created_at);
+        if now - last_use > state.limits.token_ttl_ms {
+            let days = state.limits.token_ttl_ms / (24 * 60 * 60 * 1000);
+            return Err(ApiError::unauthorized(format!(
+                "this API token expired after {days} days unused; log in again with `ant login`"
+            )));
+        }
+        if found.last_used_at.is_none_or(|last| now - last > TOUCH_INTERVAL_MS) {
             let db = state.db.clone();
             tokio::spawn(async move {
                 if let Err(err) = db.touch_token(found.token_id).await {

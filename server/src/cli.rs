@@ -108,6 +108,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ANIATE_GUARD_WORDS", default_value_t = crate::guard::DEFAULT_NGRAM_WORDS as u8,
         value_parser = clap::value_parser!(u8).range(4..=32))]
     pub guard_words: u8,
+    /// Days an API token lives unused: each use moves its expiry to that many days later
+    #[arg(long, env = "ANIATE_TOKEN_TTL_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub token_ttl_days: u32,
 
     /// Whether anyone may create an account with POST /auth/signup
     #[arg(long, env = "ANIATE_ALLOW_SIGNUP", default_value_t = true, action = clap::ArgAction::Set)]
@@ -193,6 +196,20 @@ pub enum AdminCommand {
         /// CSV instead of a table
         #[arg(long)]
         csv: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Disable an account: its tokens and logins get 403 `account_disabled` until enable-user
+    DisableUser {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Enable a disabled account again; its unexpired, unrevoked tokens work again
+    EnableUser {
+        #[arg(long)]
+        email: String,
         #[command(flatten)]
         db: DbArgs,
     },

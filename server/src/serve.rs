@@ -78,6 +78,7 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
             max_content_bytes: args.max_content_bytes,
             allow_signup: args.allow_signup,
             max_file_bytes: args.max_file_bytes,
+            token_ttl_ms: i64::from(args.token_ttl_days) * 24 * 60 * 60 * 1000,
         },
         limiter,
         files: crate::http::files::FileStore { dir: files_dir },

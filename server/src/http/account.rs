@@ -1,4 +1,4 @@
-//! Signup, login, logout and `/me`.
+//! Signup, login, logout (of one token or all of an account's) and `/me`.
 
 use aniate_proto::error::ErrorBody;
 use aniate_proto::{
@@ -54,7 +54,7 @@ pub async fn signup(
 }
 
 #[utoipa::path(post, path = "/auth/login", tag = "accounts", operation_id = "login", request_body = Credentials,
-    responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(credentials): ApiJson<Credentials>,
@@ -70,6 +70,10 @@ pub async fn login(
     let hash = user.as_ref().map_or_else(|| DUMMY_HASH.clone(), |user| user.password_hash.clone());
     let verified = auth::verify_password_async(credentials.password, hash).await?;
     let user = user.filter(|_| verified).ok_or_else(wrong)?;
+    // Only after the password is checked, so this says nothing to someone who does not know it.
+    if user.disabled_at.is_some() {
+        return Err(auth::account_disabled());
+    }
     let token = auth::new_token();
     state.db.create_token(user.id, &auth::hash_token(&token), "login").await?;
     tracing::info!(user_id = user.id, "user logged in");
@@ -81,6 +85,16 @@ pub async fn login(
     responses((status = 204, description = "The token is revoked"), (status = 401, body = ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
     state.db.revoke_token(user.token_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes every token of the account, this one included: the answer to a token that may have
+/// leaked, on any machine.
+#[utoipa::path(post, path = "/auth/logout-all", tag = "accounts", operation_id = "logout_all", security(("token" = [])),
+    responses((status = 204, description = "Every token of the account is revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn logout_all(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
+    let n_revoked = state.db.revoke_user_tokens(user.user_id).await?;
+    tracing::info!(user_id = user.user_id, n_revoked, "revoked every token of the account");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -42,6 +42,8 @@ pub struct Limits {
     pub allow_signup: bool,
     /// Largest stored file, in bytes.
     pub max_file_bytes: usize,
+    /// How long an API token lives unused, in milliseconds (`ANIATE_TOKEN_TTL_DAYS`).
+    pub token_ttl_ms: i64,
 }
 
 #[derive(Debug)]
@@ -91,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/signup", post(account::signup))
         .route("/auth/login", post(account::login))
         .route("/auth/logout", post(account::logout))
+        .route("/auth/logout-all", post(account::logout_all))
         .route("/me", get(account::me))
         .route("/admin/tools", post(admin::upsert_tool).get(admin::list_tools))
         .route("/admin/tools/{slug}", delete(admin::deactivate_tool))

@@ -5,7 +5,14 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::{Backend, Harness, ServerOptions, assert_error, db_tests};
 
-db_tests!(signup_login_logout_me, credentials_are_stored_hashed, closed_signup_is_refused);
+db_tests!(
+    signup_login_logout_me,
+    credentials_are_stored_hashed,
+    closed_signup_is_refused,
+    tokens_expire_unused_and_slide_when_used,
+    logout_all_revokes_every_token_of_the_account,
+    disabled_accounts_are_refused_until_enabled
+);
 
 async fn signup_login_logout_me(backend: Backend) {
     let Some(h) = Harness::start(backend).await else { return };
@@ -93,6 +100,112 @@ async fn closed_signup_is_refused(backend: Backend) {
     assert_error(response, 403, "forbidden").await;
     // Admin-made accounts still log in.
     h.admin_token().await;
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+async fn login(h: &Harness, email: &str) -> reqwest::Response {
+    h.http.post(h.url("/auth/login")).json(&json!({"email": email, "password": "password-123"})).send().await.unwrap()
+}
+
+async fn me_status(h: &Harness, token: &str) -> reqwest::Response {
+    h.http.get(h.url("/me")).bearer_auth(token).send().await.unwrap()
+}
+
+/// Moves a token's creation and last use `days_ago` into the past.
+async fn age_token(h: &Harness, token: &str, days_ago: i64) {
+    let hash = hex(&Sha256::digest(token.as_bytes()));
+    let then = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+        - days_ago * DAY_MS;
+    h.query_strings(&format!(
+        "UPDATE api_tokens SET created_at = {then}, last_used_at = {then} WHERE token_hash = '{hash}'"
+    ))
+    .await;
+}
+
+/// Issue 13, item 6: a token unused for ANIATE_TOKEN_TTL_DAYS stops working; a used one slides.
+async fn tokens_expire_unused_and_slide_when_used(backend: Backend) {
+    let options = ServerOptions::default().env("ANIATE_TOKEN_TTL_DAYS", "30");
+    let Some(h) = Harness::start_with(backend, options).await else { return };
+    let stale = h.signup("stale@example.test").await;
+    let used =
+        login(&h, "stale@example.test").await.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    age_token(&h, &stale, 31).await;
+    age_token(&h, &used, 29).await;
+
+    let message = assert_error(me_status(&h, &stale).await, 401, "unauthorized").await;
+    assert!(message.contains("expired after 30 days unused"), "{message}");
+    assert_eq!(me_status(&h, &used).await.status(), 200, "29 days unused is within 30");
+    // That use moved its expiry: its last use is now.
+    let hash = hex(&Sha256::digest(used.as_bytes()));
+    let mut last_used = 0;
+    for _ in 0..100 {
+        let rows = h.query_strings(&format!("SELECT last_used_at FROM api_tokens WHERE token_hash = '{hash}'")).await;
+        last_used = rows[0][0].as_deref().unwrap().parse::<i64>().unwrap();
+        if last_used > DAY_MS * 1000 && now_ms() - last_used < 60_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(now_ms() - last_used < 60_000, "the use slid the token: last used {last_used}");
+    assert_eq!(me_status(&h, &used).await.status(), 200);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Issue 13, item 6: `POST /auth/logout-all` revokes every token of the account, and no one
+/// else's.
+async fn logout_all_revokes_every_token_of_the_account(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else { return };
+    let first = h.signup("many@example.test").await;
+    let second =
+        login(&h, "many@example.test").await.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    let other = h.signup("other@example.test").await;
+    let out = h.http.post(h.url("/auth/logout-all")).bearer_auth(&second).send().await.unwrap();
+    assert_eq!(out.status(), 204);
+    for token in [&first, &second] {
+        assert_error(me_status(&h, token).await, 401, "unauthorized").await;
+    }
+    assert_eq!(me_status(&h, &other).await.status(), 200, "another account's token is untouched");
+    assert_error(h.http.post(h.url("/auth/logout-all")).send().await.unwrap(), 401, "unauthorized").await;
+    // A new login works as before.
+    assert_eq!(login(&h, "many@example.test").await.status(), 200);
+}
+
+/// Issue 13, item 6: `admin disable-user` makes every token and login of the account a 403
+/// `account_disabled`; `enable-user` gives them back.
+async fn disabled_accounts_are_refused_until_enabled(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else { return };
+    let token = h.signup("mallory@example.test").await;
+    let other = h.signup("alice@example.test").await;
+    let disabled = h.admin(&["disable-user", "--email", "Mallory@example.test"], "");
+    assert!(disabled.status.success(), "{}", String::from_utf8_lossy(&disabled.stderr));
+    assert_eq!(String::from_utf8_lossy(&disabled.stdout).trim(), "Mallory@example.test is now disabled");
+
+    let message = assert_error(me_status(&h, &token).await, 403, "account_disabled").await;
+    assert!(message.contains("disabled"), "{message}");
+    assert_error(h.run(&token, "what", json!({"instructions": "hi"}), false).await, 403, "account_disabled").await;
+    assert_error(login(&h, "mallory@example.test").await, 403, "account_disabled").await;
+    let wrong = h
+        .http
+        .post(h.url("/auth/login"))
+        .json(&json!({"email": "mallory@example.test", "password": "not-the-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(wrong, 401, "unauthorized").await;
+    assert_eq!(me_status(&h, &other).await.status(), 200, "other accounts are untouched");
+
+    let unknown = h.admin(&["disable-user", "--email", "ghost@example.test"], "");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user with email ghost@example.test"));
+
+    let enabled = h.admin(&["enable-user", "--email", "mallory@example.test"], "");
+    assert!(enabled.status.success(), "{}", String::from_utf8_lossy(&enabled.stderr));
+    assert_eq!(me_status(&h, &token).await.status(), 200, "the token works again");
+    assert_eq!(login(&h, "mallory@example.test").await.status(), 200);
 }
 
 /// Argon2 needs 19 MiB per hash. Many sign-ups and logins, six at a time, must not leave the
