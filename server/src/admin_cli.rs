@@ -26,7 +26,7 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             let mut password = String::new();
             stdin.read_line(&mut password).context("cannot read the password from stdin")?;
             let password = password.trim_end_matches(['\n', '\r']).to_owned();
-            auth::check_password_rules(&password).map_err(anyhow::Error::msg)?;
+            auth::check_password_rules(&password, &email).map_err(anyhow::Error::msg)?;
             let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
                 .await?
                 .map_err(|err| anyhow::anyhow!("cannot hash the password: {err}"))?;

@@ -112,6 +112,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ANIATE_TOKEN_TTL_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub token_ttl_days: u32,
 
+    /// Sign-ups allowed from one client address in an hour (then: 429)
+    #[arg(long, env = "ANIATE_SIGNUPS_PER_HOUR", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub signups_per_hour: u32,
+
     /// Whether anyone may create an account with POST /auth/signup
     #[arg(long, env = "ANIATE_ALLOW_SIGNUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_signup: bool,

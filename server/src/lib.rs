@@ -14,6 +14,7 @@
 //! - [`auth`]: passwords (Argon2id), API tokens (stored as SHA-256), the `AuthUser` extractor.
 //! - [`tooldef`]: tool TOML files, the seed tools, tool validation.
 //! - [`private_files`]: the umask and modes that keep the server's files its user's alone.
+//! - [`throttle`]: login failures and sign-ups, per account and client address.
 //! - [`admin_cli`], [`metrics`], [`telemetry`].
 //!
 //! **Architecture Invariant:** a system prompt only ever travels from the database to the
@@ -32,5 +33,6 @@ pub mod private_files;
 pub mod prompt;
 pub mod serve;
 pub mod telemetry;
+pub mod throttle;
 pub mod tooldef;
 pub mod upstream;

@@ -84,6 +84,7 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         files: crate::http::files::FileStore { dir: files_dir },
         guards: crate::guard::GuardCache::default(),
         guard_words: usize::from(args.guard_words),
+        throttle: crate::throttle::AuthThrottle::new(args.signups_per_hour),
         metrics_token: args.metrics_token.clone().filter(|token| !token.is_empty()),
     }));
     let app = crate::http::router(state);

@@ -58,6 +58,8 @@ pub struct AppInner {
     pub guards: crate::guard::GuardCache,
     /// How many consecutive prompt words in an answer are a leak.
     pub guard_words: usize,
+    /// Failed logins and sign-ups, per account and client address.
+    pub throttle: crate::throttle::AuthThrottle,
     /// The bearer token that lets a non-loopback client read `/metrics` (`ANIATE_METRICS_TOKEN`).
     pub metrics_token: Option<String>,
 }
@@ -72,6 +74,12 @@ impl Deref for AppState {
     fn deref(&self) -> &AppInner {
         &self.0
     }
+}
+
+/// The client's address, when the server was served with its peers' addresses (it always is;
+/// a router driven without a socket has none).
+pub fn client_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0.ip().to_canonical())
 }
 
 /// The request's id: the client's `x-request-id` if it is sane, else a new one. It is in

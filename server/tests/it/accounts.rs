@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Backend, Harness, ServerOptions, assert_error, db_tests};
+use crate::harness::{Backend, Harness, ServerOptions, assert_error, db_tests, non_loopback_ip};
 
 db_tests!(
     signup_login_logout_me,
@@ -11,7 +11,10 @@ db_tests!(
     closed_signup_is_refused,
     tokens_expire_unused_and_slide_when_used,
     logout_all_revokes_every_token_of_the_account,
-    disabled_accounts_are_refused_until_enabled
+    disabled_accounts_are_refused_until_enabled,
+    login_failures_get_growing_delays_per_account,
+    a_login_flood_from_one_address_leaves_other_logins_fast,
+    signups_are_limited_per_address_and_passwords_checked
 );
 
 async fn signup_login_logout_me(backend: Backend) {
@@ -208,11 +211,116 @@ async fn disabled_accounts_are_refused_until_enabled(backend: Backend) {
     assert_eq!(login(&h, "mallory@example.test").await.status(), 200);
 }
 
+async fn login_with(h: &Harness, base: &str, email: &str, password: &str) -> reqwest::Response {
+    h.http.post(format!("{base}/auth/login")).json(&json!({"email": email, "password": password})).send().await.unwrap()
+}
+
+/// Issue 13, item 5: 60 wrong passwords on one account, then the right one, used to work. Past
+/// 5 failures each attempt waits a delay that doubles, and is refused (429, `Retry-After`)
+/// before any password is checked.
+async fn login_failures_get_growing_delays_per_account(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else { return };
+    h.signup("target@example.test").await;
+    h.signup("bystander@example.test").await;
+    let mut statuses = Vec::new();
+    for n in 0..60 {
+        let response = login_with(&h, &h.base, "target@example.test", &format!("guess-number-{n}")).await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses[..5], [401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|status| *status == 429), "{statuses:?}");
+    let refused = login_with(&h, &h.base, "target@example.test", "password-123").await;
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let message = assert_error(refused, 429, "rate_limited").await;
+    assert!(message.contains("too many failed logins for this account"), "{message}");
+    assert_eq!(retry_after, 1, "the first delay is a second");
+    // Another account, from the same address, is not held up.
+    assert_eq!(login(&h, "bystander@example.test").await.status(), 200);
+    // After the delay, the right password works, and forgets the failures.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(login(&h, "target@example.test").await.status(), 200);
+    for _ in 0..5 {
+        assert_eq!(login_with(&h, &h.base, "target@example.test", "wrong-again-1").await.status(), 401);
+    }
+    assert_eq!(login_with(&h, &h.base, "target@example.test", "wrong-again-1").await.status(), 429);
+}
+
+/// Issue 13, item 5: a 600-request login flood once made a real login take 8.1 s and got 315
+/// 503s. Past 20 failures from one address, its attempts are refused before any hashing, so a
+/// login from elsewhere still answers within a second, and the flood gets 429s, not 503s.
+async fn a_login_flood_from_one_address_leaves_other_logins_fast(backend: Backend) {
+    let options = ServerOptions::default().env("ANIATE_BIND", "0.0.0.0:0");
+    let Some(h) = Harness::start_with(backend, options).await else { return };
+    let port = h.base.rsplit(':').next().unwrap().to_owned();
+    let loopback = format!("http://127.0.0.1:{port}");
+    h.signup("real@example.test").await;
+    let flood = (0..600).map(|n| {
+        let http = h.http.clone();
+        let url = format!("{loopback}/auth/login");
+        async move {
+            let body = json!({"email": format!("victim-{}@example.test", n % 50), "password": "not-it-at-all"});
+            http.post(url).json(&body).send().await.unwrap().status().as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(flood).await;
+    let n_checked = statuses.iter().filter(|status| **status == 401).count();
+    let n_refused = statuses.iter().filter(|status| **status == 429).count();
+    assert_eq!(n_checked + n_refused, 600, "only 401 and 429: {statuses:?}");
+    assert!(n_checked <= 20, "{n_checked} hashed");
+
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("skipping the other-address half: this machine has no non-loopback address");
+        return;
+    };
+    let started = std::time::Instant::now();
+    let response = login_with(&h, &format!("http://{ip}:{port}"), "real@example.test", "password-123").await;
+    assert_eq!(response.status(), 200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "a real login took {:?}", started.elapsed());
+}
+
+/// Issue 13, item 5: sign-ups are limited per client address (`ANIATE_SIGNUPS_PER_HOUR`), and a
+/// new password must be 10 characters, not blank, and not guessable.
+async fn signups_are_limited_per_address_and_passwords_checked(backend: Backend) {
+    let options = ServerOptions::default().env("ANIATE_SIGNUPS_PER_HOUR", "3");
+    let Some(h) = Harness::start_with(backend, options).await else { return };
+    let signup = |email: &str, password: &str| {
+        h.http.post(h.url("/auth/signup")).json(&json!({"email": email, "password": password})).send()
+    };
+    for (password, why) in [
+        ("nine-char", "at least 10"),
+        ("            ", "whitespace"),
+        ("aaaaaaaaaaaaaaaa", "too easy to guess"),
+        ("1234567890", "too easy to guess"),
+        ("password12", "too easy to guess"),
+    ] {
+        let message = assert_error(signup("weak@example.test", password).await.unwrap(), 422, "invalid_field").await;
+        assert!(message.contains(why), "{password:?}: {message}");
+    }
+    for n in 0..3 {
+        assert_eq!(signup(&format!("new-{n}@example.test"), "password-123").await.unwrap().status(), 201);
+    }
+    let refused = signup("one-too-many@example.test", "password-123").await.unwrap();
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((3000..=3600).contains(&retry_after), "{retry_after}");
+    let message = assert_error(refused, 429, "rate_limited").await;
+    assert!(message.contains("too many sign-ups from your address"), "{message}");
+    assert_eq!(h.query_strings("SELECT COUNT(*) FROM users").await[0][0].as_deref(), Some("3"));
+    // The admin CLI applies the same password rules.
+    let weak = h.admin(&["create-user", "--email", "ops@example.test", "--password-stdin"], "qwertyuiop\n");
+    assert!(!weak.status.success());
+    assert!(
+        String::from_utf8_lossy(&weak.stderr).contains("too easy to guess"),
+        "{}",
+        String::from_utf8_lossy(&weak.stderr)
+    );
+}
+
 /// Argon2 needs 19 MiB per hash. Many sign-ups and logins, six at a time, must not leave the
 /// server holding that much per thread that ever hashed (it reached 226 MB once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_hashing_memory_is_bounded() {
-    let Some(mut h) = Harness::start(Backend::Sqlite).await else { return };
+    let options = ServerOptions::default().env("ANIATE_SIGNUPS_PER_HOUR", "100");
+    let Some(mut h) = Harness::start_with(Backend::Sqlite, options).await else { return };
     let pid = h.server_mut().pid();
     let rss_mb = || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Harness, ServerOptions, assert_error, db_tests};
+use crate::harness::{Backend, Harness, ServerOptions, assert_error, db_tests, non_loopback_ip};
 
 db_tests!(
     health_metrics_and_unknown_routes,
@@ -42,15 +42,6 @@ async fn health_metrics_and_unknown_routes(backend: Backend) {
     assert_eq!(kept.headers()["x-request-id"], "trace-abc-123");
     let replaced = h.http.get(h.url("/healthz")).header("x-request-id", "bad id\"<>").send().await.unwrap();
     assert!(replaced.headers()["x-request-id"].to_str().unwrap().starts_with("req_"));
-}
-
-/// This machine's address on a non-loopback interface, if it has one: the local end of a UDP
-/// socket "connected" to an outside address (nothing is sent).
-fn non_loopback_ip() -> Option<std::net::IpAddr> {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    socket.connect("203.0.113.1:9").ok()?;
-    let ip = socket.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
 /// Issue 13, item 8: brews are one `brew` label (their slugs are private, and each would add
