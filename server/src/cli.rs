@@ -116,6 +116,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ANIATE_SIGNUPS_PER_HOUR", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub signups_per_hour: u32,
 
+    /// Milliseconds a client has to send a request's head; also how long a kept-alive HTTP/1.1
+    /// connection may wait idle for its next request (then: closed)
+    #[arg(long, env = "ANIATE_HEADER_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+
+    /// Connections open at once; further clients wait in the listen backlog until one closes
+    /// (plain HTTP; with --tls-cert, only the header timeout applies)
+    #[arg(long, env = "ANIATE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
     /// Whether anyone may create an account with POST /auth/signup
     #[arg(long, env = "ANIATE_ALLOW_SIGNUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_signup: bool,
