@@ -462,7 +462,7 @@ impl RunStream {
         }
         self.ended = true;
         self.upstream.cancel();
-        let tool = self.recorder.tool.clone();
+        let tool = tool_label(&self.recorder.tool);
         self.recorder.state.metrics.prompt_guard_blocks.get_or_create(&ToolLabels { tool }).inc();
         tracing::warn!(
             request_id = %self.recorder.request_id,
@@ -483,7 +483,7 @@ impl RunStream {
     /// `guard = "log"`: reports the first hit of this answer and stops watching it.
     fn log_hit(&mut self) {
         self.guard = None;
-        let tool = self.recorder.tool.clone();
+        let tool = tool_label(&self.recorder.tool);
         self.recorder.state.metrics.prompt_guard_logged.get_or_create(&ToolLabels { tool }).inc();
         tracing::warn!(
             request_id = %self.recorder.request_id,
