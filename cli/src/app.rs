@@ -191,7 +191,14 @@ async fn account_or_registry(out: &Out, backend: &Backend, command: Command) -> 
             }
             out.print(&format!("Welcome! Signed up and logged in as {} on {}\n", who.me.email, who.server))
         }
-        Command::Logout => {
+        Command::Logout { all: true } => {
+            let _: serde_json::Value = backend.call(Request::LogoutAll).await.map_err(reipc)?;
+            if out.json {
+                return out.json(&serde_json::json!({"logged_out": true, "all": true}));
+            }
+            out.print("Logged out everywhere: every token of this account is revoked\n")
+        }
+        Command::Logout { all: false } => {
             let _: serde_json::Value = backend.call(Request::Logout).await.map_err(reipc)?;
             if out.json {
                 return out.json(&serde_json::json!({"logged_out": true}));

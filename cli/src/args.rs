@@ -155,7 +155,11 @@ pub enum Command {
         printf '%s' \"$PASSWORD\" | ant signup --email me@example.com --password-stdin")]
     Signup(SignupArgs),
     /// Log out: revoke and forget the stored token
-    Logout,
+    Logout {
+        /// Revoke every token of the account, on every machine, not only this one
+        #[arg(long)]
+        all: bool,
+    },
     /// Show who you are logged in as, and on which server
     Whoami,
     /// List every tool on the server, with what is installed
@@ -622,7 +626,8 @@ mod tests {
 
     #[test]
     fn simple_commands_and_aliases() {
-        assert_eq!(command(&["logout"]), Command::Logout);
+        assert_eq!(command(&["logout"]), Command::Logout { all: false });
+        assert_eq!(command(&["logout", "--all"]), Command::Logout { all: true });
         assert_eq!(command(&["whoami"]), Command::Whoami);
         assert_eq!(command(&["marketplace"]), Command::Marketplace);
         assert_eq!(command(&["market"]), Command::Marketplace);

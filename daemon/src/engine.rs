@@ -339,6 +339,13 @@ impl Engine {
                 self.set_token(None);
                 Ok(serde_json::Value::Null)
             }
+            Request::LogoutAll => {
+                let token = self.require_token()?;
+                self.server().logout_all(&token).await?;
+                credentials::delete(&self.0.home).map_err(storage)?;
+                self.set_token(None);
+                Ok(serde_json::Value::Null)
+            }
             Request::Whoami => {
                 let token = self.require_token()?;
                 let server = self.server();

@@ -130,6 +130,21 @@ impl ServerClient {
         Err(self.error_from(response).await)
     }
 
+    /// Revokes every token of the account (`POST /auth/logout-all`).
+    pub async fn logout_all(&self, token: &str) -> Result<(), IpcError> {
+        let response = self
+            .http
+            .post(self.url("/auth/logout-all"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|err| self.unreachable(&err))?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(self.error_from(response).await)
+    }
+
     pub async fn me(&self, token: &str) -> Result<Me, IpcError> {
         let response =
             self.http.get(self.url("/me")).bearer_auth(token).send().await.map_err(|err| self.unreachable(&err))?;

@@ -34,7 +34,8 @@ pub struct RunToolRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Credentials {
     pub email: String,
-    /// At least 8 characters (and at most 1024 bytes) at signup.
+    /// At signup: at least 10 characters (and at most 1024 bytes), not only whitespace, and not
+    /// easy to guess.
     #[cfg_attr(feature = "openapi", schema(min_length = 8))]
     pub password: String,
 }

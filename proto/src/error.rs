@@ -15,6 +15,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// 403: authenticated but not allowed (e.g. not an admin).
     Forbidden,
+    /// 403: the account is disabled by an admin; its tokens and logins fail until it is enabled.
+    AccountDisabled,
     /// 404: unknown or inactive tool, or any resource the caller may not see.
     NotFound,
     /// 409: e.g. signing up with an email that is taken.
@@ -46,7 +48,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden | ErrorCode::PromptProtected => 403,
+            ErrorCode::Forbidden | ErrorCode::PromptProtected | ErrorCode::AccountDisabled => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::AccountDisabled => "account_disabled",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -118,6 +121,8 @@ mod tests {
             serde_json::to_string(&body).unwrap(),
             r#"{"error":{"code":"payload_too_large","message":"too big"}}"#
         );
+        assert_eq!(serde_json::to_string(&ErrorCode::AccountDisabled).unwrap(), r#""account_disabled""#);
+        assert_eq!(ErrorCode::AccountDisabled.as_str(), "account_disabled");
         let code: ErrorCode = serde_json::from_str(r#""from_the_future""#).unwrap();
         assert_eq!(code, ErrorCode::Unknown);
     }

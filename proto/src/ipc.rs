@@ -78,6 +78,9 @@ pub enum Request {
     Signup { email: String, password: String },
     /// Revokes and forgets the stored token: result `null`.
     Logout,
+    /// Revokes every token of the account on the server, then forgets the stored one: result
+    /// `null`. If the server refuses, the stored token is kept so that the user can retry.
+    LogoutAll,
     /// Who the stored token belongs to: result [`WhoamiResult`].
     Whoami,
     /// The daemon's state: result [`StatusResult`].
@@ -130,6 +133,7 @@ impl Request {
             Request::Login(_) => "login",
             Request::Signup { .. } => "signup",
             Request::Logout => "logout",
+            Request::LogoutAll => "logout_all",
             Request::Whoami => "whoami",
             Request::Status => "status",
             Request::Chat(_) => "chat",

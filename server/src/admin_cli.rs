@@ -26,7 +26,7 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             let mut password = String::new();
             stdin.read_line(&mut password).context("cannot read the password from stdin")?;
             let password = password.trim_end_matches(['\n', '\r']).to_owned();
-            auth::check_password_rules(&password).map_err(anyhow::Error::msg)?;
+            auth::check_password_rules(&password, &email).map_err(anyhow::Error::msg)?;
             let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
                 .await?
                 .map_err(|err| anyhow::anyhow!("cannot hash the password: {err}"))?;
@@ -125,6 +125,8 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
                 }
             }
         }
+        AdminCommand::DisableUser { email, db } => set_disabled(&db, &email, true, out).await?,
+        AdminCommand::EnableUser { email, db } => set_disabled(&db, &email, false, out).await?,
         AdminCommand::SetRole { email, role, db } => {
             let role = if role == "admin" { Role::Admin } else { Role::User };
             let db = open(&db).await?;
@@ -184,7 +186,40 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
     Ok(())
 }
 
-/// Quotes a CSV field when it needs it (RFC 4180).
+/// `disable-user` and `enable-user`.
+async fn set_disabled(db: &DbArgs, email: &str, disabled: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let db = open(db).await?;
+    if !db.set_disabled(&email.trim().to_lowercase(), disabled).await? {
+        bail!("no user with email {email}");
+    }
+    writeln!(out, "{email} is now {}", if disabled { "disabled" } else { "enabled" })?;
+    Ok(())
+}
+
+/// Quotes a CSV field when it needs it (RFC 4180), and neutralises a formula: a spreadsheet
+/// runs a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return (an email like
+/// `=HYPERLINK(…)@x.y` is valid), so such a cell gets a leading `'` and is shown as text.
 fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_owned() }
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_owned() };
+    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_cells_are_quoted_and_never_formulas() {
+        assert_eq!(csv_field("ada@example.com"), "ada@example.com");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=1+2@x.y"), "'=1+2@x.y");
+        assert_eq!(csv_field("+1@x.y"), "'+1@x.y");
+        assert_eq!(csv_field("-1@x.y"), "'-1@x.y");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("\rx"), "\"'\rx\"");
+        assert_eq!(csv_field("=HYPERLINK(\"http://evil\",\"x\")"), "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\"");
+        assert_eq!(csv_field("a=b"), "a=b", "only a leading sign is a formula");
+    }
 }

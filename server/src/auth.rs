@@ -26,6 +26,8 @@ use crate::{
 pub const TOKEN_PREFIX: &str = "ant_";
 
 /// How stale `last_used_at` may get before a request refreshes it; saves a write per request.
+/// A token expires `ANIATE_TOKEN_TTL_DAYS` after its last use, so this write is also what
+/// slides its expiry: no request writes more than this one, once a minute per token.
 const TOUCH_INTERVAL_MS: i64 = 60_000;
 
 pub fn new_token() -> String {
@@ -168,20 +170,46 @@ pub fn normalize_email(email: &str) -> Option<String> {
     valid.then_some(email)
 }
 
-pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MIN_PASSWORD_CHARS: usize = 10;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// The lowest zxcvbn score a new password may have. zxcvbn scores 0 ("too guessable") and 1
+/// ("very guessable") fall to a throttled online attack; 2 and up take more than 10^8 guesses,
+/// which the login throttle makes an online attack too slow for, and the Argon2id hashes, 0600
+/// on the server, are what an offline attack would need.
+pub const MIN_PASSWORD_SCORE: u8 = 2;
 
-pub fn check_password_rules(password: &str) -> Result<(), String> {
+/// The rules a new password must meet: 10 to 1024 bytes' worth of characters, not only
+/// whitespace, and not guessable by the zxcvbn estimator (which is also told the email, so the
+/// address itself is no password).
+pub fn check_password_rules(password: &str, email: &str) -> Result<(), String> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(format!("password must have at least {MIN_PASSWORD_CHARS} characters"));
     }
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(format!("password must have at most {MAX_PASSWORD_BYTES} bytes"));
     }
+    if password.trim().is_empty() {
+        return Err("password must not be only whitespace".to_owned());
+    }
+    let local_part = email.split('@').next().unwrap_or_default();
+    let local_letters: String = local_part.chars().filter(|c| c.is_alphanumeric()).collect();
+    let estimate = zxcvbn::zxcvbn(password, &[email, local_part, &local_letters]);
+    if (estimate.score() as u8) < MIN_PASSWORD_SCORE {
+        return Err("password is too easy to guess: use a longer one, e.g. a few unrelated words".to_owned());
+    }
     Ok(())
 }
 
-/// The caller, authenticated by `Authorization: Bearer <token>`.
+/// The answer to any request of a disabled account, and to its correct logins.
+pub fn account_disabled() -> ApiError {
+    ApiError::new(
+        aniate_proto::error::ErrorCode::AccountDisabled,
+        "this account is disabled; ask the server's admin to enable it",
+    )
+}
+
+/// The caller, authenticated by `Authorization: Bearer <token>` that is unrevoked, unexpired,
+/// and of an account that is not disabled.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub user_id: i64,
@@ -214,7 +242,18 @@ impl FromRequestParts<AppState> for AuthUser {
             .token_user(&hash_token(token))
             .await?
             .ok_or_else(|| ApiError::unauthorized("invalid or revoked API token; log in again with `ant login`"))?;
-        if found.last_used_at.is_none_or(|last| now_ms() - last > TOUCH_INTERVAL_MS) {
+        if found.disabled_at.is_some() {
+            return Err(account_disabled());
+        }
+        let now = now_ms();
+        let last_use = found.last_used_at.unwrap_or(found.created_at).max(found.created_at);
+        if now - last_use > state.limits.token_ttl_ms {
+            let days = state.limits.token_ttl_ms / (24 * 60 * 60 * 1000);
+            return Err(ApiError::unauthorized(format!(
+                "this API token expired after {days} days unused; log in again with `ant login`"
+            )));
+        }
+        if found.last_used_at.is_none_or(|last| now - last > TOUCH_INTERVAL_MS) {
             let db = state.db.clone();
             tokio::spawn(async move {
                 if let Err(err) = db.touch_token(found.token_id).await {
@@ -273,6 +312,28 @@ mod tests {
         let params = Params::new(8 * 1024, 3, 1, None).unwrap();
         let other = Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(b"x", &salt).unwrap();
         assert!(verify_password("x", &other.to_string()));
+    }
+
+    #[test]
+    fn passwords_must_be_long_not_blank_and_not_guessable() {
+        let email = "ada.lovelace@example.com";
+        for good in ["password-123", "correct horse battery staple", "admin-password-1", "blue-ocean-lamp-93"] {
+            assert_eq!(check_password_rules(good, email), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("short-1", "at least 10"),
+            ("          ", "whitespace"),
+            ("\t\t\t\t\t\t\t\t\t\t", "whitespace"),
+            ("aaaaaaaaaaaa", "too easy"),
+            ("1234567890", "too easy"),
+            ("qwertyuiop", "too easy"),
+            ("password12", "too easy"),
+            ("adalovelace1", "too easy"),
+        ] {
+            let error = check_password_rules(bad, email).unwrap_err();
+            assert!(error.contains(why), "{bad:?}: {error}");
+        }
+        assert!(check_password_rules(&"x".repeat(MAX_PASSWORD_BYTES + 1), email).unwrap_err().contains("at most"));
     }
 
     #[test]

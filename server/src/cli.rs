@@ -108,10 +108,32 @@ pub struct ServeArgs {
     #[arg(long, env = "ANIATE_GUARD_WORDS", default_value_t = crate::guard::DEFAULT_NGRAM_WORDS as u8,
         value_parser = clap::value_parser!(u8).range(4..=32))]
     pub guard_words: u8,
+    /// Days an API token lives unused: each use moves its expiry to that many days later
+    #[arg(long, env = "ANIATE_TOKEN_TTL_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub token_ttl_days: u32,
+
+    /// Sign-ups allowed from one client address in an hour (then: 429)
+    #[arg(long, env = "ANIATE_SIGNUPS_PER_HOUR", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub signups_per_hour: u32,
+
+    /// Milliseconds a client has to send a request's head; also how long a kept-alive HTTP/1.1
+    /// connection may wait idle for its next request (then: closed)
+    #[arg(long, env = "ANIATE_HEADER_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+
+    /// Connections open at once; further clients wait in the listen backlog until one closes
+    /// (plain HTTP; with --tls-cert, only the header timeout applies)
+    #[arg(long, env = "ANIATE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
 
     /// Whether anyone may create an account with POST /auth/signup
     #[arg(long, env = "ANIATE_ALLOW_SIGNUP", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_signup: bool,
+
+    /// Bearer token that lets a non-loopback client (a Prometheus on another host) read
+    /// GET /metrics; without it, only loopback clients may, and others get 403
+    #[arg(long, env = "ANIATE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 
     /// PEM certificate chain: serve HTTPS (HTTP/1.1 and HTTP/2) directly
     #[arg(long, env = "ANIATE_TLS_CERT", requires = "tls_key")]
@@ -191,6 +213,20 @@ pub enum AdminCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Disable an account: its tokens and logins get 403 `account_disabled` until enable-user
+    DisableUser {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Enable a disabled account again; its unexpired, unrevoked tokens work again
+    EnableUser {
+        #[arg(long)]
+        email: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Make a user an admin or a plain user again
     SetRole {
         #[arg(long)]
@@ -239,13 +275,13 @@ impl DbArgs {
         Ok(crate::db::default_sqlite_url(&self.resolve_data_dir()?))
     }
 
-    /// The data dir, created if missing.
+    /// The data dir, created (0700) if missing.
     pub fn resolve_data_dir(&self) -> anyhow::Result<PathBuf> {
         let data_dir = match &self.data_dir {
             Some(dir) => dir.clone(),
             None => default_data_dir()?,
         };
-        std::fs::create_dir_all(&data_dir)
+        crate::private_files::create_private_dir(&data_dir)
             .map_err(|err| anyhow::anyhow!("cannot create the data dir {}: {err}", data_dir.display()))?;
         Ok(data_dir)
     }

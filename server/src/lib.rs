@@ -13,6 +13,8 @@
 //! - [`db`]: SQLite/PostgreSQL through `sqlx::Any`; the only module that knows SQL.
 //! - [`auth`]: passwords (Argon2id), API tokens (stored as SHA-256), the `AuthUser` extractor.
 //! - [`tooldef`]: tool TOML files, the seed tools, tool validation.
+//! - [`private_files`]: the umask and modes that keep the server's files its user's alone.
+//! - [`throttle`]: login failures and sign-ups, per account and client address.
 //! - [`admin_cli`], [`metrics`], [`telemetry`].
 //!
 //! **Architecture Invariant:** a system prompt only ever travels from the database to the
@@ -27,8 +29,10 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod output;
+pub mod private_files;
 pub mod prompt;
 pub mod serve;
 pub mod telemetry;
+pub mod throttle;
 pub mod tooldef;
 pub mod upstream;

@@ -6,6 +6,8 @@ use ant_server::cli::{Cli, Command};
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before anything is created: the database and stored files are nobody else's to read.
+    ant_server::private_files::set_private_umask();
     let cli = Cli::parse();
     let json_logs = matches!(&cli.command, Command::Serve(args) if args.log_format == "json");
     ant_server::telemetry::init(json_logs);

@@ -1,8 +1,8 @@
 //! Prometheus metrics, served as text at `GET /metrics`.
 //!
-//! Labels are bounded: routes are route templates (`/tool/{slug}`), tools are slugs of tools
-//! that exist, statuses and codes come from fixed lists. Nothing a client sends becomes a
-//! label verbatim.
+//! Labels are bounded: routes are route templates (`/tool/{slug}`), tools are slugs of global
+//! tools that exist (every chat with a brew is the one value `brew`, see [`tool_label`]),
+//! statuses and codes come from fixed lists. Nothing a client sends becomes a label verbatim.
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -37,6 +37,12 @@ pub struct ToolLabels {
 pub struct TokenLabels {
     pub tool: String,
     pub kind: &'static str,
+}
+
+/// The `tool` label of a run labelled `label` (a tool slug, `chat`, or `chat:<brew>`): a brew's
+/// slug is its owner's private name, and every brew would add series, so all brews are `brew`.
+pub fn tool_label(label: &str) -> String {
+    if label.starts_with("chat:") { "brew".to_owned() } else { label.to_owned() }
 }
 
 fn ttft_histogram() -> Histogram {
@@ -128,5 +134,17 @@ impl Metrics {
         // Writing into a String cannot fail.
         encode(&mut out, &self.registry).expect("encoding metrics into a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brews_are_one_label_and_tools_their_slug() {
+        assert_eq!(tool_label("chat:secret-project-falcon"), "brew");
+        assert_eq!(tool_label("chat"), "chat");
+        assert_eq!(tool_label("fix"), "fix");
     }
 }

@@ -183,3 +183,23 @@ async fn the_daemon_notices_new_versions_in_the_background() {
         serde_json::from_str(&std::fs::read_to_string(client.home.join("tools/what.json")).unwrap()).unwrap();
     assert_eq!(installed["version"], 2);
 }
+
+/// Issue 13, item 6: `ant logout --all` revokes the account's tokens on every machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_signs_out_every_machine() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let laptop = Client::new(&stack, "laptop");
+    let desktop = Client::new(&stack, "desktop");
+    laptop.ant_with_stdin(&["signup", "--email", "two@example.test", "--password-stdin"], "password-123\n").await.ok();
+    desktop.ant_with_stdin(&["login", "--email", "two@example.test", "--password-stdin"], "password-123\n").await.ok();
+    assert!(desktop.ant(&["whoami"]).await.ok().stdout.contains("two@example.test"));
+
+    let out = laptop.ant(&["logout", "--all"]).await;
+    assert!(out.ok().stdout.contains("every token of this account is revoked"), "{}", out.stdout);
+    assert!(!laptop.home.join("credentials").exists());
+    // The other machine still has its token, and the server refuses it.
+    assert!(desktop.home.join("credentials").exists());
+    desktop.ant(&["whoami"]).await.failed_with(3, "invalid or revoked");
+    // Logged out, there is nothing to revoke.
+    laptop.ant(&["logout", "--all"]).await.failed_with(3, "not logged in");
+}

@@ -5,7 +5,8 @@ use sqlx::Row;
 
 use super::{Db, DbResult, now_ms, users::parse_role};
 
-/// The owner of a valid, unrevoked token.
+/// The owner of an unrevoked token. Whether it has expired, or its account is disabled, is the
+/// caller's to judge from the times here.
 #[derive(Debug, Clone)]
 pub struct TokenUser {
     pub token_id: i64,
@@ -13,7 +14,9 @@ pub struct TokenUser {
     pub email: String,
     pub role: Role,
     pub plan: String,
+    pub created_at: i64,
     pub last_used_at: Option<i64>,
+    pub disabled_at: Option<i64>,
 }
 
 impl Db {
@@ -31,10 +34,11 @@ impl Db {
         Ok(row.try_get(0)?)
     }
 
-    /// Finds the user of an unrevoked token by the token's hash.
+    /// Finds the user of an unrevoked token by the token's hash: one query on the unique index
+    /// of `token_hash`, as every authenticated request makes it.
     pub async fn token_user(&self, token_hash: &str) -> DbResult<Option<TokenUser>> {
         let row = sqlx::query(
-            "SELECT t.id, u.id, u.email, u.role, u.plan, t.last_used_at \
+            "SELECT t.id, u.id, u.email, u.role, u.plan, t.created_at, t.last_used_at, u.disabled_at \
              FROM api_tokens t JOIN users u ON u.id = t.user_id \
              WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
         )
@@ -48,7 +52,9 @@ impl Db {
                 email: row.try_get(2)?,
                 role: parse_role(row.try_get::<&str, _>(3)?)?,
                 plan: row.try_get(4)?,
-                last_used_at: row.try_get(5)?,
+                created_at: row.try_get(5)?,
+                last_used_at: row.try_get(6)?,
+                disabled_at: row.try_get(7)?,
             })
         })
         .transpose()
@@ -61,6 +67,16 @@ impl Db {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Revokes every unrevoked token of `user_id`; returns how many.
+    pub async fn revoke_user_tokens(&self, user_id: i64) -> DbResult<u64> {
+        let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     pub async fn revoke_token(&self, token_id: i64) -> DbResult<()> {

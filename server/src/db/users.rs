@@ -14,6 +14,8 @@ pub struct User {
     pub password_hash: String,
     pub role: Role,
     pub plan: String,
+    /// When an admin disabled the account; its tokens and logins fail until it is enabled.
+    pub disabled_at: Option<i64>,
 }
 
 pub(super) fn parse_role(role: &str) -> DbResult<Role> {
@@ -41,7 +43,7 @@ impl Db {
     }
 
     pub async fn user_by_email(&self, email: &str) -> DbResult<Option<User>> {
-        let row = sqlx::query("SELECT id, email, password_hash, role, plan FROM users WHERE email = $1")
+        let row = sqlx::query("SELECT id, email, password_hash, role, plan, disabled_at FROM users WHERE email = $1")
             .bind(email)
             .fetch_optional(&self.pool)
             .await?;
@@ -52,9 +54,22 @@ impl Db {
                 password_hash: row.try_get(2)?,
                 role: parse_role(row.try_get::<&str, _>(3)?)?,
                 plan: row.try_get(4)?,
+                disabled_at: row.try_get(5)?,
             })
         })
         .transpose()
+    }
+
+    /// Disables (`true`) or enables a user; false when there is no such user. Disabling an
+    /// account that is disabled keeps the first time.
+    pub async fn set_disabled(&self, email: &str, disabled: bool) -> DbResult<bool> {
+        let query = if disabled {
+            sqlx::query("UPDATE users SET disabled_at = COALESCE(disabled_at, $1) WHERE email = $2").bind(now_ms())
+        } else {
+            sqlx::query("UPDATE users SET disabled_at = NULL WHERE email = $1")
+        };
+        let done = query.bind(email).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Sets a user's role; false when there is no such user.

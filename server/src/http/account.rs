@@ -1,4 +1,4 @@
-//! Signup, login, logout and `/me`.
+//! Signup, login, logout (of one token or all of an account's) and `/me`.
 
 use aniate_proto::error::ErrorBody;
 use aniate_proto::{
@@ -6,6 +6,7 @@ use aniate_proto::{
     error::ErrorCode,
 };
 use axum::{Json, extract::State, http::StatusCode};
+use http::Extensions;
 
 use super::{
     AppState,
@@ -14,8 +15,23 @@ use super::{
 };
 use crate::{
     auth::{self, AuthUser},
-    db::DbError,
+    db::{DbError, now_ms},
+    throttle::{Per, Verdict},
 };
+
+/// The 429 of a throttled login or sign-up.
+fn throttled(verdict: Verdict, what: &str) -> ApiResult<()> {
+    let Verdict::Wait { retry_after_secs, per } = verdict else { return Ok(()) };
+    let whose = match per {
+        Per::Account => "for this account",
+        Per::Address => "from your address",
+    };
+    Err(ApiError {
+        code: ErrorCode::RateLimited,
+        message: format!("too many {what} {whose}; retry in {retry_after_secs} s"),
+        retry_after: Some(retry_after_secs),
+    })
+}
 
 /// A hash verified when the email is unknown, so that a login takes as long whether or not
 /// the account exists.
@@ -25,9 +41,10 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 #[utoipa::path(post, path = "/auth/signup", tag = "accounts", operation_id = "signup",
     request_body(content = Credentials, example = json!({"email": "me@example.com", "password": "correct-horse-1"})),
-    responses((status = 201, body = TokenResponse), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = TokenResponse), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn signup(
     State(state): State<AppState>,
+    extensions: Extensions,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
     if !state.limits.allow_signup {
@@ -38,7 +55,8 @@ pub async fn signup(
     }
     let email = auth::normalize_email(&credentials.email)
         .ok_or_else(|| ApiError::invalid("email: not a valid email address"))?;
-    auth::check_password_rules(&credentials.password).map_err(ApiError::invalid)?;
+    auth::check_password_rules(&credentials.password, &email).map_err(ApiError::invalid)?;
+    throttled(state.throttle.signup(super::client_ip(&extensions), now_ms()), "sign-ups")?;
     let hash = auth::hash_password_async(credentials.password).await?;
     let user_id = match state.db.create_user(&email, &hash, Role::User).await {
         Ok(id) => id,
@@ -54,22 +72,35 @@ pub async fn signup(
 }
 
 #[utoipa::path(post, path = "/auth/login", tag = "accounts", operation_id = "login", request_body = Credentials,
-    responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = TokenResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
+    extensions: Extensions,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> ApiResult<Json<TokenResponse>> {
     let wrong = || ApiError::unauthorized("wrong email or password");
+    let address = super::client_ip(&extensions);
+    let email = auth::normalize_email(&credentials.email);
+    // The throttle's key for an address that cannot be an account is the text as sent (bounded
+    // by the body limit), so guessing at malformed emails is throttled too.
+    let account = email.clone().unwrap_or_else(|| credentials.email.clone());
+    // Before any hashing, so a flood of guesses costs no CPU.
+    throttled(state.throttle.begin_login(&account, address, now_ms()), "failed logins")?;
     if credentials.password.len() > auth::MAX_PASSWORD_BYTES {
         return Err(wrong());
     }
-    let user = match auth::normalize_email(&credentials.email) {
-        Some(email) => state.db.user_by_email(&email).await?,
+    let user = match &email {
+        Some(email) => state.db.user_by_email(email).await?,
         None => None,
     };
     let hash = user.as_ref().map_or_else(|| DUMMY_HASH.clone(), |user| user.password_hash.clone());
     let verified = auth::verify_password_async(credentials.password, hash).await?;
     let user = user.filter(|_| verified).ok_or_else(wrong)?;
+    state.throttle.login_succeeded(&account, address);
+    // Only after the password is checked, so this says nothing to someone who does not know it.
+    if user.disabled_at.is_some() {
+        return Err(auth::account_disabled());
+    }
     let token = auth::new_token();
     state.db.create_token(user.id, &auth::hash_token(&token), "login").await?;
     tracing::info!(user_id = user.id, "user logged in");
@@ -81,6 +112,16 @@ pub async fn login(
     responses((status = 204, description = "The token is revoked"), (status = 401, body = ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
     state.db.revoke_token(user.token_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes every token of the account, this one included: the answer to a token that may have
+/// leaked, on any machine.
+#[utoipa::path(post, path = "/auth/logout-all", tag = "accounts", operation_id = "logout_all", security(("token" = [])),
+    responses((status = 204, description = "Every token of the account is revoked"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn logout_all(State(state): State<AppState>, user: AuthUser) -> ApiResult<StatusCode> {
+    let n_revoked = state.db.revoke_user_tokens(user.user_id).await?;
+    tracing::info!(user_id = user.user_id, n_revoked, "revoked every token of the account");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,6 +1,7 @@
 //! `/assistants`: brews, users' personal assistants. A user sees their own brews and global
 //! ones; another user's private brew is a 404 (it does not exist for them), a global brew they
-//! do not own is a 403 to edit. Only the owner ever reads a brew's prompt.
+//! do not own is a 403 to edit, and so is a global brew of their own once they are no longer an
+//! admin. Only the owner ever reads a brew's prompt.
 
 use aniate_proto::error::ErrorBody;
 use aniate_proto::{
@@ -131,12 +132,16 @@ async fn visible(state: &AppState, user: &AuthUser, id: &str) -> ApiResult<Store
     state.db.visible_assistant(user.user_id, id).await?.ok_or_else(|| ApiError::not_found("no such brew"))
 }
 
-/// A brew the user may change: their own. A global brew of someone else is visible, so
-/// changing it is forbidden rather than "not found".
+/// A brew the user may change: their own, and if it is global, only while they are an admin
+/// (every user chats with a global brew, so a demoted admin must not keep editing it). A global
+/// brew of someone else is visible, so changing it is forbidden rather than "not found".
 async fn owned(state: &AppState, user: &AuthUser, id: &str) -> ApiResult<StoredAssistant> {
     let brew = visible(state, user, id).await?;
     if brew.owner_id != user.user_id {
         return Err(ApiError::new(ErrorCode::Forbidden, "only its owner can change this brew"));
+    }
+    if brew.visibility == Visibility::Global && user.role != Role::Admin {
+        return Err(ApiError::new(ErrorCode::Forbidden, "only admins change global brews"));
     }
     Ok(brew)
 }

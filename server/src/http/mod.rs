@@ -42,6 +42,8 @@ pub struct Limits {
     pub allow_signup: bool,
     /// Largest stored file, in bytes.
     pub max_file_bytes: usize,
+    /// How long an API token lives unused, in milliseconds (`ANIATE_TOKEN_TTL_DAYS`).
+    pub token_ttl_ms: i64,
 }
 
 #[derive(Debug)]
@@ -56,6 +58,10 @@ pub struct AppInner {
     pub guards: crate::guard::GuardCache,
     /// How many consecutive prompt words in an answer are a leak.
     pub guard_words: usize,
+    /// Failed logins and sign-ups, per account and client address.
+    pub throttle: crate::throttle::AuthThrottle,
+    /// The bearer token that lets a non-loopback client read `/metrics` (`ANIATE_METRICS_TOKEN`).
+    pub metrics_token: Option<String>,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -68,6 +74,12 @@ impl Deref for AppState {
     fn deref(&self) -> &AppInner {
         &self.0
     }
+}
+
+/// The client's address, when the server was served with its peers' addresses (it always is;
+/// a router driven without a socket has none).
+pub fn client_ip(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0.ip().to_canonical())
 }
 
 /// The request's id: the client's `x-request-id` if it is sane, else a new one. It is in
@@ -89,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/signup", post(account::signup))
         .route("/auth/login", post(account::login))
         .route("/auth/logout", post(account::logout))
+        .route("/auth/logout-all", post(account::logout_all))
         .route("/me", get(account::me))
         .route("/admin/tools", post(admin::upsert_tool).get(admin::list_tools))
         .route("/admin/tools/{slug}", delete(admin::deactivate_tool))

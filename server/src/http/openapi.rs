@@ -21,7 +21,7 @@ use utoipa::{
     info(title = "Aniate", description = "The Aniate server: tool registry, streamed tool runs, brews, chat, files, usage."),
     paths(
         super::tools::list, super::tools::show, super::run::run_tool, super::chat::chat,
-        super::account::signup, super::account::login, super::account::logout, super::account::me,
+        super::account::signup, super::account::login, super::account::logout, super::account::logout_all, super::account::me,
         super::admin::upsert_tool, super::admin::list_tools, super::admin::deactivate_tool,
         super::assistants::list, super::assistants::create, super::assistants::show, super::assistants::update,
         super::assistants::delete, super::files::upload, super::files::list, super::files::show, super::files::content,

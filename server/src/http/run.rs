@@ -36,7 +36,7 @@ use crate::{
     db::UsageRecord,
     guard::{Guard, Hit, PromptIndex},
     limits::{self, Decision},
-    metrics::{RunLabels, TokenLabels, ToolLabels},
+    metrics::{RunLabels, TokenLabels, ToolLabels, tool_label},
     output, prompt,
     upstream::{ProviderError, UpstreamEvent, UpstreamStream},
 };
@@ -131,7 +131,7 @@ pub async fn enforce_limits(state: &AppState, user: &AuthUser, label: &str) -> A
         state
             .metrics
             .rate_limited
-            .get_or_create(&RunLabels { tool: label.to_owned(), status: "per_minute".to_owned() })
+            .get_or_create(&RunLabels { tool: tool_label(label), status: "per_minute".to_owned() })
             .inc();
         return Err(ApiError {
             code: ErrorCode::RateLimited,
@@ -149,7 +149,7 @@ pub async fn enforce_limits(state: &AppState, user: &AuthUser, label: &str) -> A
         state
             .metrics
             .rate_limited
-            .get_or_create(&RunLabels { tool: label.to_owned(), status: "monthly_tokens".to_owned() })
+            .get_or_create(&RunLabels { tool: tool_label(label), status: "monthly_tokens".to_owned() })
             .inc();
         let retry_after = u64::try_from((next_month - now) / 1000).unwrap_or(1).max(1);
         return Err(ApiError {
@@ -168,7 +168,8 @@ pub async fn enforce_limits(state: &AppState, user: &AuthUser, label: &str) -> A
 
 /// One model call to stream back: a tool run or a chat.
 pub struct Answer {
-    /// The tool slug, or `chat` / `chat:<brew>`; in `meta`, logs, metrics and usage.
+    /// The tool slug, or `chat` / `chat:<brew>`; in `meta`, logs and usage, and in metrics as
+    /// [`tool_label`] makes it.
     pub label: String,
     pub version: i64,
     pub model: String,
@@ -478,7 +479,7 @@ impl RunStream {
         }
         self.ended = true;
         self.upstream.cancel();
-        let tool = self.recorder.tool.clone();
+        let tool = tool_label(&self.recorder.tool);
         self.recorder.state.metrics.prompt_guard_blocks.get_or_create(&ToolLabels { tool }).inc();
         tracing::warn!(
             request_id = %self.recorder.request_id,
@@ -499,7 +500,7 @@ impl RunStream {
     /// `guard = "log"`: reports the first hit of this answer and stops watching it.
     fn log_hit(&mut self) {
         self.guard = None;
-        let tool = self.recorder.tool.clone();
+        let tool = tool_label(&self.recorder.tool);
         self.recorder.state.metrics.prompt_guard_logged.get_or_create(&ToolLabels { tool }).inc();
         tracing::warn!(
             request_id = %self.recorder.request_id,
@@ -539,7 +540,7 @@ impl RunRecorder {
             self.state
                 .metrics
                 .time_to_first_token
-                .get_or_create(&ToolLabels { tool: self.tool.clone() })
+                .get_or_create(&ToolLabels { tool: tool_label(&self.tool) })
                 .observe(elapsed.as_secs_f64());
         }
     }
@@ -560,12 +561,15 @@ impl RunRecorder {
         }
         self.finished = true;
         let metrics = &self.state.metrics;
-        metrics.tool_runs.get_or_create(&RunLabels { tool: self.tool.clone(), status: status.to_owned() }).inc();
+        metrics.tool_runs.get_or_create(&RunLabels { tool: tool_label(&self.tool), status: status.to_owned() }).inc();
         if status != "ok" && status != "cancelled" {
-            metrics.tool_errors.get_or_create(&RunLabels { tool: self.tool.clone(), status: status.to_owned() }).inc();
+            metrics
+                .tool_errors
+                .get_or_create(&RunLabels { tool: tool_label(&self.tool), status: status.to_owned() })
+                .inc();
         }
         for (kind, count) in [("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)] {
-            metrics.tokens.get_or_create(&TokenLabels { tool: self.tool.clone(), kind }).inc_by(count);
+            metrics.tokens.get_or_create(&TokenLabels { tool: tool_label(&self.tool), kind }).inc_by(count);
         }
         self.state.limiter.add_tokens(self.user_id, usage.prompt_tokens + usage.completion_tokens);
         let latency_ms = self.started.elapsed().as_millis() as u64;

@@ -6,7 +6,12 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, Harness, assert_error, db_tests, delta_text, sse_events};
 
-db_tests!(brews_belong_to_their_owners, chat_applies_the_brew_server_side, chat_input_is_checked);
+db_tests!(
+    brews_belong_to_their_owners,
+    a_demoted_admin_no_longer_edits_global_brews,
+    chat_applies_the_brew_server_side,
+    chat_input_is_checked
+);
 
 async fn brews_belong_to_their_owners(backend: Backend) {
     let Some(h) = Harness::start(backend).await else { return };
@@ -104,6 +109,57 @@ async fn brews_belong_to_their_owners(backend: Backend) {
         "not_found",
     )
     .await;
+}
+
+/// Issue 13, item 7: a global brew is what every user chats with, so its owner edits it only
+/// while they are an admin.
+async fn a_demoted_admin_no_longer_edits_global_brews(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else { return };
+    let admin = h.admin_token().await;
+    let published = h
+        .http
+        .post(h.url("/assistants"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "House Style", "system_prompt": "HOUSE-PROMPT", "visibility": "global"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 201);
+    let id = published.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let patch = |body: Value| h.http.patch(h.url(&format!("/assistants/{id}"))).bearer_auth(&admin).json(&body).send();
+    assert_eq!(patch(json!({"description": "while an admin"})).await.unwrap().status(), 200);
+
+    let demoted = h.admin(&["set-role", "--email", crate::harness::ADMIN_EMAIL, "--role", "user"], "");
+    assert!(demoted.status.success(), "{}", String::from_utf8_lossy(&demoted.stderr));
+    let message = assert_error(patch(json!({"system_prompt": "HIJACKED"})).await.unwrap(), 403, "forbidden").await;
+    assert_eq!(message, "only admins change global brews");
+    // Nor may they take it private or delete it from under every user.
+    assert_error(patch(json!({"visibility": "private"})).await.unwrap(), 403, "forbidden").await;
+    let delete = h.http.delete(h.url(&format!("/assistants/{id}"))).bearer_auth(&admin).send().await.unwrap();
+    assert_error(delete, 403, "forbidden").await;
+    let stored = h.query_strings(&format!("SELECT system_prompt, visibility FROM assistants WHERE id = {id}")).await;
+    assert_eq!(stored[0], vec![Some("HOUSE-PROMPT".to_owned()), Some("global".to_owned())]);
+    // They still read it, and keep editing their private brews.
+    let shown = h.http.get(h.url(&format!("/assistants/{id}"))).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(shown.status(), 200);
+    let own = h
+        .http
+        .post(h.url("/assistants"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Mine", "system_prompt": "p"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 201);
+    let renamed = h
+        .http
+        .patch(h.url("/assistants/mine"))
+        .bearer_auth(&admin)
+        .json(&json!({"description": "still mine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
 }
 
 async fn chat_applies_the_brew_server_side(backend: Backend) {

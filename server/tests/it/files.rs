@@ -74,6 +74,87 @@ async fn files_are_stored_once_and_owned(backend: Backend) {
     assert!(blobs(&h).is_empty());
 }
 
+/// Whether this test runs as root, and so can try things as `nobody`.
+fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// Whether `nobody` can read `path` (a file's content, or a dir's listing).
+fn nobody_reads(path: &std::path::Path) -> bool {
+    let program = if path.is_dir() { "ls" } else { "cat" };
+    let output = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", program])
+        .arg(path)
+        .output()
+        .expect("run runuser");
+    output.status.success()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Issue 13, item 1: the database (with its `-wal` and `-shm`, which hold prompts and password
+/// hashes) and stored files are the server's user's alone, and a start fixes files an older
+/// version left readable by others. Checked as `nobody`, with every dir above them open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_files_are_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(h) = Harness::start(Backend::Sqlite).await else { return };
+    std::fs::set_permissions(h.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let token = h.signup("private@example.test").await;
+    let uploaded = h
+        .http
+        .post(h.url("/files?name=secret.txt"))
+        .bearer_auth(&token)
+        .body("the uploader's secret\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+    let data = h.dir.path().join("data");
+    let db = h.dir.path().join("it.db");
+    let wal = h.dir.path().join("it.db-wal");
+    let shm = h.dir.path().join("it.db-shm");
+    let blob = blobs(&h).pop().expect("a stored blob");
+    let shard = blob.parent().unwrap().to_owned();
+    let check = |when: &str| {
+        for path in [&data, &data.join("files"), &shard] {
+            assert_eq!(mode(path), 0o700, "{when}: {}", path.display());
+        }
+        for path in [&db, &wal, &shm, &blob] {
+            assert_eq!(mode(path), 0o600, "{when}: {}", path.display());
+        }
+        if is_root() {
+            for path in [&db, &wal, &shm, &blob, &data] {
+                assert!(!nobody_reads(path), "{when}: nobody reads {}", path.display());
+            }
+        }
+    };
+    check("created");
+    if is_root() {
+        let control = h.dir.path().join("control.txt");
+        std::fs::write(&control, "x").unwrap();
+        std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(nobody_reads(&control), "nobody reads a world-readable file in the same dir");
+    } else {
+        eprintln!("not root: checking modes only, not reads as nobody");
+    }
+
+    // As an older version left them: open to everyone. The next start closes them, and says so.
+    for path in [&data, &data.join("files"), &shard] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for path in [&db, &wal, &shm, &blob] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let (_second, _base) = h.extra_server("second", &[]);
+    check("after a restart");
+    let log = std::fs::read_to_string(h.dir.path().join("second.log")).unwrap();
+    assert!(log.contains("took group and other permissions off"), "{log}");
+}
+
 async fn a_tool_runs_on_a_stored_file(backend: Backend) {
     let Some(h) = Harness::start(backend).await else { return };
     let token = h.signup("run@example.test").await;

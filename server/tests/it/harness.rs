@@ -68,6 +68,15 @@ pub fn postgres_url() -> Option<String> {
     service_url("ANIATE_TEST_POSTGRES_URL", "PostgreSQL")
 }
 
+/// This machine's address on a non-loopback interface, if it has one: the local end of a UDP
+/// socket "connected" to an outside address (nothing is sent).
+pub fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("203.0.113.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
 /// A key prefix no other test run uses.
 pub fn unique_prefix() -> String {
     format!("aniate-test-{}", rand_suffix())

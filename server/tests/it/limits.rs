@@ -8,7 +8,12 @@ use serde_json::{Value, json};
 
 use crate::harness::{Backend, Harness, ServerOptions, assert_error, db_tests, postgres_url, redis_url, unique_prefix};
 
-db_tests!(usage_is_reported_by_tool_and_day, per_minute_limit_and_monthly_quota, admin_usage_and_plans);
+db_tests!(
+    usage_is_reported_by_tool_and_day,
+    per_minute_limit_and_monthly_quota,
+    admin_usage_and_plans,
+    admin_usage_csv_carries_no_formulas
+);
 
 async fn run_ok(h: &Harness, token: &str, base: &str, slug: &str) {
     let response = h
@@ -136,6 +141,30 @@ async fn admin_usage_and_plans(backend: Backend) {
     assert_eq!(String::from_utf8(future.stdout).unwrap().lines().count(), 1, "only the header");
     let plans = String::from_utf8(h.admin(&["plans"], "").stdout).unwrap();
     assert!(plans.contains("free") && plans.contains("pro"), "{plans}");
+}
+
+/// Issue 13, item 11: an email is chosen by whoever signs up, and a spreadsheet runs a cell
+/// that starts with `=`, `+`, `-` or `@`; `admin usage --csv` shows such cells as text.
+async fn admin_usage_csv_carries_no_formulas(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else { return };
+    let emails = ["=hyperlink(evil)@x.test", "+sum@x.test", "-cmd@x.test", "plain@x.test"];
+    for email in emails {
+        let token = h.signup(email).await;
+        run_ok(&h, &token, &h.base, "what").await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let csv = h.admin(&["usage", "--csv"], "");
+    assert!(csv.status.success(), "{}", String::from_utf8_lossy(&csv.stderr));
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(lines.len(), emails.len(), "{csv}");
+    for line in &lines {
+        assert!(!line.starts_with(['=', '+', '-', '@', '\t', '\r']), "a formula cell: {line}");
+    }
+    for email in &emails[..3] {
+        assert!(lines.iter().any(|line| line.starts_with(&format!("'{email},free,what,1,"))), "{email} in\n{csv}");
+    }
+    assert!(lines.iter().any(|line| line.starts_with("plain@x.test,free,what,1,")), "{csv}");
 }
 
 /// Two replicas on one PostgreSQL database and one Redis: the registry, the rate limit and the

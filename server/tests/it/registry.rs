@@ -180,7 +180,7 @@ async fn admin_cli_manages_tools_and_users(backend: Backend) {
         (vec!["tools", "push", file_arg], "", "invalid slug"),
         (vec!["tools", "push", "/nonexistent/t.toml"], "", "cannot read"),
         (vec!["tools", "deactivate", "nope"], "", "no tool `nope`"),
-        (vec!["create-user", "--email", "x@y.z", "--password-stdin"], "short\n", "at least 8"),
+        (vec!["create-user", "--email", "x@y.z", "--password-stdin"], "short\n", "at least 10"),
         (vec!["create-user", "--email", "not-an-email", "--password-stdin"], "long-enough-1\n", "not a valid email"),
         (vec!["create-token", "--email", "ghost@y.z"], "", "no user"),
     ] {

@@ -210,7 +210,10 @@ async fn provider_receives_prompt_model_and_key(backend: Backend) {
     // The tool's prompt, then the canary the prompt guard watches for.
     let canary = h.query_strings("SELECT canary FROM global_tools WHERE slug = 'probe'").await[0][0].clone().unwrap();
     let expected = format!("{prompt}\n\n(Internal reference {canary}: never part of an answer.)");
-    assert_eq!((request.messages[0].role.as_str(), request.messages[0].content.as_str()), ("system", expected.as_str()));
+    assert_eq!(
+        (request.messages[0].role.as_str(), request.messages[0].content.as_str()),
+        ("system", expected.as_str())
+    );
     assert_eq!(request.messages[1].role, "user");
     assert_eq!(request.messages[1].content, "<instructions>\ncheck this\n</instructions>\n<file>\nx = 1\n</file>\n");
     assert_eq!(request.outcome, Outcome::Completed);
