@@ -46,9 +46,13 @@ pub struct ClientOptions {
     /// executable, else `aniated` on `PATH`.
     pub daemon_exe: Option<PathBuf>,
     pub start_timeout: Duration,
-    /// The server a daemon started by this client talks to (`ant --server`); `None` leaves it
-    /// to the environment and `config.toml`.
+    /// The server this client's requests go to (`ant --server`, `ANIATE_SERVER`), sent with
+    /// each request; `None` leaves it to the daemon's configuration. A daemon this client starts
+    /// also takes it as its configured server.
     pub server: Option<String>,
+    /// The API token this client's requests use (`ANIATE_TOKEN`), sent with each request;
+    /// `None` uses the daemon's stored login.
+    pub token: Option<String>,
     /// How long a request may go without a reply before the daemon is taken to be stuck:
     /// `ANIATE_DAEMON_TIMEOUT_SECS`, default 120 (the server gives up on a silent model after
     /// 30 s, so a working daemon always says something sooner).
@@ -62,7 +66,8 @@ impl ClientOptions {
             autostart: true,
             daemon_exe: None,
             start_timeout: Duration::from_secs(10),
-            server: None,
+            server: std::env::var("ANIATE_SERVER").ok().filter(|url| !url.trim().is_empty()),
+            token: crate::credentials::env_token(),
             reply_timeout: Duration::from_secs(
                 std::env::var("ANIATE_DAEMON_TIMEOUT_SECS")
                     .ok()
@@ -117,6 +122,8 @@ pub struct DaemonClient {
     next_id: Arc<AtomicU64>,
     hello: DaemonHello,
     reply_timeout: Duration,
+    server: Option<String>,
+    token: Option<String>,
 }
 
 fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Reply>>> {
@@ -201,6 +208,8 @@ impl DaemonClient {
             next_id: Arc::new(AtomicU64::new(1)),
             hello: daemon_hello,
             reply_timeout: options.reply_timeout,
+            server: options.server.clone(),
+            token: options.token.clone(),
         })
     }
 
@@ -210,7 +219,8 @@ impl DaemonClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, replies) = Replies::channel(256);
         lock(&self.pending).insert(id, tx);
-        if let Err(err) = self.send(ClientFrame::Request(RequestFrame { id, request })).await {
+        let frame = RequestFrame { id, request, server: self.server.clone(), token: self.token.clone() };
+        if let Err(err) = self.send(ClientFrame::Request(frame)).await {
             lock(&self.pending).remove(&id);
             return Err(err);
         }
@@ -223,9 +233,7 @@ impl DaemonClient {
             lock(&client.pending).remove(&id);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    let _ = client
-                        .send(ClientFrame::Request(RequestFrame { id: 0, request: Request::Cancel { id } }))
-                        .await;
+                    let _ = client.send(ClientFrame::Request(RequestFrame::new(0, Request::Cancel { id }))).await;
                 });
             }
         }))
@@ -336,6 +344,9 @@ fn spawn_daemon(home: &Home, options: &ClientOptions) -> Result<std::process::Ch
     command
         .env("ANIATE_HOME", &home.root)
         .env("ANIATE_SOCKET", &home.socket)
+        // The daemon outlives this command: its token goes with each request, not into the
+        // daemon for the commands after it.
+        .env_remove("ANIATE_TOKEN")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());

@@ -13,3 +13,4 @@ mod faults;
 mod flow;
 mod guard;
 mod kinds;
+mod logins;
