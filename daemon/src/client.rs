@@ -258,7 +258,10 @@ impl DaemonClient {
             let _ = tokio::time::timeout(Duration::from_secs(2), replies.result::<serde_json::Value>()).await;
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while home.socket.exists() && Instant::now() < deadline {
+        // The socket goes first; the home's lock when the process ends, after it has synced the
+        // cache. A daemon started before then would find the lock taken and give way to a
+        // daemon that is about to be gone.
+        while (home.socket.exists() || lock_is_held(home)) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -274,12 +277,16 @@ impl DaemonClient {
                 Err(err) => return Err(err),
             }
             if let Ok(Some(status)) = child.try_wait() {
-                // Another client won the race to start it: keep connecting to that one.
                 if status.code() != Some(EXIT_ALREADY_RUNNING) {
                     return Err(ClientError::Start(format!(
                         "aniated exited at start ({status}); see {}",
                         home.log_path().display()
                     )));
+                }
+                // Another daemon held the home: one that another client just started (keep
+                // connecting to it), or one that was stopping; once that one is gone, start ours.
+                if !lock_is_held(home) {
+                    child = spawn_daemon(home, options)?;
                 }
             }
             if Instant::now() >= deadline {
@@ -321,6 +328,16 @@ async fn read_replies<R: tokio::io::AsyncBufRead + Unpin>(mut reader: R, pending
                 .with_hint("the next command starts a fresh daemon; `ant daemon logs` shows what happened");
         let _ = sender.send(Reply::Error(error)).await;
     }
+}
+
+/// Whether a daemon holds the home's lock (it does from start until its process ends).
+fn lock_is_held(home: &Home) -> bool {
+    let file = match std::fs::File::open(home.lock_path()) {
+        Ok(file) => file,
+        Err(err) => return err.kind() != std::io::ErrorKind::NotFound,
+    };
+    // Taken here for an instant, and released when `file` is dropped.
+    matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
 }
 
 fn daemon_exe(options: &ClientOptions) -> PathBuf {
