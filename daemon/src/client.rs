@@ -47,8 +47,7 @@ pub struct ClientOptions {
     pub daemon_exe: Option<PathBuf>,
     pub start_timeout: Duration,
     /// The server this client's requests go to (`ant --server`, `ANIATE_SERVER`), sent with
-    /// each request; `None` leaves it to the daemon's configuration. A daemon this client starts
-    /// also takes it as its configured server.
+    /// each request; `None` leaves it to the daemon's configuration.
     pub server: Option<String>,
     /// The API token this client's requests use (`ANIATE_TOKEN`), sent with each request;
     /// `None` uses the daemon's stored login.
@@ -361,15 +360,13 @@ fn spawn_daemon(home: &Home, options: &ClientOptions) -> Result<std::process::Ch
     command
         .env("ANIATE_HOME", &home.root)
         .env("ANIATE_SOCKET", &home.socket)
-        // The daemon outlives this command: its token goes with each request, not into the
-        // daemon for the commands after it.
+        // The daemon outlives this command: its token and `--server` go with each request, not
+        // into the daemon for the commands after it (where `--server` would also decide which
+        // server a token file from before origins is bound to).
         .env_remove("ANIATE_TOKEN")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    if let Some(server) = &options.server {
-        command.env("ANIATE_SERVER", server);
-    }
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;

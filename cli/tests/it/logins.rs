@@ -116,17 +116,29 @@ async fn a_token_file_from_before_origins_is_bound_to_the_configured_server() {
     std::fs::write(&path, format!("{token}\n")).unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
 
+    // The first command names another server: the file is bound to the configured one all
+    // the same (`--server` is not configuration), so the token does not go there.
+    let (other, received) = recording_server().await;
+    for no_daemon in [true, false] {
+        let mut args = vec!["--server", other.as_str(), "whoami"];
+        if no_daemon {
+            args.insert(0, "--no-daemon");
+        }
+        client.ant(&args).await.failed_with(3, &format!("the stored login is for {}", stack.url));
+        assert_eq!(stored_login(&client), (stack.url.clone(), token.clone()), "bound to the configured server");
+        if no_daemon {
+            // Bare again, for the daemon to read.
+            std::fs::write(&path, format!("{token}\n")).unwrap();
+        }
+    }
+    assert!(received.lock().unwrap().is_empty());
+
     let who = client.ant(&["whoami"]).await;
     who.ok();
     assert!(who.stdout.contains("legacy@example.test"), "{}", who.stdout);
     assert_eq!(stored_login(&client), (stack.url.clone(), token), "bound to the configured server");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-
-    // Bound once: another server is now another origin.
-    let (other, received) = recording_server().await;
-    client.ant(&["--server", &other, "whoami"]).await.failed_with(3, "not logged in to");
-    assert!(received.lock().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
