@@ -22,7 +22,7 @@ use aniate_proto::{
 use aniated::{
     client::{ClientError, ClientOptions, DaemonClient},
     config::Config,
-    engine::{Engine, EngineOptions},
+    engine::{Engine, EngineOptions, RequestContext},
     home::Home,
     replies::Replies,
 };
@@ -42,17 +42,17 @@ use crate::{
     },
 };
 
-/// Where a command's requests go.
+/// Where a command's requests go; either way they carry this command's server and token.
 pub(crate) enum Backend {
     Daemon(DaemonClient),
-    Direct(Engine),
+    Direct(Engine, RequestContext),
 }
 
 impl Backend {
     pub(crate) async fn request(&self, request: Request) -> anyhow::Result<Replies> {
         match self {
             Backend::Daemon(client) => client.request(request).await.map_err(|err| anyhow::Error::new(err.into_ipc())),
-            Backend::Direct(engine) => Ok(engine.handle(request)),
+            Backend::Direct(engine, context) => Ok(engine.handle_in(request, context.clone())),
         }
     }
 
@@ -140,17 +140,28 @@ fn home() -> anyhow::Result<Home> {
     Home::from_env().map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, err.to_string())))
 }
 
-/// The daemon (started if needed), or an in-process engine with `--no-daemon`.
+/// The daemon (started if needed), or an in-process engine with `--no-daemon`. Every request
+/// carries this command's server (`--server`, `ANIATE_SERVER`, else `config.toml`) and its
+/// `ANIATE_TOKEN`, so a daemon started for another server or account serves this command
+/// as asked.
 async fn connect(global: &GlobalArgs) -> anyhow::Result<Backend> {
     let home = home()?;
-    let server = global.server_url().map(str::to_owned);
-    if global.no_daemon {
-        let engine = Engine::open(home, EngineOptions { cache: false, server })
-            .map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, err)))?;
-        return Ok(Backend::Direct(engine));
+    let (config, _) = Config::load(&home);
+    let server = global.server_url().map(str::to_owned).unwrap_or_else(|| config.server_url());
+    // Plain HTTP off this machine is refused by the daemon unless allowed; allowed, it is
+    // warned about at every command.
+    if let Ok(Some(warning)) = aniated::config::check_transport(&server, config.allow_insecure_http()) {
+        let colored =
+            style::use_color(global.color, std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+        eprint!("{}", render::message::render_warning(&warning, None, colored));
     }
     let mut options = ClientOptions::new(format!("ant/{}", aniate_proto::VERSION));
-    options.server = server;
+    options.server = Some(server);
+    if global.no_daemon {
+        let engine = Engine::open(home, EngineOptions { cache: false, server: options.server.clone() })
+            .map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, err)))?;
+        return Ok(Backend::Direct(engine, RequestContext { server: options.server, token: options.token }));
+    }
     match DaemonClient::connect(&home, &options).await {
         Ok(client) => Ok(Backend::Daemon(client)),
         Err(err) => Err(daemon_failure(err)),

@@ -395,11 +395,20 @@ pub enum ConfigKey {
     /// How long the daemon keeps a tool's answer for the same input, in seconds
     #[value(name = "cache_ttl_secs")]
     CacheTtlSecs,
+    /// Allow plain http:// to a server off this machine (true/false; default false): the token
+    /// then crosses the network in clear text, and every command warns
+    #[value(name = "allow_insecure_http")]
+    AllowInsecureHttp,
 }
 
 impl ConfigKey {
-    pub const ALL: [ConfigKey; 4] =
-        [ConfigKey::Server, ConfigKey::CaCert, ConfigKey::UpdateCheckSecs, ConfigKey::CacheTtlSecs];
+    pub const ALL: [ConfigKey; 5] = [
+        ConfigKey::Server,
+        ConfigKey::CaCert,
+        ConfigKey::UpdateCheckSecs,
+        ConfigKey::CacheTtlSecs,
+        ConfigKey::AllowInsecureHttp,
+    ];
 
     /// The key as written in `config.toml`.
     pub fn as_str(self) -> &'static str {
@@ -408,6 +417,7 @@ impl ConfigKey {
             ConfigKey::CaCert => "ca_cert",
             ConfigKey::UpdateCheckSecs => "update_check_secs",
             ConfigKey::CacheTtlSecs => "cache_ttl_secs",
+            ConfigKey::AllowInsecureHttp => "allow_insecure_http",
         }
     }
 }

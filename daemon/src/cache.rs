@@ -1,6 +1,9 @@
 //! The result cache in `state.redb`: an identical request (same tool and version, same
 //! content, instructions, file name and language) within the TTL is answered locally.
 //!
+//! An answer is only ever served to the login that got it: keys include a digest of the server
+//! origin and the token ([`scope`]), and the cache is emptied at every login and logout.
+//!
 //! redb is an embedded, crash-safe key-value store (chosen over sled, whose stable line is
 //! unmaintained). Keys are SHA-256 digests of the request; values are JSON [`Entry`]s. The cache
 //! holds at most [`MAX_ENTRIES`]; inserting past that evicts the oldest.
@@ -67,11 +70,23 @@ fn stored_at(value: &[u8]) -> u64 {
     serde_json::from_slice::<StoredAt>(value).map_or(0, |stored| stored.stored_at_ms)
 }
 
-/// The cache key of a run of `version` of a tool.
-pub fn key(params: &RunToolParams, version: i64) -> [u8; 32] {
+/// Whose cache entries these are: a digest of the server origin and the token (a token belongs
+/// to one account on one server).
+pub fn scope(origin: &str, token: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for field in [origin.as_bytes(), token.as_bytes()] {
+        hasher.update((field.len() as u64).to_le_bytes());
+        hasher.update(field);
+    }
+    hasher.finalize().into()
+}
+
+/// The cache key of a run of `version` of a tool, for the login `scope`.
+pub fn key(scope: &[u8; 32], params: &RunToolParams, version: i64) -> [u8; 32] {
     let mut hasher = Sha256::new();
     // Length-prefixed fields, so that moving bytes between fields changes the key.
     for field in [
+        scope.as_slice(),
         params.tool.as_bytes(),
         &version.to_le_bytes(),
         params.content.as_bytes(),
@@ -157,6 +172,20 @@ impl ResultCache {
         if self.unsynced.load(Ordering::Relaxed) == 0 { Ok(()) } else { self.flush() }
     }
 
+    /// Drops every entry, durably.
+    pub fn clear(&self) -> Result<(), CacheError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut results = txn.open_table(RESULTS).map_err(err)?;
+            results.retain(|_, _| false).map_err(err)?;
+            let mut ages = txn.open_table(AGES).map_err(err)?;
+            ages.retain(|_, _| false).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        self.unsynced.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> Result<bool, CacheError> {
         Ok(self.len()? == 0)
     }
@@ -172,6 +201,8 @@ mod tests {
     use aniate_proto::event::Usage;
 
     use super::*;
+
+    const S: [u8; 32] = [7; 32];
 
     fn entry(stored_at_ms: u64) -> Entry {
         Entry {
@@ -199,10 +230,28 @@ mod tests {
             instructions: Some("b".into()),
             ..Default::default()
         };
-        assert_ne!(key(&a, 1), key(&b, 1));
-        assert_ne!(key(&a, 1), key(&a, 2));
+        assert_ne!(key(&S, &a, 1), key(&S, &b, 1));
+        assert_ne!(key(&S, &a, 1), key(&S, &a, 2));
         let fresh = RunToolParams { fresh: true, ..a.clone() };
-        assert_eq!(key(&a, 1), key(&fresh, 1), "--fresh is not part of the request");
+        assert_eq!(key(&S, &a, 1), key(&S, &fresh, 1), "--fresh is not part of the request");
+    }
+
+    #[test]
+    fn keys_separate_logins_and_clear_empties() {
+        let params = RunToolParams { tool: "what".into(), content: "x".into(), ..Default::default() };
+        let a = scope("http://127.0.0.1:1", "token-a");
+        assert_ne!(key(&a, &params, 1), key(&scope("http://127.0.0.1:1", "token-b"), &params, 1));
+        assert_ne!(key(&a, &params, 1), key(&scope("http://127.0.0.1:2", "token-a"), &params, 1));
+        assert_ne!(scope("ab", "c"), scope("a", "bc"));
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResultCache::open(&dir.path().join("state.redb")).unwrap();
+        cache.put(&key(&a, &params, 1), &entry(1)).unwrap();
+        assert!(!cache.is_empty().unwrap());
+        cache.clear().unwrap();
+        assert!(cache.is_empty().unwrap());
+        assert_eq!(cache.get(&key(&a, &params, 1), u64::MAX, 2).unwrap(), None);
+        cache.put(&key(&a, &params, 1), &entry(3)).unwrap();
+        assert_eq!(cache.len().unwrap(), 1, "usable after a clear");
     }
 
     #[test]
@@ -210,13 +259,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = ResultCache::open(&dir.path().join("state.redb")).unwrap();
         let params = RunToolParams { tool: "what".into(), ..Default::default() };
-        let k = key(&params, 1);
+        let k = key(&S, &params, 1);
         cache.put(&k, &entry(1_000)).unwrap();
         assert_eq!(cache.get(&k, 500, 1_400).unwrap(), Some(entry(1_000)));
         assert_eq!(cache.get(&k, 500, 1_600).unwrap(), None);
         for n in 0..MAX_ENTRIES + 5 {
             let params = RunToolParams { tool: "what".into(), content: n.to_string(), ..Default::default() };
-            cache.put(&key(&params, 1), &entry(2_000 + n)).unwrap();
+            cache.put(&key(&S, &params, 1), &entry(2_000 + n)).unwrap();
         }
         assert_eq!(cache.len().unwrap(), MAX_ENTRIES);
         assert_eq!(cache.get(&k, u64::MAX, 3_000).unwrap(), None, "the oldest entry was evicted");
@@ -239,7 +288,7 @@ mod tests {
                 for n in 0..MAX_ENTRIES {
                     let params = RunToolParams { tool: "what".into(), content: n.to_string(), ..Default::default() };
                     let value = serde_json::to_vec(&entry(10_000 - n)).unwrap();
-                    results.insert(key(&params, 1).as_slice(), value.as_slice()).unwrap();
+                    results.insert(key(&S, &params, 1).as_slice(), value.as_slice()).unwrap();
                 }
             }
             txn.commit().unwrap();
@@ -248,10 +297,10 @@ mod tests {
         let newest = RunToolParams { tool: "what".into(), content: "0".into(), ..Default::default() };
         let oldest =
             RunToolParams { tool: "what".into(), content: (MAX_ENTRIES - 1).to_string(), ..Default::default() };
-        cache.put(&key(&RunToolParams { tool: "new".into(), ..Default::default() }, 1), &entry(20_000)).unwrap();
+        cache.put(&key(&S, &RunToolParams { tool: "new".into(), ..Default::default() }, 1), &entry(20_000)).unwrap();
         assert_eq!(cache.len().unwrap(), MAX_ENTRIES);
-        assert_eq!(cache.get(&key(&oldest, 1), u64::MAX, 0).unwrap(), None, "the oldest went");
-        assert!(cache.get(&key(&newest, 1), u64::MAX, 0).unwrap().is_some());
+        assert_eq!(cache.get(&key(&S, &oldest, 1), u64::MAX, 0).unwrap(), None, "the oldest went");
+        assert!(cache.get(&key(&S, &newest, 1), u64::MAX, 0).unwrap().is_some());
     }
 
     #[test]
@@ -260,7 +309,7 @@ mod tests {
         let cache = ResultCache::open(&dir.path().join("state.redb")).unwrap();
         let put = |n: u64| {
             let params = RunToolParams { tool: "what".into(), content: n.to_string(), ..Default::default() };
-            cache.put(&key(&params, 1), &entry(n)).unwrap()
+            cache.put(&key(&S, &params, 1), &entry(n)).unwrap()
         };
         let due: Vec<u64> = (1..=70).filter(|&n| put(n)).collect();
         assert_eq!(due, [32, 64]);

@@ -46,9 +46,12 @@ pub struct ClientOptions {
     /// executable, else `aniated` on `PATH`.
     pub daemon_exe: Option<PathBuf>,
     pub start_timeout: Duration,
-    /// The server a daemon started by this client talks to (`ant --server`); `None` leaves it
-    /// to the environment and `config.toml`.
+    /// The server this client's requests go to (`ant --server`, `ANIATE_SERVER`), sent with
+    /// each request; `None` leaves it to the daemon's configuration.
     pub server: Option<String>,
+    /// The API token this client's requests use (`ANIATE_TOKEN`), sent with each request;
+    /// `None` uses the daemon's stored login.
+    pub token: Option<String>,
     /// How long a request may go without a reply before the daemon is taken to be stuck:
     /// `ANIATE_DAEMON_TIMEOUT_SECS`, default 120 (the server gives up on a silent model after
     /// 30 s, so a working daemon always says something sooner).
@@ -62,7 +65,8 @@ impl ClientOptions {
             autostart: true,
             daemon_exe: None,
             start_timeout: Duration::from_secs(10),
-            server: None,
+            server: std::env::var("ANIATE_SERVER").ok().filter(|url| !url.trim().is_empty()),
+            token: crate::credentials::env_token(),
             reply_timeout: Duration::from_secs(
                 std::env::var("ANIATE_DAEMON_TIMEOUT_SECS")
                     .ok()
@@ -117,6 +121,8 @@ pub struct DaemonClient {
     next_id: Arc<AtomicU64>,
     hello: DaemonHello,
     reply_timeout: Duration,
+    server: Option<String>,
+    token: Option<String>,
 }
 
 fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Reply>>> {
@@ -201,6 +207,8 @@ impl DaemonClient {
             next_id: Arc::new(AtomicU64::new(1)),
             hello: daemon_hello,
             reply_timeout: options.reply_timeout,
+            server: options.server.clone(),
+            token: options.token.clone(),
         })
     }
 
@@ -210,7 +218,8 @@ impl DaemonClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, replies) = Replies::channel(256);
         lock(&self.pending).insert(id, tx);
-        if let Err(err) = self.send(ClientFrame::Request(RequestFrame { id, request })).await {
+        let frame = RequestFrame { id, request, server: self.server.clone(), token: self.token.clone() };
+        if let Err(err) = self.send(ClientFrame::Request(frame)).await {
             lock(&self.pending).remove(&id);
             return Err(err);
         }
@@ -223,9 +232,7 @@ impl DaemonClient {
             lock(&client.pending).remove(&id);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    let _ = client
-                        .send(ClientFrame::Request(RequestFrame { id: 0, request: Request::Cancel { id } }))
-                        .await;
+                    let _ = client.send(ClientFrame::Request(RequestFrame::new(0, Request::Cancel { id }))).await;
                 });
             }
         }))
@@ -250,7 +257,10 @@ impl DaemonClient {
             let _ = tokio::time::timeout(Duration::from_secs(2), replies.result::<serde_json::Value>()).await;
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while home.socket.exists() && Instant::now() < deadline {
+        // The socket goes first; the home's lock when the process ends, after it has synced the
+        // cache. A daemon started before then would find the lock taken and give way to a
+        // daemon that is about to be gone.
+        while (home.socket.exists() || lock_is_held(home)) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -266,12 +276,16 @@ impl DaemonClient {
                 Err(err) => return Err(err),
             }
             if let Ok(Some(status)) = child.try_wait() {
-                // Another client won the race to start it: keep connecting to that one.
                 if status.code() != Some(EXIT_ALREADY_RUNNING) {
                     return Err(ClientError::Start(format!(
                         "aniated exited at start ({status}); see {}",
                         home.log_path().display()
                     )));
+                }
+                // Another daemon held the home: one that another client just started (keep
+                // connecting to it), or one that was stopping; once that one is gone, start ours.
+                if !lock_is_held(home) {
+                    child = spawn_daemon(home, options)?;
                 }
             }
             if Instant::now() >= deadline {
@@ -315,6 +329,16 @@ async fn read_replies<R: tokio::io::AsyncBufRead + Unpin>(mut reader: R, pending
     }
 }
 
+/// Whether a daemon holds the home's lock (it does from start until its process ends).
+fn lock_is_held(home: &Home) -> bool {
+    let file = match std::fs::File::open(home.lock_path()) {
+        Ok(file) => file,
+        Err(err) => return err.kind() != std::io::ErrorKind::NotFound,
+    };
+    // Taken here for an instant, and released when `file` is dropped.
+    matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 fn daemon_exe(options: &ClientOptions) -> PathBuf {
     if let Some(exe) = &options.daemon_exe {
         return exe.clone();
@@ -336,12 +360,13 @@ fn spawn_daemon(home: &Home, options: &ClientOptions) -> Result<std::process::Ch
     command
         .env("ANIATE_HOME", &home.root)
         .env("ANIATE_SOCKET", &home.socket)
+        // The daemon outlives this command: its token and `--server` go with each request, not
+        // into the daemon for the commands after it (where `--server` would also decide which
+        // server a token file from before origins is bound to).
+        .env_remove("ANIATE_TOKEN")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    if let Some(server) = &options.server {
-        command.env("ANIATE_SERVER", server);
-    }
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;

@@ -21,10 +21,43 @@ pub struct Config {
     pub update_check_secs: Option<u64>,
     /// Seconds a cached result stays valid (default 600; 0 = no cache).
     pub cache_ttl_secs: Option<u64>,
+    /// Allow plain `http://` to a server that is not on this machine (default false): the token
+    /// and every file sent then cross the network in clear text.
+    pub allow_insecure_http: Option<bool>,
 }
 
 /// The keys `ant config get|set` knows.
-pub const KEYS: [&str; 4] = ["server", "ca_cert", "update_check_secs", "cache_ttl_secs"];
+pub const KEYS: [&str; 5] = ["server", "ca_cert", "update_check_secs", "cache_ttl_secs", "allow_insecure_http"];
+
+/// A server URL's origin, `scheme://host[:port]` (the port only when it is not the scheme's
+/// default): what a stored token is bound to.
+pub fn server_origin(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|err| format!("`{url}` is not a server URL: {err}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(format!("the server must be an http:// or https:// URL, not `{url}`"));
+    }
+    Ok(parsed.origin().ascii_serialization())
+}
+
+/// Whether `url` may carry a token, per `allow_insecure_http`: `Ok(None)` for HTTPS or plain
+/// HTTP to this machine (loopback), `Ok(Some(warning))` for plain HTTP elsewhere when allowed,
+/// `Err(why)` when it is not.
+pub fn check_transport(url: &str, allow_insecure_http: bool) -> Result<Option<String>, String> {
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|err| format!("`{url}` is not a server URL: {err}"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if parsed.scheme() != "http" || loopback {
+        return Ok(None);
+    }
+    if allow_insecure_http {
+        Ok(Some(format!(
+            "sending your token to {host} over plain http:// (allow_insecure_http = true): anyone on the network can read it"
+        )))
+    } else {
+        Err(format!("refusing plain http:// to {host}: your token would cross the network in clear text"))
+    }
+}
 
 impl Config {
     /// Reads `config.toml`; a missing file is the defaults, a broken one the defaults plus a
@@ -67,12 +100,17 @@ impl Config {
         self.cache_ttl_secs.unwrap_or(600)
     }
 
+    pub fn allow_insecure_http(&self) -> bool {
+        self.allow_insecure_http.unwrap_or(false)
+    }
+
     pub fn get(&self, key: &str) -> Result<Option<String>, String> {
         Ok(match key {
             "server" => self.server.clone(),
             "ca_cert" => self.ca_cert.as_ref().map(|p| p.display().to_string()),
             "update_check_secs" => self.update_check_secs.map(|v| v.to_string()),
             "cache_ttl_secs" => self.cache_ttl_secs.map(|v| v.to_string()),
+            "allow_insecure_http" => self.allow_insecure_http.map(|v| v.to_string()),
             _ => return Err(unknown_key(key)),
         })
     }
@@ -101,6 +139,14 @@ impl Config {
             }
             "update_check_secs" => self.update_check_secs = seconds(value)?,
             "cache_ttl_secs" => self.cache_ttl_secs = seconds(value)?,
+            "allow_insecure_http" => {
+                self.allow_insecure_http = match value {
+                    "" => None,
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    _ => return Err(format!("allow_insecure_http must be true or false, not `{value}`")),
+                }
+            }
             _ => return Err(unknown_key(key)),
         }
         Ok(())
@@ -137,6 +183,27 @@ mod tests {
         assert!(config.set("cache_ttl_secs", "soon").unwrap_err().contains("whole number"));
         assert!(config.set("colour", "x").unwrap_err().contains("unknown config key"));
         assert!(config.get("nope").is_err());
+    }
+
+    #[test]
+    fn origins_and_transports() {
+        assert_eq!(server_origin("HTTPS://Aniate.Example.com:443/x/").unwrap(), "https://aniate.example.com");
+        assert_eq!(server_origin("http://127.0.0.1:8787").unwrap(), "http://127.0.0.1:8787");
+        assert_ne!(server_origin("http://127.0.0.1:8787").unwrap(), server_origin("http://127.0.0.1:8788").unwrap());
+        assert!(server_origin("ftp://x").is_err());
+        assert!(server_origin("not a url").is_err());
+        for local in ["http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1", "https://a.example"] {
+            assert_eq!(check_transport(local, false), Ok(None), "{local}");
+        }
+        assert!(
+            check_transport("http://a.example", false).unwrap_err().contains("refusing plain http:// to a.example")
+        );
+        assert!(check_transport("http://10.0.0.1", true).unwrap().unwrap().contains("plain http://"));
+        let mut config = Config::default();
+        assert!(!config.allow_insecure_http());
+        config.set("allow_insecure_http", "true").unwrap();
+        assert!(config.allow_insecure_http());
+        assert!(config.set("allow_insecure_http", "yes").is_err());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::{
 };
 
 use crate::{
-    engine::Engine,
+    engine::{Engine, RequestContext},
     frames::{FrameError, SharedStream, read_frame, write_frame},
     home::Home,
 };
@@ -287,7 +287,8 @@ async fn serve_connection(stream: Stream, engine: Engine) {
                     continue;
                 }
                 tracing::debug!(id, method = frame.request.method(), "request");
-                let mut replies = engine.handle(frame.request);
+                let context = RequestContext { server: frame.server, token: frame.token };
+                let mut replies = engine.handle_in(frame.request, context);
                 let out = out_tx.clone();
                 let registry = Arc::clone(&in_flight);
                 let mut registry_guard = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

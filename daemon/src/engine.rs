@@ -29,8 +29,8 @@ use tokio::sync::watch;
 
 use crate::{
     cache::{self, ResultCache},
-    config::Config,
-    credentials,
+    config::{Config, check_transport, server_origin},
+    credentials::{self, StoredLogin},
     home::Home,
     replies::{Replies, ReplySender},
     server::{ServerClient, ToolsFetch},
@@ -52,6 +52,44 @@ pub struct EngineOptions {
     pub server: Option<String>,
 }
 
+/// A request's own server and token, when its client sent them (`ant --server`,
+/// `ANIATE_SERVER`, `ANIATE_TOKEN`); absent, the daemon's configured server and stored login.
+#[derive(Clone, Default)]
+pub struct RequestContext {
+    pub server: Option<String>,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Where one request goes, and the token it may send there.
+struct Session {
+    server: ServerClient,
+    origin: String,
+    /// Whether `server` is the daemon's configured one (whose state the daemon tracks).
+    is_default: bool,
+    /// The token for `origin`, or why there is none.
+    token: Result<String, IpcError>,
+}
+
+impl Session {
+    fn token(&self) -> Result<String, IpcError> {
+        self.token.clone()
+    }
+
+    /// What cached results are keyed by besides the request: this server and this token.
+    fn cache_scope(&self) -> Option<[u8; 32]> {
+        self.token.as_ref().ok().map(|token| cache::scope(&self.origin, token))
+    }
+}
+
 /// The daemon's state. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Engine(Arc<Inner>);
@@ -61,7 +99,12 @@ struct Inner {
     home: Home,
     config: RwLock<Config>,
     server: RwLock<ServerClient>,
-    token: RwLock<Option<String>>,
+    /// The stored login (token and origin), re-read when `credentials` changes.
+    login: RwLock<Option<StoredLogin>>,
+    /// `ANIATE_TOKEN` of the daemon's own environment (a service unit), for its configured
+    /// server only. Clients send theirs with each request; `ant` does not pass its own on
+    /// when it starts the daemon.
+    env_token: Option<String>,
     store: ToolStore,
     cache: Option<ResultCache>,
     started: Instant,
@@ -116,13 +159,15 @@ impl Engine {
         } else {
             None
         };
-        let token = credentials::load(&home);
+        let login = credentials::load(&home, &config.server_url());
+        let env_token = credentials::env_token();
         let (shutdown, _) = watch::channel(false);
         Ok(Engine(Arc::new(Inner {
             home,
             config: RwLock::new(config),
             server: RwLock::new(server),
-            token: RwLock::new(token),
+            login: RwLock::new(login),
+            env_token,
             store,
             cache,
             started: Instant::now(),
@@ -143,18 +188,81 @@ impl Engine {
         self.0.server.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    fn token(&self) -> Option<String> {
-        self.0.token.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    fn login(&self) -> Option<StoredLogin> {
+        self.0.login.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    fn set_token(&self, token: Option<String>) {
-        *self.0.token.write().unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+    fn set_login(&self, login: Option<StoredLogin>) {
+        *self.0.login.write().unwrap_or_else(std::sync::PoisonError::into_inner) = login;
     }
 
-    fn require_token(&self) -> Result<String, IpcError> {
-        self.token().ok_or_else(|| {
-            IpcError::new(IpcErrorCode::NotLoggedIn, "not logged in").with_hint("run `ant login` (or set ANIATE_TOKEN)")
-        })
+    /// Checks that a token may go to `url`: HTTPS, or plain HTTP to this machine, or plain HTTP
+    /// elsewhere with `allow_insecure_http = true` (logged as a warning at every use). That
+    /// setting is read from `config.toml` at each such use, not from the copy the file watcher
+    /// refreshes, so a command right after `ant config set` sees it.
+    fn check_transport(&self, url: &str) -> Result<(), IpcError> {
+        if check_transport(url, false) == Ok(None) {
+            return Ok(());
+        }
+        let (config, _) = Config::load(&self.0.home);
+        match check_transport(url, config.allow_insecure_http()) {
+            Ok(None) => Ok(()),
+            Ok(Some(warning)) => {
+                tracing::warn!("{warning}");
+                Ok(())
+            }
+            Err(why) => Err(IpcError::new(IpcErrorCode::BadRequest, why).with_hint(
+                "use the server's https:// URL; to accept the risk, `ant config set allow_insecure_http true`",
+            )),
+        }
+    }
+
+    /// The server a request goes to (its own, else the configured one) and the token it may
+    /// send there: its own, else the stored login if that belongs to the same origin. A token
+    /// never goes to another origin than the one it was stored for.
+    fn session(&self, context: &RequestContext) -> Result<Session, IpcError> {
+        let default = self.server();
+        let requested = context.server.as_deref().map(str::trim).filter(|url| !url.is_empty());
+        let server = match requested {
+            Some(url) if url.trim_end_matches('/') != default.base() => default.with_base(url),
+            _ => default.clone(),
+        };
+        let is_default = server.base() == default.base();
+        let origin = server_origin(server.base())
+            .map_err(|err| IpcError::new(IpcErrorCode::BadRequest, err).with_hint("check `ant config get server`"))?;
+        self.check_transport(server.base())?;
+        let token = if let Some(token) = context.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            Ok(token.to_owned())
+        } else if let Some(token) = self.0.env_token.clone().filter(|_| is_default) {
+            Ok(token)
+        } else {
+            match self.login() {
+                Some(login) if login.origin == origin => Ok(login.token),
+                Some(login) => Err(IpcError::new(
+                    IpcErrorCode::NotLoggedIn,
+                    format!(
+                        "not logged in to {origin}: the stored login is for {} and is never sent elsewhere",
+                        login.origin
+                    ),
+                )
+                .with_hint(format!(
+                    "run `ant login` to log in to {origin} (it replaces the login for {}), or set ANIATE_TOKEN",
+                    login.origin
+                ))),
+                None => Err(IpcError::new(IpcErrorCode::NotLoggedIn, "not logged in")
+                    .with_hint("run `ant login` (or set ANIATE_TOKEN)")),
+            }
+        };
+        Ok(Session { server, origin, is_default, token })
+    }
+
+    /// Empties the result cache (at login and logout); a failure is logged, not fatal.
+    fn clear_cache(&self) {
+        if let Some(cache) = &self.0.cache
+            && let Err(err) = cache.clear()
+        {
+            tracing::warn!(cause = %err, "could not clear the result cache");
+        }
     }
 
     /// Resolves when a client asked the daemon to stop.
@@ -188,9 +296,8 @@ impl Engine {
         for warning in self.0.store.reload() {
             tracing::warn!("{warning}");
         }
-        if std::env::var_os("ANIATE_TOKEN").is_none() {
-            self.set_token(credentials::load(&self.0.home));
-        }
+        let server_url = self.0.config.read().unwrap_or_else(std::sync::PoisonError::into_inner).server_url();
+        self.set_login(credentials::load(&self.0.home, &server_url));
     }
 
     /// Makes the result cache durable; called when the daemon stops.
@@ -276,15 +383,20 @@ impl Engine {
     /// Handles one request. The work runs in a task of its own; dropping the returned
     /// [`Replies`] early aborts it, which closes any server request it had open.
     pub fn handle(&self, request: Request) -> Replies {
+        self.handle_in(request, RequestContext::default())
+    }
+
+    /// Handles one request with the server and token its client sent, as [`Engine::handle`].
+    pub fn handle_in(&self, request: Request, context: RequestContext) -> Replies {
         self.0.requests_served.fetch_add(1, Ordering::Relaxed);
         let (tx, replies) = Replies::channel(64);
         let engine = self.clone();
         let task = tokio::spawn(async move {
             let method = request.method();
             let outcome = match request {
-                Request::RunTool(params) => engine.run_tool(params, &tx).await,
-                Request::Chat(params) => engine.chat(params, &tx).await,
-                other => match engine.call(other).await {
+                Request::RunTool(params) => engine.run_tool(params, &context, &tx).await,
+                Request::Chat(params) => engine.chat(params, &context, &tx).await,
+                other => match engine.call(other, &context).await {
                     Ok(value) => {
                         let _ = tx.send(Reply::Result(value)).await;
                         Ok(())
@@ -301,43 +413,55 @@ impl Engine {
         replies.on_cancel(move || abort.abort())
     }
 
-    async fn call(&self, request: Request) -> Result<serde_json::Value, IpcError> {
+    async fn call(&self, request: Request, context: &RequestContext) -> Result<serde_json::Value, IpcError> {
         fn json(value: impl serde::Serialize) -> Result<serde_json::Value, IpcError> {
             serde_json::to_value(value).map_err(internal)
         }
+        // Requests answered here, with no server.
         match request {
-            Request::ToolsList => json(ToolsListResult { tools: self.0.store.list() }),
-            Request::Marketplace => json(self.marketplace().await?),
-            Request::Install { slugs } => json(self.install(slugs).await?),
+            Request::ToolsList => return json(ToolsListResult { tools: self.0.store.list() }),
             Request::Uninstall { slug } => {
                 if !self.0.store.uninstall(&slug).map_err(storage)? {
                     return Err(IpcError::new(IpcErrorCode::NotInstalled, format!("tool `{slug}` is not installed"))
                         .with_hint("`ant list` shows the installed tools"));
                 }
-                json(UninstallResult { slug })
+                return json(UninstallResult { slug });
             }
-            Request::Update => json(self.update().await?),
+            Request::Logout => {
+                self.logout(context).await?;
+                return Ok(serde_json::Value::Null);
+            }
+            Request::Status => return json(self.status()),
+            Request::Shutdown => {
+                tracing::info!("shutdown requested by a client");
+                let _ = self.0.shutdown.send(true);
+                return Ok(serde_json::Value::Null);
+            }
+            Request::Cancel { .. } => {
+                return Err(IpcError::new(
+                    IpcErrorCode::BadRequest,
+                    "cancel only applies to requests on a daemon connection",
+                ));
+            }
+            Request::RunTool(_) | Request::Chat(_) => return Err(internal("runs and chats are streamed, not called")),
+            _ => {}
+        }
+        let session = self.session(context)?;
+        let server = &session.server;
+        match request {
+            Request::Marketplace => json(self.marketplace(&session).await?),
+            Request::Install { slugs } => json(self.install(&session, slugs).await?),
+            Request::Update => json(self.update(&session).await?),
             Request::Login(params) => {
-                let server = self.server();
                 let token = match params {
                     LoginParams::Token { token } => token.trim().to_owned(),
                     LoginParams::Password { email, password } => server.login(&email, &password).await?,
                 };
-                json(self.adopt_token(token).await?)
+                json(self.adopt_token(&session, token).await?)
             }
             Request::Signup { email, password } => {
-                let token = self.server().signup(&email, &password).await?;
-                json(self.adopt_token(token).await?)
-            }
-            Request::Logout => {
-                if let Some(token) = self.token()
-                    && let Err(err) = self.server().logout(&token).await
-                {
-                    tracing::warn!(cause = %err, "could not revoke the token on the server");
-                }
-                credentials::delete(&self.0.home).map_err(storage)?;
-                self.set_token(None);
-                Ok(serde_json::Value::Null)
+                let token = server.signup(&email, &password).await?;
+                json(self.adopt_token(&session, token).await?)
             }
             Request::LogoutAll => {
                 let token = self.require_token()?;
@@ -347,34 +471,21 @@ impl Engine {
                 Ok(serde_json::Value::Null)
             }
             Request::Whoami => {
-                let token = self.require_token()?;
-                let server = self.server();
-                let me = server.me(&token).await?;
+                let me = server.me(&session.token()?).await?;
                 json(WhoamiResult { me, server: server.base().to_owned() })
             }
-            Request::Status => json(self.status()),
-            Request::Shutdown => {
-                tracing::info!("shutdown requested by a client");
-                let _ = self.0.shutdown.send(true);
-                Ok(serde_json::Value::Null)
-            }
-            Request::Cancel { .. } => {
-                Err(IpcError::new(IpcErrorCode::BadRequest, "cancel only applies to requests on a daemon connection"))
-            }
-            Request::BrewList => json(self.server().brews(&self.require_token()?).await?),
-            Request::BrewShow { id } => {
-                json(self.server().brew(&self.require_token()?, &id).await.map_err(not_found_brew)?)
-            }
-            Request::BrewCreate(brew) => json(self.server().create_brew(&self.require_token()?, &brew).await?),
+            Request::BrewList => json(server.brews(&session.token()?).await?),
+            Request::BrewShow { id } => json(server.brew(&session.token()?, &id).await.map_err(not_found_brew)?),
+            Request::BrewCreate(brew) => json(server.create_brew(&session.token()?, &brew).await?),
             Request::BrewEdit { id, patch } => {
-                json(self.server().edit_brew(&self.require_token()?, &id, &patch).await.map_err(not_found_brew)?)
+                json(server.edit_brew(&session.token()?, &id, &patch).await.map_err(not_found_brew)?)
             }
             Request::BrewDelete { id } => {
-                self.server().delete_brew(&self.require_token()?, &id).await.map_err(not_found_brew)?;
+                server.delete_brew(&session.token()?, &id).await.map_err(not_found_brew)?;
                 Ok(serde_json::Value::Null)
             }
             Request::FilesPush { path, name } => {
-                let token = self.require_token()?;
+                let token = session.token()?;
                 let path = std::path::PathBuf::from(path);
                 let name =
                     name.or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned())).ok_or_else(|| {
@@ -383,28 +494,70 @@ impl Engine {
                 let content = tokio::fs::read(&path).await.map_err(|err| {
                     IpcError::new(IpcErrorCode::BadRequest, format!("cannot read {}: {err}", path.display()))
                 })?;
-                json(self.server().upload_file(&token, &name, content).await?)
+                json(server.upload_file(&token, &name, content).await?)
             }
-            Request::FilesList => json(self.server().files(&self.require_token()?).await?),
+            Request::FilesList => json(server.files(&session.token()?).await?),
             Request::FilesRm { id } => {
-                self.server().delete_file(&self.require_token()?, id).await?;
+                server.delete_file(&session.token()?, id).await?;
                 Ok(serde_json::Value::Null)
             }
-            Request::Usage => json(self.server().usage(&self.require_token()?).await?),
-            Request::RunTool(_) | Request::Chat(_) => Err(internal("runs and chats are streamed, not called")),
+            Request::Usage => json(server.usage(&session.token()?).await?),
+            Request::ToolsList
+            | Request::Uninstall { .. }
+            | Request::Logout
+            | Request::Status
+            | Request::Shutdown
+            | Request::Cancel { .. }
+            | Request::RunTool(_)
+            | Request::Chat(_) => Err(internal("a local request reached the server path")),
         }
     }
 
-    /// Checks a token with the server, then stores it (0600) and uses it.
-    async fn adopt_token(&self, token: String) -> Result<WhoamiResult, IpcError> {
+    /// Checks a token with the server, then stores it (0600) bound to the server's origin and
+    /// uses it. Cached results of the previous login are dropped.
+    async fn adopt_token(&self, session: &Session, token: String) -> Result<WhoamiResult, IpcError> {
         if token.is_empty() {
             return Err(IpcError::new(IpcErrorCode::BadRequest, "the token is empty"));
         }
-        let server = self.server();
-        let me = server.me(&token).await?;
-        credentials::store(&self.0.home, &token).map_err(storage)?;
-        self.set_token(Some(token));
-        Ok(WhoamiResult { me, server: server.base().to_owned() })
+        let me = session.server.me(&token).await?;
+        let login = StoredLogin { origin: session.origin.clone(), token };
+        credentials::store(&self.0.home, &login).map_err(storage)?;
+        self.set_login(Some(login));
+        self.clear_cache();
+        Ok(WhoamiResult { me, server: session.server.base().to_owned() })
+    }
+
+    /// Revokes the token on the server that issued it and forgets it here. The request's own
+    /// token (`ANIATE_TOKEN`) is revoked on the request's server and nothing stored changes;
+    /// else the stored login is revoked on its own origin, then removed here even when the
+    /// server could not revoke it, which is then the error (exit 5) with how to retry.
+    async fn logout(&self, context: &RequestContext) -> Result<(), IpcError> {
+        if context.token.as_deref().is_some_and(|token| !token.trim().is_empty()) {
+            let session = self.session(context)?;
+            let revoked = session.server.logout(&session.token()?).await;
+            return revoked.map_err(|err| {
+                not_revoked(&session.origin, err, "run the same command again when the server is reachable")
+            });
+        }
+        let Some(login) = self.login() else {
+            credentials::delete(&self.0.home).map_err(storage)?;
+            return Ok(());
+        };
+        let revoked = match self.check_transport(&login.origin) {
+            Ok(()) => self.server().with_base(&login.origin).logout(&login.token).await,
+            Err(err) => Err(err),
+        };
+        credentials::delete(&self.0.home).map_err(storage)?;
+        self.set_login(None);
+        self.clear_cache();
+        revoked.map_err(|err| {
+            not_revoked(
+                &login.origin,
+                err,
+                "the token stays valid until it expires; when the server is reachable, `ant login` then \
+                 `ant logout --all` revokes it",
+            )
+        })
     }
 
     pub fn status(&self) -> StatusResult {
@@ -416,7 +569,7 @@ impl Engine {
             server: self.server().base().to_owned(),
             server_version: self.0.server_version.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
             server_reachable: self.0.server_reachable.load(Ordering::Relaxed),
-            logged_in: self.token().is_some(),
+            logged_in: self.session(&RequestContext::default()).is_ok_and(|session| session.token.is_ok()),
             installed_tools: self.0.store.len(),
             requests_served: self.0.requests_served.load(Ordering::Relaxed),
             cache_hits: self.0.cache_hits.load(Ordering::Relaxed),
@@ -431,8 +584,14 @@ impl Engine {
         }
     }
 
-    async fn server_tools(&self) -> Result<Vec<aniate_proto::tool::ToolMeta>, IpcError> {
-        let result = self.server().tools(None).await;
+    async fn server_tools(&self, session: &Session) -> Result<Vec<aniate_proto::tool::ToolMeta>, IpcError> {
+        let result = session.server.tools(None).await;
+        if !session.is_default {
+            return match result? {
+                ToolsFetch::Modified { tools, .. } => Ok(tools),
+                ToolsFetch::NotModified => Err(internal("the server answered 304 to a request without If-None-Match")),
+            };
+        }
         self.0.server_reachable.store(result.is_ok(), Ordering::Relaxed);
         match result? {
             ToolsFetch::Modified { tools, etag } => {
@@ -444,8 +603,8 @@ impl Engine {
         }
     }
 
-    async fn marketplace(&self) -> Result<MarketplaceResult, IpcError> {
-        let tools = self.server_tools().await?;
+    async fn marketplace(&self, session: &Session) -> Result<MarketplaceResult, IpcError> {
+        let tools = self.server_tools(session).await?;
         Ok(MarketplaceResult {
             tools: tools
                 .into_iter()
@@ -457,11 +616,11 @@ impl Engine {
         })
     }
 
-    async fn install(&self, slugs: Vec<String>) -> Result<InstallResult, IpcError> {
+    async fn install(&self, session: &Session, slugs: Vec<String>) -> Result<InstallResult, IpcError> {
         if slugs.is_empty() {
             return Err(IpcError::new(IpcErrorCode::BadRequest, "name at least one tool to install"));
         }
-        let tools = self.server_tools().await?;
+        let tools = self.server_tools(session).await?;
         let mut found = Vec::new();
         let mut unknown = Vec::new();
         for slug in &slugs {
@@ -473,7 +632,7 @@ impl Engine {
         if !unknown.is_empty() {
             return Err(IpcError::new(
                 IpcErrorCode::UnknownTool,
-                format!("no tool named {} on {}", quote_list(&unknown), self.server().base()),
+                format!("no tool named {} on {}", quote_list(&unknown), session.server.base()),
             )
             .with_hint("`ant marketplace` lists the tools you can install"));
         }
@@ -483,8 +642,8 @@ impl Engine {
         Ok(InstallResult { installed: found })
     }
 
-    async fn update(&self) -> Result<UpdateResult, IpcError> {
-        let tools = self.server_tools().await?;
+    async fn update(&self, session: &Session) -> Result<UpdateResult, IpcError> {
+        let tools = self.server_tools(session).await?;
         let mut result = UpdateResult { updated: Vec::new(), removed: Vec::new(), unchanged: 0 };
         for installed in self.0.store.list() {
             match tools.iter().find(|tool| tool.slug == installed.meta.slug) {
@@ -507,14 +666,20 @@ impl Engine {
     }
 
     /// A chat: one streamed server request, relayed as it comes (never cached).
-    async fn chat(&self, params: aniate_proto::ipc::ChatParams, tx: &ReplySender) -> Result<(), IpcError> {
-        let token = self.require_token()?;
+    async fn chat(
+        &self,
+        params: aniate_proto::ipc::ChatParams,
+        context: &RequestContext,
+        tx: &ReplySender,
+    ) -> Result<(), IpcError> {
+        let session = self.session(context)?;
+        let token = session.token()?;
         if params.messages.is_empty() {
             return Err(IpcError::new(IpcErrorCode::BadRequest, "say something first"));
         }
         let request = aniate_proto::api::ChatRequest { assistant: params.assistant.clone(), messages: params.messages };
         let mut stream =
-            self.server().chat(&token, &request).await.map_err(|err| match (err.code, &params.assistant) {
+            session.server.chat(&token, &request).await.map_err(|err| match (err.code, &params.assistant) {
                 (IpcErrorCode::UnknownTool, Some(brew)) => {
                     IpcError::new(IpcErrorCode::BadRequest, format!("no brew `{brew}`"))
                         .with_hint("`ant brew list` shows the brews you can chat with")
@@ -539,14 +704,20 @@ impl Engine {
     }
 
     /// Runs an installed tool: local checks, the local cache, then one streamed server request.
-    async fn run_tool(&self, params: RunToolParams, tx: &ReplySender) -> Result<(), IpcError> {
+    async fn run_tool(
+        &self,
+        params: RunToolParams,
+        context: &RequestContext,
+        tx: &ReplySender,
+    ) -> Result<(), IpcError> {
         let slug = params.tool.clone();
         let tool = self.0.store.get(&slug).ok_or_else(|| {
             IpcError::new(IpcErrorCode::NotInstalled, format!("tool `{slug}` is not installed"))
                 .with_hint(format!("run `ant install {slug}` (`ant marketplace` lists the tools)"))
         })?;
         let meta = tool.meta;
-        let token = self.require_token()?;
+        let session = self.session(context)?;
+        let token = session.token()?;
         if params.content.len() > MAX_CONTENT_BYTES {
             return Err(IpcError::new(
                 IpcErrorCode::BadRequest,
@@ -566,8 +737,9 @@ impl Engine {
         }
 
         let ttl_ms = self.0.config.read().unwrap_or_else(std::sync::PoisonError::into_inner).cache_ttl_secs() * 1000;
+        let scope = session.cache_scope().ok_or_else(|| internal("a run without a token"))?;
         let cache = self.0.cache.clone().filter(|_| ttl_ms > 0);
-        let key = cache::key(&params, meta.version);
+        let key = cache::key(&scope, &params, meta.version);
         if let (Some(cache), false) = (&cache, params.fresh) {
             let lookup = cache.clone();
             let hit = tokio::task::spawn_blocking(move || lookup.get(&key, ttl_ms, now_ms()))
@@ -605,11 +777,12 @@ impl Engine {
             language: params.language.clone(),
             file_id: None,
         };
-        let server = self.server();
-        let result = server.run_tool(&token, &slug, &request).await;
-        self.0
-            .server_reachable
-            .store(!matches!(&result, Err(err) if err.code == IpcErrorCode::ServerUnavailable), Ordering::Relaxed);
+        let result = session.server.run_tool(&token, &slug, &request).await;
+        if session.is_default {
+            self.0
+                .server_reachable
+                .store(!matches!(&result, Err(err) if err.code == IpcErrorCode::ServerUnavailable), Ordering::Relaxed);
+        }
         let mut stream = result.map_err(|err| match err.code {
             IpcErrorCode::UnknownTool => IpcError::new(
                 IpcErrorCode::UnknownTool,
@@ -681,6 +854,15 @@ fn stream_error(detail: aniate_proto::error::ErrorDetail) -> IpcError {
         _ => IpcErrorCode::ServerUnavailable,
     };
     IpcError::new(code, detail.message)
+}
+
+/// The server could not revoke a token at logout: said plainly, as a server failure (exit 5).
+fn not_revoked(origin: &str, error: IpcError, retry: &str) -> IpcError {
+    IpcError::new(
+        IpcErrorCode::ServerUnavailable,
+        format!("logged out on this machine, but the server at {origin} did not revoke the token: {}", error.message),
+    )
+    .with_hint(retry)
 }
 
 /// A 404 about a brew, in the words of the CLI.

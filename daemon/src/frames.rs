@@ -164,10 +164,10 @@ mod fuzz {
 
         #[test]
         fn run_requests_round_trip(id in any::<u64>(), tool in "[a-z]{1,12}", content in "\\PC{0,300}", instructions in proptest::option::of("\\PC{0,100}")) {
-            let frame = ClientFrame::Request(RequestFrame {
+            let frame = ClientFrame::Request(RequestFrame::new(
                 id,
-                request: Request::RunTool(RunToolParams { tool, content, instructions, ..Default::default() }),
-            });
+                Request::RunTool(RunToolParams { tool, content, instructions, ..Default::default() }),
+            ));
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let back = runtime.block_on(async {
                 let mut wire = Vec::new();

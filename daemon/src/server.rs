@@ -56,6 +56,12 @@ impl ServerClient {
         Ok(ServerClient { http, base: base.trim_end_matches('/').to_owned() })
     }
 
+    /// The same client aimed at another server: it shares the connection pool, which keeps
+    /// one set of connections per origin.
+    pub fn with_base(&self, base: &str) -> ServerClient {
+        ServerClient { http: self.http.clone(), base: base.trim_end_matches('/').to_owned() }
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

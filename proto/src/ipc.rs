@@ -48,11 +48,28 @@ pub struct ClientHello {
 }
 
 /// A request with the id its replies will carry. Ids are the client's: unique per connection.
+///
+/// `server` and `token` are the client's own settings for this request (`ant --server`,
+/// `ANIATE_SERVER`, `ANIATE_TOKEN`): one daemon serves commands run with different ones. A
+/// daemon older than these fields ignores them, and a client restarts an older daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestFrame {
     pub id: u64,
     #[serde(flatten)]
     pub request: Request,
+    /// The server this request goes to; absent: the daemon's configured server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The API token this request uses; absent: the stored one, if it belongs to the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl RequestFrame {
+    /// A request with no per-request server or token.
+    pub fn new(id: u64, request: Request) -> RequestFrame {
+        RequestFrame { id, request, server: None, token: None }
+    }
 }
 
 /// Every request a client can make.
@@ -419,27 +436,36 @@ mod tests {
             r#"{"hello":{"protocol":1,"client":"ant/0.1.0"}}"#,
         );
         round_trip_client(
-            ClientFrame::Request(RequestFrame {
-                id: 1,
-                request: Request::RunTool(RunToolParams {
+            ClientFrame::Request(RequestFrame::new(
+                1,
+                Request::RunTool(RunToolParams {
                     tool: "what".into(),
                     instructions: Some("hi".into()),
                     ..Default::default()
                 }),
-            }),
+            )),
             r#"{"request":{"id":1,"method":"run_tool","params":{"tool":"what","content":"","instructions":"hi","fresh":false}}}"#,
         );
         round_trip_client(
-            ClientFrame::Request(RequestFrame { id: 2, request: Request::Status }),
+            ClientFrame::Request(RequestFrame::new(2, Request::Status)),
             r#"{"request":{"id":2,"method":"status"}}"#,
         );
         round_trip_client(
-            ClientFrame::Request(RequestFrame { id: 3, request: Request::ToolsList }),
+            ClientFrame::Request(RequestFrame::new(3, Request::ToolsList)),
             r#"{"request":{"id":3,"method":"tools.list"}}"#,
         );
         round_trip_client(
-            ClientFrame::Request(RequestFrame { id: 4, request: Request::Cancel { id: 1 } }),
+            ClientFrame::Request(RequestFrame::new(4, Request::Cancel { id: 1 })),
             r#"{"request":{"id":4,"method":"cancel","params":{"id":1}}}"#,
+        );
+        // A request with its own server and token (`ant --server`, `ANIATE_TOKEN`).
+        round_trip_client(
+            ClientFrame::Request(RequestFrame {
+                server: Some("https://b.example".into()),
+                token: Some("t".into()),
+                ..RequestFrame::new(6, Request::Whoami)
+            }),
+            r#"{"request":{"id":6,"method":"whoami","server":"https://b.example","token":"t"}}"#,
         );
         let login = r#"{"request":{"id":5,"method":"login","params":{"token":"t"}}}"#;
         let ClientFrame::Request(frame) = serde_json::from_str(login).unwrap() else { panic!() };

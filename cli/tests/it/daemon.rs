@@ -246,3 +246,23 @@ async fn service_files_are_installed_and_removed() {
     assert!(uninstall.ok().stdout.contains("removed"), "{}", uninstall.stdout);
     assert!(!units.join("aniated.socket").exists() && !units.join("aniated.service").exists());
 }
+
+/// `ant daemon stop` returns once the daemon has let go of the home, so a command right after it
+/// starts a fresh daemon instead of finding the old one still holding the lock (which made it
+/// wait 10 s and fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_right_after_daemon_stop_starts_a_fresh_daemon() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ready("restart@example.test", &["what"]).await;
+    for n in 0..5 {
+        // A cached answer gives the stopping daemon something to write.
+        client.ant(&["what", "-i", &format!("question {n}")]).await.ok();
+        let before = client.daemon_pid().expect("a daemon runs");
+        client.ant(&["daemon", "stop"]).await.ok();
+        let started = std::time::Instant::now();
+        client.ant(&["whoami"]).await.ok();
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        assert_ne!(client.daemon_pid(), Some(before));
+    }
+}

@@ -13,4 +13,5 @@ mod faults;
 mod flow;
 mod guard;
 mod kinds;
+mod logins;
 mod untrusted;

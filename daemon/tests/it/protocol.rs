@@ -1,4 +1,5 @@
-//! The socket protocol: handshake, multiplexing, cancellation, the cache, bad frames.
+//! The socket protocol: handshake, multiplexing, cancellation, the cache, bad frames, a request's own
+//! server and token.
 
 use std::time::Duration;
 
@@ -225,4 +226,30 @@ async fn bad_frames_end_only_their_connection() {
     let status = fine.call(1, "status", Value::Null).await;
     assert_eq!(status["protocol"], 1);
     assert!(daemon.log().contains("bad frame"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_carry_their_own_server_and_token() {
+    let a = Stack::start(StackOptions::default()).await.unwrap();
+    let b = Stack::start(StackOptions::default()).await.unwrap();
+    let home = a.new_home("h");
+    let daemon = Daemon::start(&a, &home);
+    let mut raw = Raw::greeted(&daemon.socket()).await;
+    login_and_install(&a, &mut raw, "alice@a.test", &[]).await;
+    let bob = b.signup("bob@b.test").await.unwrap();
+
+    // The frame's own server and token, for that request only.
+    raw.send(json!({"request": {"id": 1, "method": "whoami", "server": b.url, "token": bob}})).await;
+    let who = raw.replies_of(1).await;
+    assert_eq!(who[0]["data"]["email"], "bob@b.test", "{who:?}");
+    assert_eq!(who[0]["data"]["server"], b.url.as_str());
+    let who = raw.call(2, "whoami", Value::Null).await;
+    assert_eq!((who["email"].as_str(), who["server"].as_str()), (Some("alice@a.test"), Some(a.url.as_str())));
+
+    // Another server without a token of its own: the stored login is not sent there.
+    raw.send(json!({"request": {"id": 3, "method": "whoami", "server": b.url}})).await;
+    let refused = raw.replies_of(3).await;
+    assert_eq!(refused[0]["event"], "error");
+    assert_eq!(refused[0]["data"]["code"], "not_logged_in");
+    assert!(refused[0]["data"]["message"].as_str().unwrap().contains(&format!("not logged in to {}", b.url)));
 }

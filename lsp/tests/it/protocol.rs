@@ -735,3 +735,36 @@ async fn answers_that_are_not_files_give_no_edit() {
     client_without_resolve.shutdown().await;
     client.shutdown().await;
 }
+
+/// The editor's `ANIATE_SERVER` and `ANIATE_TOKEN` apply to its runs, even through a daemon
+/// that `ant` started for another server and account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_editor_s_server_and_token_reach_a_daemon_started_for_another() {
+    let other =
+        aniate_testkit::stack::Stack::start(aniate_testkit::stack::StackOptions { fake: fake(), ..Default::default() })
+            .await
+            .unwrap();
+    let mut machine = Machine::start(fake()).await;
+    machine.login().await;
+    machine.install(&["what"]).await;
+    let daemon = machine.daemon_pid().expect("ant started a daemon for the first server");
+    let token = other.signup("editor@other.test").await.unwrap();
+    machine.env.retain(|(key, _)| key != "ANIATE_SERVER" && key != "ANIATE_TOKEN");
+    machine.env.push(("ANIATE_SERVER".to_owned(), other.url.clone()));
+    machine.env.push(("ANIATE_TOKEN".to_owned(), token));
+
+    let client = machine.lsp().await;
+    let text = "print('hello')  # short-me\n";
+    let (_, uri) = machine.file("short.py", text);
+    open(&client, &uri, text, "python").await;
+    let what = find(&actions(&client, &uri, range((0, 0), (0, 0))).await, "Aniate: explain (what)");
+    execute(&client, &what).await.unwrap();
+    let message = client
+        .wait_notification("window/showMessage", Duration::from_secs(10), |p| p["type"] == 3)
+        .await
+        .expect("a message");
+    assert_eq!(message.params["message"], "Aniate: explain (what): It prints hello.");
+    assert_eq!(other.fake.requests().len(), 1, "the run went to the editor's server");
+    assert!(machine.stack.fake.requests().is_empty(), "not to the daemon's");
+    assert_eq!(machine.daemon_pid(), Some(daemon), "through the same daemon");
+}
