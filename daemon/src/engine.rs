@@ -464,10 +464,10 @@ impl Engine {
                 json(self.adopt_token(&session, token).await?)
             }
             Request::LogoutAll => {
-                let token = self.require_token()?;
-                self.server().logout_all(&token).await?;
+                server.logout_all(&session.token()?).await?;
                 credentials::delete(&self.0.home).map_err(storage)?;
-                self.set_token(None);
+                self.set_login(None);
+                self.clear_cache();
                 Ok(serde_json::Value::Null)
             }
             Request::Whoami => {
