@@ -686,6 +686,13 @@ async fn answers_that_are_not_files_give_no_edit() {
         ("cut by the token limit", format!("```python\n{}", &FIXED[..30]), "length", "(truncated)"),
         ("line-number prefixes", numbered, "stop", "(not_a_file)"),
         ("ten times the file", FIXED.repeat(10), "stop", "(not_a_file)"),
+        // The model repeats the tool's private prompt: the server's guard stops it (issue 12).
+        (
+            "the tool's own instructions",
+            "{{leak:verbatim}}".to_owned(),
+            "stop",
+            "repeated the tool's private instructions",
+        ),
     ];
     for (name, reply, finish_reason, reason) in corpus {
         machine.stack.fake.update_config(|config| {
@@ -704,7 +711,8 @@ async fn answers_that_are_not_files_give_no_edit() {
             .await
             .expect("a message");
         let told = &messages[before];
-        assert!(told.contains("calc.py was left unchanged") && told.contains(reason), "{name}: {told}");
+        let left_alone = told.contains("calc.py was left unchanged") || reason.contains("private instructions");
+        assert!(left_alone && told.contains(reason), "{name}: {told}");
 
         let fix = find(&actions(&client_without_resolve, &uri, range((0, 0), (0, 0))).await, "Aniate: fix");
         let before = client_without_resolve.messages().len();
@@ -713,7 +721,8 @@ async fn answers_that_are_not_files_give_no_edit() {
             .wait_for(Duration::from_secs(15), || client_without_resolve.messages().get(before).cloned())
             .await
             .expect("a message");
-        assert!(told.contains("calc.py was left unchanged") && told.contains(reason), "{name}: {told}");
+        let left_alone = told.contains("calc.py was left unchanged") || reason.contains("private instructions");
+        assert!(left_alone && told.contains(reason), "{name}: {told}");
         assert!(client_without_resolve.server_requests("workspace/applyEdit").is_empty(), "{name}: an edit was sent");
         assert_eq!(std::fs::read(&path).unwrap(), FIX_ME.as_bytes(), "{name}");
     }

@@ -479,14 +479,7 @@ impl RunStream {
         }
         self.ended = true;
         self.upstream.cancel();
-        let tool = tool_label(&self.recorder.tool);
-        self.recorder.state.metrics.prompt_guard_blocks.get_or_create(&ToolLabels { tool }).inc();
-        tracing::warn!(
-            request_id = %self.recorder.request_id,
-            tool = %self.recorder.tool,
-            user_id = self.recorder.user_id,
-            "prompt guard stopped an answer that repeated the private prompt"
-        );
+        self.report_hit(GuardMode::Block);
         self.recorder.finish("blocked");
         if self.sse {
             let detail = ErrorDetail { code: ErrorCode::PromptProtected, message: PROMPT_PROTECTED_MESSAGE.to_owned() };
@@ -500,13 +493,25 @@ impl RunStream {
     /// `guard = "log"`: reports the first hit of this answer and stops watching it.
     fn log_hit(&mut self) {
         self.guard = None;
-        let tool = tool_label(&self.recorder.tool);
-        self.recorder.state.metrics.prompt_guard_logged.get_or_create(&ToolLabels { tool }).inc();
+        self.report_hit(GuardMode::Log);
+    }
+
+    /// Counts a hit and logs one warning naming the request, tool and user (never the text).
+    fn report_hit(&self, mode: GuardMode) {
+        let metrics = &self.recorder.state.metrics;
+        let counter =
+            if mode == GuardMode::Block { &metrics.prompt_guard_blocks } else { &metrics.prompt_guard_logged };
+        counter.get_or_create(&ToolLabels { tool: tool_label(&self.recorder.tool) }).inc();
+        let what = if mode == GuardMode::Block {
+            "prompt guard stopped an answer that repeated the private prompt"
+        } else {
+            "an answer repeated the private prompt (guard = log: relayed)"
+        };
         tracing::warn!(
             request_id = %self.recorder.request_id,
             tool = %self.recorder.tool,
             user_id = self.recorder.user_id,
-            "an answer repeated the private prompt (guard = log: relayed)"
+            "{what}"
         );
     }
 }
