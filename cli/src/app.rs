@@ -365,16 +365,21 @@ fn read_prompt_file(path: &str) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// `$VISUAL`, else `$EDITOR`, else `vi`; a variable set but empty counts as unset.
+fn chosen_editor(var: impl Fn(&str) -> Option<String>) -> String {
+    ["VISUAL", "EDITOR"]
+        .into_iter()
+        .filter_map(var)
+        .find(|editor| !editor.trim().is_empty())
+        .unwrap_or_else(|| "vi".to_owned())
+}
+
 /// Opens `initial` in `$VISUAL` or `$EDITOR` (default `vi`) and returns what was saved.
 fn edit_in_editor(initial: &str) -> anyhow::Result<String> {
     if !std::io::stdin().is_terminal() {
         return Err(usage("no terminal for an editor; pass the prompt with --prompt-file FILE (or - for stdin)"));
     }
-    let editor = std::env::var("VISUAL")
-        .or_else(|_| std::env::var("EDITOR"))
-        .ok()
-        .filter(|e| !e.trim().is_empty())
-        .unwrap_or_else(|| "vi".to_owned());
+    let editor = chosen_editor(|name| std::env::var(name).ok());
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
     let path = dir.path().join("brew-prompt.md");
     std::fs::write(&path, initial)?;
@@ -825,7 +830,13 @@ fn finish_run(
                     out.note(&format!("Applied to {} (backup: {})\n", path.display(), backup.display()));
                 }
                 (true, _) => out.note("--apply needs a file, not stdin; the fix is above\n"),
-                (false, _) => out.note(&format!("Apply it with: ant {} {} --apply\n", tool.slug, display_name)),
+                (false, Some(path)) if path != "-" => {
+                    out.note(&format!("Apply it with: ant {} {path} --apply\n", tool.slug));
+                }
+                (false, _) => out.note(&format!(
+                    "The input came from stdin, so there is no file to apply it to: run `ant {} FILE --apply` on the file itself\n",
+                    tool.slug
+                )),
             }
             Ok(())
         }
@@ -902,5 +913,21 @@ fn finish_run(
                 Err(anyhow::Error::new(Failure::new(Exit::Error, format!("the command exited with {status}"))))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_visual_counts_as_unset() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+        };
+        assert_eq!(chosen_editor(env(&[("VISUAL", ""), ("EDITOR", "nano")])), "nano");
+        assert_eq!(chosen_editor(env(&[("VISUAL", "code -w"), ("EDITOR", "nano")])), "code -w");
+        assert_eq!(chosen_editor(env(&[("VISUAL", " ")])), "vi");
+        assert_eq!(chosen_editor(env(&[])), "vi");
     }
 }

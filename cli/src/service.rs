@@ -52,11 +52,13 @@ fn write(path: &Path, text: &str, steps: &mut String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `program args`, or only lists it with `no_start`.
+/// Runs `program args`, or only lists it with `no_start`, as a step still to run (`to start it`
+/// when installing, `to stop it` when uninstalling).
 fn run(program: &str, args: &[&str], no_start: bool, steps: &mut String) -> anyhow::Result<()> {
     let line = format!("{program} {}", args.join(" "));
     if no_start {
-        steps.push_str(&format!("to start it: {line}\n"));
+        let verb = if args.iter().any(|arg| ["disable", "bootout"].contains(arg)) { "stop" } else { "start" };
+        steps.push_str(&format!("to {verb} it: {line}\n"));
         return Ok(());
     }
     let status =

@@ -244,6 +244,12 @@ async fn service_files_are_installed_and_removed() {
     }
     let uninstall = client.ant(&["daemon", "uninstall-service", "--no-start"]).await;
     assert!(uninstall.ok().stdout.contains("removed"), "{}", uninstall.stdout);
+    // Issue 20 item 7: the words match the command.
+    assert!(
+        uninstall.stdout.contains("to stop it: systemctl --user disable --now aniated.socket aniated.service"),
+        "{}",
+        uninstall.stdout
+    );
     assert!(!units.join("aniated.socket").exists() && !units.join("aniated.service").exists());
 }
 

@@ -59,3 +59,18 @@ async fn findings_and_commands() {
     client.ant(&["shell", "-i", "make the marker", "--yes"]).await.ok();
     assert!(marker.exists(), "--yes runs it");
 }
+
+/// Issue 20 item 6: a fix of stdin does not tell the user to apply it to a file named `stdin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_of_stdin_says_how_to_use_it() {
+    let fake =
+        FakeLlmConfig { default_reply: Some("def add(a, b):\n    return a + b\n".to_owned()), ..Default::default() };
+    let stack = Stack::start(StackOptions { fake, ..Default::default() }).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ready("stdin@example.test", &["fix"]).await;
+    let run = client.ant_with_stdin(&["fix", "-"], "def add(a, b):\n    return a - b\n").await;
+    run.ok();
+    assert!(run.stdout.contains("+    return a + b"), "{}", run.stdout);
+    assert!(run.stderr.contains("The input came from stdin, so there is no file to apply it to"), "{}", run.stderr);
+    assert!(!run.stderr.contains("stdin --apply"), "{}", run.stderr);
+}
