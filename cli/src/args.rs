@@ -35,11 +35,15 @@ Examples:
   ant completions zsh > ~/.zfunc/_ant        Shell completions
 
 Environment:
-  ANIATE_HOME     where ant keeps its files (default ~/.aniate)
-  ANIATE_SERVER   the server URL, like --server
-  ANIATE_TOKEN    an API token to use instead of the stored one (for CI)
-  ANIATE_LOG      the daemon's log filter, e.g. debug
-  NO_COLOR        set to turn colours off
+  ANIATE_HOME                 where ant keeps its files (default ~/.aniate)
+  ANIATE_SERVER               the server URL, like --server
+  ANIATE_TOKEN                an API token to use instead of the stored one (for CI)
+  ANIATE_LOG                  the daemon's log filter, e.g. debug
+  ANIATE_CA_CERT              a PEM CA certificate to trust for the server (like ca_cert in config)
+  ANIATE_SOCKET               the daemon's socket path (default ANIATE_HOME/aniated.sock)
+  ANIATE_DAEMON_EXE           the aniated program to start (default: next to ant, then PATH)
+  ANIATE_DAEMON_TIMEOUT_SECS  give up on a daemon silent mid-request after this long (default 120)
+  NO_COLOR                    set to turn colours off
 
 Exit codes:
   0 ok, 1 error, 2 usage error, 3 not logged in, 4 tool not installed or unknown,

@@ -12,6 +12,7 @@ mod disk;
 mod faults;
 mod flow;
 mod guard;
+mod help_docs;
 mod kinds;
 mod logins;
 mod untrusted;
