@@ -24,7 +24,7 @@ use sqlx::{
 
 pub use self::{
     assistants::{NewAssistant, StoredAssistant},
-    files::StoredFile,
+    files::{BlobTx, StoredFile},
     plans::Plan,
     tokens::TokenUser,
     tools::{DEFAULT_MODEL, StoredTool},

@@ -1,8 +1,15 @@
 //! `/files`: users' stored files. Metadata in the `files` table; content on disk under the
-//! files dir, addressed by SHA-256 (so identical uploads are stored once), written atomically.
+//! files dir, addressed by account and SHA-256 (so one account's identical uploads are stored
+//! once, and no account can tell from an upload's timing whether another has the same content),
+//! written atomically.
 //!
-//! An upload writes the content first and the row second; if the row cannot be written, content
-//! no row names is removed again, so a failed upload leaves neither.
+//! An upload and a delete change the blob's reference count and the file row in one database
+//! transaction, and write or remove the bytes while it holds the count's lock (see
+//! [`crate::db::BlobTx`]): a failed upload leaves neither bytes nor row, and a delete racing an
+//! upload of the same content never leaves a row without its bytes.
+//!
+//! Content is served as an attachment, with `nosniff` and a `default-src 'none'` content
+//! security policy, so an uploaded HTML or SVG file never runs as a page of this server.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +21,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use sha2::{Digest, Sha256};
@@ -30,29 +37,37 @@ use crate::{
     db::{StoredFile, rfc3339},
 };
 
-/// Content-addressed storage on disk.
+/// Content-addressed storage on disk: `<dir>/<first two hex digits>/<account>-<sha256>`, or
+/// `<dir>/<first two hex digits>/<sha256>` for a blob shared by every account before migration
+/// 0005 (blob owner 0).
 #[derive(Debug, Clone)]
 pub struct FileStore {
     pub dir: PathBuf,
 }
 
 impl FileStore {
-    fn path(&self, sha256: &str) -> PathBuf {
-        self.dir.join(&sha256[..2]).join(sha256)
+    fn path(&self, blob_owner_id: i64, sha256: &str) -> PathBuf {
+        let shard = self.dir.join(&sha256[..2]);
+        if blob_owner_id == 0 { shard.join(sha256) } else { shard.join(format!("{blob_owner_id}-{sha256}")) }
     }
 
-    /// Stores `bytes` under their hash; a second copy of the same content is not written again.
-    fn put(&self, sha256: &str, bytes: &[u8]) -> std::io::Result<()> {
+    /// A name of its own next to `path`, for a write or a delete in progress.
+    fn temporary_path(path: &Path, suffix: &str) -> PathBuf {
+        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or("blob");
+        path.with_file_name(format!(".{name}.{}.{:016x}.{suffix}", std::process::id(), rand::random::<u64>()))
+    }
+
+    /// Stores `bytes` as the blob; a blob already on disk is not written again.
+    fn put(&self, blob_owner_id: i64, sha256: &str, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
-        let path = self.path(sha256);
+        let path = self.path(blob_owner_id, sha256);
         if path.is_file() {
             return Ok(());
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        // A name of its own per write: two uploads of the same content at once must not write
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+        // A name of its own per write: two replicas writing the same blob at once must not write
         // into (and rename away) the same temporary file.
-        let temp = dir.join(format!(".{sha256}.{}.{:016x}.tmp", std::process::id(), rand::random::<u64>()));
+        let temp = Self::temporary_path(&path, "tmp");
         let result = (|| {
             let mut file = std::fs::File::create(&temp)?;
             file.write_all(bytes)?;
@@ -65,12 +80,30 @@ impl FileStore {
         result
     }
 
-    fn get(&self, sha256: &str) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.path(sha256))
+    fn get(&self, blob_owner_id: i64, sha256: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.path(blob_owner_id, sha256))
     }
 
-    fn remove(&self, sha256: &str) {
-        let _ = std::fs::remove_file(self.path(sha256));
+    fn remove(&self, blob_owner_id: i64, sha256: &str) {
+        let _ = std::fs::remove_file(self.path(blob_owner_id, sha256));
+    }
+
+    /// Moves the blob aside, to be removed once the delete commits ([`Self::finish_removal`]) or
+    /// put back if it does not ([`Self::undo_removal`]). `None` when there was no blob.
+    fn set_aside(&self, blob_owner_id: i64, sha256: &str) -> Option<PathBuf> {
+        let path = self.path(blob_owner_id, sha256);
+        let aside = Self::temporary_path(&path, "deleted");
+        std::fs::rename(&path, &aside).ok().map(|()| aside)
+    }
+
+    fn finish_removal(aside: &Path) {
+        let _ = std::fs::remove_file(aside);
+    }
+
+    fn undo_removal(&self, blob_owner_id: i64, sha256: &str, aside: &Path) {
+        if let Err(err) = std::fs::rename(aside, self.path(blob_owner_id, sha256)) {
+            tracing::error!(cause = %err, "could not put back the content of a file whose delete failed");
+        }
     }
 }
 
@@ -173,25 +206,35 @@ pub async fn upload(
     }
     let content_type = upload_content_type(&headers);
     let sha256 = hex::encode(Sha256::digest(&bytes));
+    let owner_id = user.user_id;
+    let (mut tx, refs) = state.db.reference_blob(owner_id, &sha256).await?;
     let store = state.files.clone();
     let hash = sha256.clone();
     let to_store = bytes.clone();
-    tokio::task::spawn_blocking(move || store.put(&hash, &to_store)).await.map_err(|_| ApiError::internal())?.map_err(
-        |err| {
+    // Written while the transaction holds the blob's count: no delete of the same content can
+    // remove it before the row is committed.
+    tokio::task::spawn_blocking(move || store.put(owner_id, &hash, &to_store))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|err| {
             tracing::error!(cause = %err, "could not store a file");
             ApiError::new(ErrorCode::Unavailable, "could not store the file; try again")
-        },
-    )?;
-    match state.db.create_file(user.user_id, &name, bytes.len() as i64, &content_type, &sha256).await {
-        Ok(file) => Ok((StatusCode::CREATED, Json(meta(&file)))),
+        })?;
+    let file = match tx.insert_file(owner_id, &name, bytes.len() as i64, &content_type, &sha256).await {
+        Ok(file) => file,
         Err(err) => {
-            // Leave no content that no row names.
-            if state.db.files_with_content(&sha256).await.unwrap_or(1) == 0 {
-                state.files.remove(&sha256);
+            // Leave no content that no row names: the bytes are new (the count was 1), and the
+            // transaction, still holding the count, rolls back when dropped.
+            if refs == 1 {
+                state.files.remove(owner_id, &sha256);
             }
-            Err(err.into())
+            return Err(err.into());
         }
-    }
+    };
+    // A failed commit can leave bytes no row names (the next upload of them reuses them), never
+    // a row without its bytes.
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(meta(&file))))
 }
 
 #[utoipa::path(get, path = "/files", tag = "files", operation_id = "list_files", security(("token" = [])), responses((status = 200, body = [FileMeta])))]
@@ -217,9 +260,10 @@ pub async fn show(
     Ok(Json(meta(&owned(&state, user.user_id, &id).await?)))
 }
 
-/// `GET /files/{id}/content`: the bytes, with the stored content type.
+/// `GET /files/{id}/content`: the bytes, with the stored content type, as an attachment that a
+/// browser never sniffs or runs.
 #[utoipa::path(get, path = "/files/{id}/content", tag = "files", operation_id = "file_content", params(("id" = i64, Path)), security(("token" = [])),
-    responses((status = 200, description = "The bytes, with the content type they were uploaded with", body = inline(Binary), content_type = "*/*"),
+    responses((status = 200, description = "The bytes, with the content type they were uploaded with, as an attachment (`Content-Disposition`), with `X-Content-Type-Options: nosniff` and `Content-Security-Policy: default-src 'none'`", body = inline(Binary), content_type = "*/*"),
         (status = 404, body = ErrorBody)))]
 pub async fn content(
     State(state): State<AppState>,
@@ -228,7 +272,36 @@ pub async fn content(
 ) -> ApiResult<Response> {
     let file = owned(&state, user.user_id, &id).await?;
     let bytes = read_blob(&state, &file).await?;
-    Ok(([(header::CONTENT_TYPE, file.content_type)], bytes).into_response())
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&file.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        ),
+        (header::CONTENT_DISPOSITION, content_disposition(&file.name)),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'")),
+    ];
+    Ok((headers, bytes).into_response())
+}
+
+/// `attachment` with the file's name: a plain ASCII `filename` for old clients (every byte that
+/// is not printable ASCII, and `"`, `\`, `%`, becomes `_`) and the exact name as
+/// `filename*=UTF-8''…` (RFC 6266, RFC 8187 percent-encoding).
+fn content_disposition(name: &str) -> HeaderValue {
+    let fallback: String = name
+        .chars()
+        .map(|c| if (c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '%')) || c == ' ' { c } else { '_' })
+        .collect();
+    let mut encoded = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    HeaderValue::from_str(&format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"))
+        .unwrap_or(HeaderValue::from_static("attachment"))
 }
 
 #[utoipa::path(delete, path = "/files/{id}", tag = "files", operation_id = "delete_file", params(("id" = i64, Path)), security(("token" = [])),
@@ -239,19 +312,38 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let file = owned(&state, user.user_id, &id).await?;
-    if state.db.delete_file(&file).await? == 0 {
-        state.files.remove(&file.sha256);
+    let Some((tx, remaining)) = state.db.delete_file(&file).await? else {
+        return Err(ApiError::not_found("no such file"));
+    };
+    // The last row naming the blob: its bytes go while the transaction holds the blob's count,
+    // so an upload of the same content waits and then writes them again.
+    let aside = if remaining == 0 { state.files.set_aside(file.blob_owner_id(), &file.sha256) } else { None };
+    match tx.commit().await {
+        Ok(()) => {
+            if let Some(aside) = aside {
+                FileStore::finish_removal(&aside);
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(err) => {
+            if let Some(aside) = aside {
+                state.files.undo_removal(file.blob_owner_id(), &file.sha256, &aside);
+            }
+            Err(err.into())
+        }
     }
-    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn read_blob(state: &AppState, file: &StoredFile) -> ApiResult<Vec<u8>> {
     let store = state.files.clone();
-    let hash = file.sha256.clone();
-    tokio::task::spawn_blocking(move || store.get(&hash)).await.map_err(|_| ApiError::internal())?.map_err(|err| {
-        tracing::error!(cause = %err, file = file.id, "stored file content is missing");
-        ApiError::new(ErrorCode::Unavailable, "the file's content is unavailable on this server")
-    })
+    let (blob_owner_id, hash) = (file.blob_owner_id(), file.sha256.clone());
+    tokio::task::spawn_blocking(move || store.get(blob_owner_id, &hash))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(|err| {
+            tracing::error!(cause = %err, file = file.id, "stored file content is missing");
+            ApiError::new(ErrorCode::Unavailable, "the file's content is unavailable on this server")
+        })
 }
 
 /// A stored file as text, for a tool run (`file_id`): its name and content.
@@ -260,4 +352,19 @@ pub async fn load_text(state: &AppState, user_id: i64, id: i64) -> ApiResult<(St
     let bytes = read_blob(state, &file).await?;
     let text = String::from_utf8(bytes).map_err(|_| ApiError::invalid("file_id: the file is not UTF-8 text"))?;
     Ok((file.name, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_disposition;
+
+    #[test]
+    fn content_disposition_is_an_attachment_with_a_safe_and_an_exact_name() {
+        assert_eq!(content_disposition("app.py"), "attachment; filename=\"app.py\"; filename*=UTF-8''app.py");
+        assert_eq!(
+            content_disposition("résumé \"v2\" 100%.html"),
+            "attachment; filename=\"r_sum_ _v2_ 100_.html\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22v2%22%20100%25.html"
+        );
+        assert_eq!(content_disposition("a;b\\c"), "attachment; filename=\"a;b_c\"; filename*=UTF-8''a%3Bb%5Cc");
+    }
 }

@@ -33,9 +33,10 @@ async fn previous_release_database_upgrades_with_nothing_lost(backend: Backend) 
     let brews: Value =
         harness.http.get(harness.url("/assistants")).bearer_auth(&user).send().await.unwrap().json().await.unwrap();
     assert!(brews.to_string().contains("\"pirate\""), "{brews}");
-    let files: Value =
+    let files: Vec<Value> =
         harness.http.get(harness.url("/files")).bearer_auth(&user).send().await.unwrap().json().await.unwrap();
-    assert!(files.to_string().contains("calc.py"), "{files}");
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0]["name"], "calc.py");
     let usage = harness.query_strings("SELECT tool, status FROM usage").await;
     assert_eq!(usage, [[Some("what".to_owned()), Some("ok".to_owned())]]);
 
@@ -62,6 +63,47 @@ async fn previous_release_database_upgrades_with_nothing_lost(backend: Backend) 
     assert!(sent.starts_with("FIXTURE-PROMPT: you explain SQL queries"), "{sent}");
     let explain_canary = &guards[0][2].clone().unwrap();
     assert!(sent.contains(explain_canary.as_str()), "the canary reaches the model");
+
+    // 0005 (private blobs): the stored file keeps naming the blob every account shared before,
+    // at its old path, counted once; a new upload of the same content gets a blob of the
+    // account's own, and deleting the old row removes the old blob and leaves the new one.
+    const CALC: &str = "def add(a, b):\n    return a - b\n";
+    let sha256 = "e1a894022d1a082987b87adecb623438c9e386d86b2b621cff4a5fe7fdf7edc8";
+    let shared = harness.dir.path().join("data/files/e1").join(sha256);
+    std::fs::create_dir_all(shared.parent().unwrap()).unwrap();
+    std::fs::write(&shared, CALC).unwrap();
+    assert_eq!(
+        harness.query_strings("SELECT shared_blob, sha256 FROM files").await,
+        [[Some("1".to_owned()), Some(sha256.to_owned())]]
+    );
+    assert_eq!(
+        harness.query_strings("SELECT owner_id, sha256, refs FROM blobs").await,
+        [[Some("0".to_owned()), Some(sha256.to_owned()), Some("1".to_owned())]]
+    );
+    let old_id = files[0]["id"].as_i64().unwrap();
+    let content_of = |id: i64| harness.http.get(harness.url(&format!("/files/{id}/content"))).bearer_auth(&user).send();
+    assert_eq!(content_of(old_id).await.unwrap().text().await.unwrap(), CALC);
+    let uploaded: Value = harness
+        .http
+        .post(harness.url("/files?name=calc-again.py"))
+        .bearer_auth(&user)
+        .body(CALC)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_id = uploaded["id"].as_i64().unwrap();
+    let owner =
+        harness.query_strings("SELECT id FROM users WHERE email = 'user@fixture.test'").await[0][0].clone().unwrap();
+    let own = harness.dir.path().join("data/files/e1").join(format!("{owner}-{sha256}"));
+    assert!(own.is_file() && shared.is_file(), "a blob of the account's own, next to the shared one");
+    let deleted =
+        harness.http.delete(harness.url(&format!("/files/{old_id}"))).bearer_auth(&user).send().await.unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert!(!shared.exists() && own.is_file(), "the old shared blob goes with its last row");
+    assert_eq!(content_of(new_id).await.unwrap().text().await.unwrap(), CALC);
 }
 
 db_tests!(previous_release_database_upgrades_with_nothing_lost);
