@@ -85,8 +85,8 @@ fn main() {
              The limiter's added latency per model call (one `check_rate`), {ROUNDS} interleaved rounds of {PER_ROUND} checks each, \
              in-process and through a Redis on loopback. Commit `{commit}`; reproduce with \
              `cargo bench -p ant-server --bench limiter -- --write`.\n\n{table}\n\
-             The monthly-quota check adds no round trip on most requests: each replica caches a user's month total for 10 s and adds \
-             its own answers' tokens to it.\n"
+             The monthly quota costs one database transaction per run (the reservation, which sums the user's usage rows of \
+             the month) and the usage row is then updated instead of inserted; it is not measured here.\n"
         );
         println!("{section}");
         if write {

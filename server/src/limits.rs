@@ -1,4 +1,5 @@
-//! Rate limits and quotas: requests per minute (GCRA) and tokens per month, by plan.
+//! Rate limits and quotas: requests per minute (GCRA) and plans; the monthly tokens are
+//! reserved in the database by `http::run`.
 //!
 //! The per-minute limiter runs in-process by default. With `ANIATE_REDIS_URL` it runs in Redis
 //! (one atomic Lua script), so the limit holds across replicas. If Redis becomes unreachable
@@ -92,7 +93,6 @@ pub struct Limiter {
     /// `ANIATE_RATE_LIMIT_PER_MIN`: replaces the default plan's per-minute limit.
     default_plan_override: Option<u32>,
     plans: Mutex<(Option<Instant>, HashMap<String, Plan>)>,
-    quota: Mutex<HashMap<i64, (Instant, u64)>>,
 }
 
 struct RedisLimiter {
@@ -113,7 +113,7 @@ impl std::fmt::Debug for RedisLimiter {
 /// The plan everyone starts on.
 pub const DEFAULT_PLAN: &str = "free";
 
-/// How long plan and monthly-usage lookups are reused before asking the database again.
+/// How long plan lookups are reused before asking the database again.
 const CACHE_TTL: Duration = Duration::from_secs(10);
 
 impl Limiter {
@@ -133,7 +133,6 @@ impl Limiter {
             redis,
             default_plan_override,
             plans: Mutex::new((None, HashMap::new())),
-            quota: Mutex::new(HashMap::new()),
         }
     }
 
@@ -198,25 +197,6 @@ impl Limiter {
             }
         }
         self.local.check(user_id, per_minute)
-    }
-
-    /// Tokens a user spent this month, cached briefly (a quota need not be exact to the token).
-    pub async fn tokens_this_month(&self, db: &Db, user_id: i64, month_start_ms: i64) -> DbResult<u64> {
-        if let Some((at, tokens)) = self.quota.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&user_id)
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok(*tokens);
-        }
-        let tokens = db.tokens_since(user_id, month_start_ms).await?;
-        self.quota.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(user_id, (Instant::now(), tokens));
-        Ok(tokens)
-    }
-
-    /// Adds a finished request's tokens to the cached monthly total.
-    pub fn add_tokens(&self, user_id: i64, tokens: u64) {
-        if let Some(entry) = self.quota.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(&user_id) {
-            entry.1 += tokens;
-        }
     }
 }
 

@@ -80,6 +80,17 @@ pub fn temperature(kind: OutputKind) -> Option<f32> {
     }
 }
 
+/// The most tokens an answer of this kind may have (`max_tokens`, sent to the provider). A run
+/// reserves this much of the monthly quota before the model is called.
+pub fn max_tokens(kind: OutputKind) -> u32 {
+    match kind {
+        OutputKind::Code => 8192,
+        OutputKind::Findings => 4096,
+        OutputKind::Text => 2048,
+        OutputKind::Command => 512,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

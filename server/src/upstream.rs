@@ -80,6 +80,8 @@ struct CompletionRequest<'a> {
     stream_options: StreamOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
+    /// The answer's length cap, so that a run cannot cost more than it reserved.
+    max_tokens: u32,
 }
 
 #[derive(Serialize)]
@@ -171,6 +173,7 @@ impl Provider {
         model: &str,
         messages: &[ChatMessage],
         temperature: Option<f32>,
+        max_tokens: u32,
     ) -> Result<UpstreamStream, ProviderError> {
         let started = Instant::now();
         let body = CompletionRequest {
@@ -179,6 +182,7 @@ impl Provider {
             stream: true,
             stream_options: StreamOptions { include_usage: true },
             temperature,
+            max_tokens,
         };
         let mut request = self.client.post(&self.chat_url).json(&body).header("accept", "text/event-stream");
         if let Some(key) = &self.api_key {

@@ -28,7 +28,7 @@ pub use self::{
     plans::Plan,
     tokens::TokenUser,
     tools::{DEFAULT_MODEL, StoredTool},
-    usage::UsageRecord,
+    usage::{RUNNING_STATUS, TokenReservation, UsageRecord},
     users::User,
 };
 

@@ -1,6 +1,6 @@
 //! The `usage` table: one row per tool run, whatever its outcome.
 
-use super::{Db, DbResult, now_ms};
+use super::{Backend, Db, DbResult, now_ms};
 
 /// What one request cost and how it ended.
 #[derive(Debug, Clone)]
@@ -21,22 +21,72 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// The status of a run's usage row while the run is in flight: it holds the run's reservation.
+pub const RUNNING_STATUS: &str = "running";
+
+/// A run about to call the model: what it may cost at most.
+#[derive(Debug, Clone)]
+pub struct TokenReservation {
+    pub user_id: i64,
+    pub tool: String,
+    pub model: String,
+    pub request_id: String,
+    /// The most tokens the run may use: the estimated prompt plus the answer's `max_tokens`.
+    pub tokens: u64,
+    /// The plan's monthly quota.
+    pub tokens_per_month: u64,
+    /// The first instant of this month (Unix milliseconds).
+    pub month_start_ms: i64,
+}
+
 impl Db {
-    pub async fn record_usage(&self, record: &UsageRecord) -> DbResult<()> {
-        sqlx::query(
+    /// Reserves a run's tokens against the monthly quota: inserts its usage row as `running`,
+    /// holding `reservation.tokens`, only if this month's usage (finished runs at their real
+    /// cost, runs in flight at their reservation) plus the reservation fits the quota. `None`
+    /// when it does not fit. Atomic across server processes: SQLite takes its write lock before
+    /// the insert reads the sum; on PostgreSQL the user's row is locked first.
+    pub async fn reserve_tokens(&self, reservation: &TokenReservation) -> DbResult<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                .bind(reservation.user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let id: Option<(i64,)> = sqlx::query_as(
             "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             SELECT $1, $2, $3, $4, 0, 0, NULL, $5, $6, $7 \
+             WHERE (SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage \
+                    WHERE user_id = $1 AND created_at >= $8) + $4 <= $9 \
+             RETURNING id",
         )
-        .bind(record.user_id)
-        .bind(&record.tool)
-        .bind(&record.model)
+        .bind(reservation.user_id)
+        .bind(&reservation.tool)
+        .bind(&reservation.model)
+        .bind(to_i64(reservation.tokens))
+        .bind(RUNNING_STATUS)
+        .bind(&reservation.request_id)
+        .bind(now_ms())
+        .bind(reservation.month_start_ms)
+        .bind(to_i64(reservation.tokens_per_month))
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id.map(|(id,)| id))
+    }
+
+    /// Settles a reserved run to what it really cost and how it ended.
+    pub async fn settle_usage(&self, usage_id: i64, record: &UsageRecord) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE usage SET prompt_tokens = $1, completion_tokens = $2, latency_ms = $3, ttft_ms = $4, status = $5 \
+             WHERE id = $6",
+        )
         .bind(to_i64(record.prompt_tokens))
         .bind(to_i64(record.completion_tokens))
         .bind(to_i64(record.latency_ms))
         .bind(record.ttft_ms.map(to_i64))
         .bind(&record.status)
-        .bind(&record.request_id)
-        .bind(now_ms())
+        .bind(usage_id)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -33,7 +33,7 @@ use super::{
 };
 use crate::{
     auth::AuthUser,
-    db::UsageRecord,
+    db::{TokenReservation, UsageRecord},
     guard::{Guard, Hit, PromptIndex},
     limits::{self, Decision},
     metrics::{RunLabels, TokenLabels, ToolLabels, tool_label},
@@ -121,8 +121,8 @@ pub fn wants_sse(headers: &HeaderMap) -> bool {
         .any(|value| value.contains("text/event-stream"))
 }
 
-/// Refuses a model call over the user's per-minute limit or monthly tokens (429 with
-/// `Retry-After`, naming the limit).
+/// Refuses a model call over the user's per-minute limit (429 with `Retry-After`, naming the
+/// limit). The monthly tokens are reserved later, by [`stream_answer`], once the prompt is known.
 pub async fn enforce_limits(state: &AppState, user: &AuthUser, label: &str) -> ApiResult<()> {
     let plan = state.limiter.plan(&state.db, &user.plan).await?;
     if let Decision::Limited { retry_after_secs } =
@@ -142,28 +142,58 @@ pub async fn enforce_limits(state: &AppState, user: &AuthUser, label: &str) -> A
             retry_after: Some(retry_after_secs),
         });
     }
+    Ok(())
+}
+
+/// Reserves the most a run may cost against the user's monthly tokens (the prompt estimated at
+/// 4 characters a token, plus the answer's `max_tokens`), through the database, so that parallel
+/// runs on any number of replicas cannot together overshoot the quota by more than what runs
+/// use beyond their reservation. 429 with `Retry-After` (the next month) when it does not fit.
+/// Returns the usage row that holds the reservation, settled by [`RunRecorder::finish`].
+async fn reserve_tokens(
+    state: &AppState,
+    user: &AuthUser,
+    answer: &Answer,
+    request_id: &str,
+    prompt_chars: usize,
+    max_tokens: u32,
+) -> ApiResult<i64> {
+    let plan = state.limiter.plan(&state.db, &user.plan).await?;
     let now = crate::db::now_ms();
     let (month_start, next_month) = limits::month_bounds(now);
-    let used = state.limiter.tokens_this_month(&state.db, user.user_id, month_start).await?;
-    if used >= plan.tokens_per_month {
-        state
-            .metrics
-            .rate_limited
-            .get_or_create(&RunLabels { tool: tool_label(label), status: "monthly_tokens".to_owned() })
-            .inc();
-        let retry_after = u64::try_from((next_month - now) / 1000).unwrap_or(1).max(1);
-        return Err(ApiError {
-            code: ErrorCode::RateLimited,
-            message: format!(
-                "quota: the {} plan's {} tokens this month are used up; it resets at {}",
-                plan.name,
-                plan.tokens_per_month,
-                crate::db::rfc3339(next_month)
-            ),
-            retry_after: Some(retry_after),
-        });
+    let prompt_estimate = prompt_chars.div_ceil(4) as u64;
+    let reservation = TokenReservation {
+        user_id: user.user_id,
+        tool: answer.label.clone(),
+        model: answer.model.clone(),
+        request_id: request_id.to_owned(),
+        tokens: prompt_estimate + u64::from(max_tokens),
+        tokens_per_month: plan.tokens_per_month,
+        month_start_ms: month_start,
+    };
+    if let Some(usage_id) = state.db.reserve_tokens(&reservation).await? {
+        return Ok(usage_id);
     }
-    Ok(())
+    state
+        .metrics
+        .rate_limited
+        .get_or_create(&RunLabels { tool: tool_label(&answer.label), status: "monthly_tokens".to_owned() })
+        .inc();
+    let used = state.db.tokens_since(user.user_id, month_start).await?;
+    let left = plan.tokens_per_month.saturating_sub(used);
+    let retry_after = u64::try_from((next_month - now) / 1000).unwrap_or(1).max(1);
+    Err(ApiError {
+        code: ErrorCode::RateLimited,
+        message: format!(
+            "quota: this run may use up to {} tokens (about {prompt_estimate} for the input, at most {max_tokens} for the answer); \
+             the {} plan has {left} of its {} tokens left this month (runs in progress count at their reservation); it resets at {}",
+            reservation.tokens,
+            plan.name,
+            plan.tokens_per_month,
+            crate::db::rfc3339(next_month)
+        ),
+        retry_after: Some(retry_after),
+    })
 }
 
 /// One model call to stream back: a tool run or a chat.
@@ -209,8 +239,11 @@ pub async fn stream_answer(
     sse: bool,
 ) -> ApiResult<Response> {
     let prompt_chars: usize = answer.messages.iter().map(|m| m.content.chars().count()).sum();
+    let max_tokens = prompt::max_tokens(answer.kind);
+    let usage_id = reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens).await?;
     let mut recorder = RunRecorder {
         state: state.clone(),
+        usage_id,
         user_id: user.user_id,
         tool: answer.label.clone(),
         model: answer.model.clone(),
@@ -224,16 +257,17 @@ pub async fn stream_answer(
         finished: false,
     };
 
-    let mut upstream = match state.provider.stream_chat(&answer.model, &answer.messages, answer.temperature).await {
-        Ok(upstream) => {
-            recorder.provider_started = true;
-            upstream
-        }
-        Err(err) => {
-            recorder.finish(err.label());
-            return Err(provider_api_error(&err));
-        }
-    };
+    let mut upstream =
+        match state.provider.stream_chat(&answer.model, &answer.messages, answer.temperature, max_tokens).await {
+            Ok(upstream) => {
+                recorder.provider_started = true;
+                upstream
+            }
+            Err(err) => {
+                recorder.finish(err.label());
+                return Err(provider_api_error(&err));
+            }
+        };
     // Wait for the answer to start, so that a provider that fails before its first token gets
     // a real HTTP status rather than a 200 with an error event.
     let first = match upstream.next().await {
@@ -520,9 +554,12 @@ impl RunStream {
 const COALESCE_BYTES: usize = 16 * 1024;
 
 /// Records a run in the usage table and the metrics exactly once: when it finishes, or, if
-/// the client went away first, when it is dropped (as `cancelled`).
+/// the client went away first, when it is dropped (as `cancelled`). Recording settles the run's
+/// reserved usage row to the real cost.
 struct RunRecorder {
     state: AppState,
+    /// The usage row holding this run's token reservation.
+    usage_id: i64,
     user_id: i64,
     tool: String,
     model: String,
@@ -576,7 +613,6 @@ impl RunRecorder {
         for (kind, count) in [("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)] {
             metrics.tokens.get_or_create(&TokenLabels { tool: tool_label(&self.tool), kind }).inc_by(count);
         }
-        self.state.limiter.add_tokens(self.user_id, usage.prompt_tokens + usage.completion_tokens);
         let latency_ms = self.started.elapsed().as_millis() as u64;
         tracing::info!(
             request_id = %self.request_id,
@@ -600,11 +636,12 @@ impl RunRecorder {
             request_id: self.request_id.clone(),
         };
         let db = self.state.db.clone();
+        let usage_id = self.usage_id;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return usage;
         };
         runtime.spawn(async move {
-            if let Err(err) = db.record_usage(&record).await {
+            if let Err(err) = db.settle_usage(usage_id, &record).await {
                 tracing::error!(cause = %err, request_id = %record.request_id, "could not record usage");
             }
         });

@@ -271,11 +271,14 @@ impl Harness {
             .collect()
     }
 
-    /// Polls the usage table until `request_id` has a row, returning its status.
+    /// Polls the usage table until `request_id` has a settled row (not `running`, which holds
+    /// a run's token reservation while it is in flight), returning its status.
     pub async fn usage_status(&self, request_id: &str) -> String {
         for _ in 0..200 {
             let rows = self.query_strings(&format!("SELECT status FROM usage WHERE request_id = '{request_id}'")).await;
-            if let Some(status) = rows.first().and_then(|row| row[0].clone()) {
+            if let Some(status) = rows.first().and_then(|row| row[0].clone())
+                && status != "running"
+            {
                 return status;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

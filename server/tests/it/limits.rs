@@ -12,7 +12,8 @@ db_tests!(
     usage_is_reported_by_tool_and_day,
     per_minute_limit_and_monthly_quota,
     admin_usage_and_plans,
-    admin_usage_csv_carries_no_formulas
+    admin_usage_csv_carries_no_formulas,
+    parallel_runs_cannot_overshoot_the_monthly_quota
 );
 
 async fn run_ok(h: &Harness, token: &str, base: &str, slug: &str) {
@@ -165,6 +166,78 @@ async fn admin_usage_csv_carries_no_formulas(backend: Backend) {
         assert!(lines.iter().any(|line| line.starts_with(&format!("'{email},free,what,1,"))), "{email} in\n{csv}");
     }
     assert!(lines.iter().any(|line| line.starts_with("plain@x.test,free,what,1,")), "{csv}");
+}
+
+/// Issue 13, item 2: 20 parallel runs on two server processes sharing one database, on a
+/// 5,000-token plan, each costing about 2,000 tokens. Before runs reserved their tokens, all 20
+/// ran (the quota was checked as `used >= limit`). Now the monthly total stays within the plan
+/// plus one request's cap (the documented largest overshoot), and the rest are refused with 429.
+async fn parallel_runs_cannot_overshoot_the_monthly_quota(backend: Backend) {
+    const PLAN_TOKENS: u64 = 5_000;
+    // `what` answers text: `max_tokens` 2,048; the content is about 2,000 tokens at 4 chars each.
+    const ONE_REQUEST_CAP: u64 = 2_048 + 2_500;
+    let Some(h) = Harness::start(backend).await else { return };
+    let (_replica, replica) = h.extra_server("replica", &[]);
+    let token = h.signup("parallel@example.test").await;
+    let defined = h.admin(
+        &["define-plan", "--name", "parallel", "--requests-per-minute", "1000", "--tokens-per-month", "5000"],
+        "",
+    );
+    assert!(defined.status.success(), "{}", String::from_utf8_lossy(&defined.stderr));
+    let set = h.admin(&["set-plan", "--email", "parallel@example.test", "--plan", "parallel"], "");
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let content = "x = 1\n".repeat(1_350);
+    let runs = (0..20).map(|n| {
+        let base = if n % 2 == 0 { h.base.clone() } else { replica.clone() };
+        let request = h
+            .http
+            .post(format!("{base}/tool/what"))
+            .bearer_auth(&token)
+            .json(&json!({"instructions": "explain", "content": content}));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            (status, body)
+        }
+    });
+    let outcomes = futures_util::future::join_all(runs).await;
+    let served = outcomes.iter().filter(|(status, _)| *status == 200).count();
+    let refused: Vec<&String> = outcomes.iter().filter(|(status, _)| *status == 429).map(|(_, body)| body).collect();
+    assert_eq!(served + refused.len(), 20, "{outcomes:?}");
+    assert!(served >= 1, "the first run fits the plan: {outcomes:?}");
+    assert!(refused.len() >= 15, "most runs must be refused: {outcomes:?}");
+    assert!(
+        refused[0].contains("parallel plan has") && refused[0].contains("of its 5000 tokens left"),
+        "{}",
+        refused[0]
+    );
+    // Every run's usage row is settled (none left `running`), and the month's total is within
+    // the documented overshoot.
+    let mut total = 0;
+    for _ in 0..200 {
+        let rows = h
+            .query_strings(
+                "SELECT status, prompt_tokens + completion_tokens FROM usage WHERE user_id = \
+                 (SELECT id FROM users WHERE email = 'parallel@example.test')",
+            )
+            .await;
+        if rows.iter().all(|row| row[0].as_deref() != Some("running")) {
+            assert_eq!(rows.len(), served, "one usage row per run served: {rows:?}");
+            total = rows.iter().map(|row| row[1].as_deref().unwrap().parse::<u64>().unwrap()).sum::<u64>();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(total > 0, "the served runs were recorded");
+    assert!(total <= PLAN_TOKENS + ONE_REQUEST_CAP, "{total} tokens on a {PLAN_TOKENS}-token plan");
+    // The provider was told each answer's cap, and only the runs served reached it.
+    let sent = h.fake.requests();
+    assert_eq!(sent.len(), served);
+    assert!(sent.iter().all(|request| request.max_tokens == Some(2_048)), "{sent:?}");
+    // `/usage` reports the same total.
+    let usage: Value = h.http.get(h.url("/usage")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(usage["tokens_used"].as_u64().unwrap(), total);
 }
 
 /// Two replicas on one PostgreSQL database and one Redis: the registry, the rate limit and the

@@ -20,6 +20,9 @@ pub struct RecordedRequest {
     pub stream: bool,
     /// `stream_options.include_usage` as sent; false when absent.
     pub include_usage: bool,
+    /// `max_tokens` as sent; `None` when absent.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
     /// The `Authorization` header exactly as received, e.g. `Bearer sk-...`.
     pub authorization: Option<String>,
     /// Unix epoch milliseconds at which the request (head and body) had been read.
@@ -231,6 +234,7 @@ mod tests {
             messages: Vec::new(),
             stream: true,
             include_usage: false,
+            max_tokens: None,
             authorization: None,
             received_at_ms: 0,
             outcome: Outcome::InProgress,

@@ -24,6 +24,9 @@ pub(crate) struct ChatRequest {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    /// The answer's length cap; recorded, not enforced.
+    #[serde(default)]
+    pub(crate) max_tokens: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

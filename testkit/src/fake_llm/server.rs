@@ -219,6 +219,7 @@ where
         messages: messages.clone(),
         stream: chat.stream(),
         include_usage: chat.include_usage(),
+        max_tokens: chat.max_tokens,
         authorization: request.header("authorization").map(str::to_owned),
         received_at_ms: now_ms(),
         outcome: Outcome::InProgress,
