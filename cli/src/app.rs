@@ -430,7 +430,13 @@ async fn files_command(out: &Out, backend: &Backend, command: FilesCommand) -> a
             if out.json {
                 return out.json(&stored);
             }
-            out.print(&render::account::render_files(&stored, out.width, out.colored))
+            // The quota line is a courtesy: a server that cannot say leaves it out.
+            let usage: Option<UsageReport> = backend.call(Request::Usage).await.ok();
+            let mut text = render::account::render_files(&stored, out.width, out.colored);
+            if let Some(usage) = usage {
+                text.push_str(&render::account::render_storage(&usage));
+            }
+            out.print(&text)
         }
         FilesCommand::Rm { id } => {
             let _: serde_json::Value = backend.call(Request::FilesRm { id }).await.map_err(reipc)?;

@@ -325,6 +325,19 @@ pub struct UsageReport {
     pub totals: UsageTotals,
     pub by_tool: Vec<ToolUsage>,
     pub by_day: Vec<DayUsage>,
+    /// Stored files against the plan's storage quota (absent from servers before it).
+    #[serde(default)]
+    pub storage: StorageUsage,
+}
+
+/// What a user stores, and what their plan allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StorageUsage {
+    pub stored_bytes: u64,
+    pub stored_files: u64,
+    pub max_stored_bytes: u64,
+    pub max_stored_files: u64,
 }
 
 /// One line of `GET /admin/usage`: a user's use of a tool in the period.

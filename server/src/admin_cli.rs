@@ -58,7 +58,14 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             }
             writeln!(out, "{email} is now on the {plan} plan")?;
         }
-        AdminCommand::DefinePlan { name, requests_per_minute, tokens_per_month, db } => {
+        AdminCommand::DefinePlan {
+            name,
+            requests_per_minute,
+            tokens_per_month,
+            max_stored_bytes,
+            max_stored_files,
+            db,
+        } => {
             let valid = !name.is_empty()
                 && name.len() <= 32
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -66,8 +73,19 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
                 bail!("`{name}` is not a plan name: use 1 to 32 letters, digits, `-` or `_`");
             }
             let db = open(&db).await?;
-            db.upsert_plan(&Plan { name: name.clone(), requests_per_minute, tokens_per_month }).await?;
-            writeln!(out, "plan {name}: {requests_per_minute} requests a minute, {tokens_per_month} tokens a month")?;
+            db.upsert_plan(&Plan {
+                name: name.clone(),
+                requests_per_minute,
+                tokens_per_month,
+                max_stored_bytes,
+                max_stored_files,
+            })
+            .await?;
+            writeln!(
+                out,
+                "plan {name}: {requests_per_minute} requests a minute, {tokens_per_month} tokens a month, \
+                 {max_stored_bytes} bytes in at most {max_stored_files} stored files"
+            )?;
         }
         AdminCommand::Plans { db } => {
             let db = open(&db).await?;

@@ -191,6 +191,12 @@ pub enum AdminCommand {
         requests_per_minute: u32,
         #[arg(long)]
         tokens_per_month: u64,
+        /// The most bytes a user may store in files (default 100 MiB)
+        #[arg(long, default_value_t = crate::db::DEFAULT_MAX_STORED_BYTES)]
+        max_stored_bytes: u64,
+        /// The most files a user may store (default 1000)
+        #[arg(long, default_value_t = crate::db::DEFAULT_MAX_STORED_FILES)]
+        max_stored_files: u64,
         #[command(flatten)]
         db: DbArgs,
     },

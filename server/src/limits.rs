@@ -169,7 +169,13 @@ impl Limiter {
                 *plans = (Some(Instant::now()), all.into_iter().map(|plan| (plan.name.clone(), plan)).collect());
                 match plans.1.get(name).or_else(|| plans.1.get(DEFAULT_PLAN)) {
                     Some(plan) => plan.clone(),
-                    None => Plan { name: name.to_owned(), requests_per_minute: 20, tokens_per_month: 500_000 },
+                    None => Plan {
+                        name: name.to_owned(),
+                        requests_per_minute: 20,
+                        tokens_per_month: 500_000,
+                        max_stored_bytes: crate::db::DEFAULT_MAX_STORED_BYTES,
+                        max_stored_files: crate::db::DEFAULT_MAX_STORED_FILES,
+                    },
                 }
             }
         };

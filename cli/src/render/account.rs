@@ -77,6 +77,19 @@ pub fn render_files(files: &[FileMeta], width: usize, colored: bool) -> String {
     table.render(width, &palette)
 }
 
+/// The storage line under `ant files ls`: what is stored and what the plan allows.
+pub fn render_storage(usage: &UsageReport) -> String {
+    let storage = &usage.storage;
+    format!(
+        "Stored: {} of {} in {} of {} files ({} plan)\n",
+        format_size(storage.stored_bytes as usize),
+        format_size(storage.max_stored_bytes as usize),
+        storage.stored_files,
+        storage.max_stored_files,
+        sanitize_line(&usage.plan)
+    )
+}
+
 /// `ant usage`.
 pub fn render_usage(usage: &UsageReport, width: usize, colored: bool) -> String {
     let palette = Palette::new(colored);

@@ -54,6 +54,8 @@ async fn brews_chat_files_and_usage() {
     assert_eq!((file["name"].as_str(), file["size"].as_u64()), (Some("notes.txt"), Some(18)));
     let ls = client.ant(&["files", "ls"]).await;
     assert!(ls.ok().stdout.contains("notes.txt"), "{}", ls.stdout);
+    // Under the list: what is stored and what the plan allows (issue 13 item 3).
+    assert!(ls.stdout.contains("in 1 of 1000 files (free plan)"), "{}", ls.stdout);
     client.ant(&["files", "push", "missing.txt"]).await.failed_with(1, "cannot read missing.txt");
     client.ant(&["files", "rm", &file["id"].to_string()]).await.ok();
     assert!(client.ant(&["files", "ls"]).await.ok().stdout.contains("No stored files"));

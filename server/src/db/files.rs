@@ -132,6 +132,16 @@ impl Db {
         Ok(Some((BlobTx { tx }, remaining)))
     }
 
+    /// What `owner_id` stores: total bytes and number of files (for the storage quota).
+    pub async fn stored_by(&self, owner_id: i64) -> DbResult<(u64, u64)> {
+        let (bytes, files): (i64, i64) =
+            sqlx::query_as("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT), COUNT(*) FROM files WHERE owner_id = $1")
+                .bind(owner_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((bytes.max(0) as u64, files.max(0) as u64))
+    }
+
     pub async fn files_of(&self, owner_id: i64) -> DbResult<Vec<StoredFile>> {
         let sql = format!("SELECT {COLUMNS} FROM files WHERE owner_id = $1 ORDER BY id");
         let rows = sqlx::query(&sql).bind(owner_id).fetch_all(&self.pool).await?;

@@ -25,7 +25,7 @@ use sqlx::{
 pub use self::{
     assistants::{NewAssistant, StoredAssistant},
     files::{BlobTx, StoredFile},
-    plans::Plan,
+    plans::{DEFAULT_MAX_STORED_BYTES, DEFAULT_MAX_STORED_FILES, Plan},
     tokens::TokenUser,
     tools::{DEFAULT_MODEL, StoredTool},
     usage::{RUNNING_STATUS, TokenReservation, UsageRecord},

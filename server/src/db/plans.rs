@@ -1,4 +1,4 @@
-//! The `plans` table: per-minute request limits and monthly token quotas.
+//! The `plans` table: per-minute request limits, monthly token quotas and storage quotas.
 
 use super::{Db, DbResult};
 
@@ -7,47 +7,60 @@ pub struct Plan {
     pub name: String,
     pub requests_per_minute: u32,
     pub tokens_per_month: u64,
+    /// The most bytes a user may have stored in files.
+    pub max_stored_bytes: u64,
+    /// The most files a user may have stored.
+    pub max_stored_files: u64,
 }
+
+/// A new plan's storage quota when none is given: 100 MiB in 1,000 files.
+pub const DEFAULT_MAX_STORED_BYTES: u64 = 100 * 1024 * 1024;
+pub const DEFAULT_MAX_STORED_FILES: u64 = 1_000;
+
+type PlanRow = (String, i64, i64, i64, i64);
+
+fn plan_of((name, rpm, tokens, bytes, files): PlanRow) -> Plan {
+    Plan {
+        name,
+        requests_per_minute: u32::try_from(rpm.max(0)).unwrap_or(u32::MAX),
+        tokens_per_month: u64::try_from(tokens.max(0)).unwrap_or(0),
+        max_stored_bytes: u64::try_from(bytes.max(0)).unwrap_or(0),
+        max_stored_files: u64::try_from(files.max(0)).unwrap_or(0),
+    }
+}
+
+const PLAN_COLUMNS: &str = "name, requests_per_minute, tokens_per_month, max_stored_bytes, max_stored_files";
 
 impl Db {
     pub async fn plan(&self, name: &str) -> DbResult<Option<Plan>> {
-        let row: Option<(String, i64, i64)> =
-            sqlx::query_as("SELECT name, requests_per_minute, tokens_per_month FROM plans WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|(name, rpm, tokens)| Plan {
-            name,
-            requests_per_minute: u32::try_from(rpm.max(0)).unwrap_or(u32::MAX),
-            tokens_per_month: u64::try_from(tokens.max(0)).unwrap_or(0),
-        }))
+        let row: Option<PlanRow> = sqlx::query_as(&format!("SELECT {PLAN_COLUMNS} FROM plans WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(plan_of))
     }
 
     pub async fn plans(&self) -> DbResult<Vec<Plan>> {
-        let rows: Vec<(String, i64, i64)> =
-            sqlx::query_as("SELECT name, requests_per_minute, tokens_per_month FROM plans ORDER BY tokens_per_month")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, rpm, tokens)| Plan {
-                name,
-                requests_per_minute: u32::try_from(rpm.max(0)).unwrap_or(u32::MAX),
-                tokens_per_month: u64::try_from(tokens.max(0)).unwrap_or(0),
-            })
-            .collect())
+        let rows: Vec<PlanRow> = sqlx::query_as(&format!("SELECT {PLAN_COLUMNS} FROM plans ORDER BY tokens_per_month"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(plan_of).collect())
     }
 
     /// Creates a plan, or changes the limits of the plan of that name.
     pub async fn upsert_plan(&self, plan: &Plan) -> DbResult<()> {
         sqlx::query(
-            "INSERT INTO plans (name, requests_per_minute, tokens_per_month) VALUES ($1, $2, $3) \
+            "INSERT INTO plans (name, requests_per_minute, tokens_per_month, max_stored_bytes, max_stored_files) \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (name) DO UPDATE SET requests_per_minute = excluded.requests_per_minute, \
-             tokens_per_month = excluded.tokens_per_month",
+             tokens_per_month = excluded.tokens_per_month, max_stored_bytes = excluded.max_stored_bytes, \
+             max_stored_files = excluded.max_stored_files",
         )
         .bind(&plan.name)
         .bind(i64::from(plan.requests_per_minute))
         .bind(i64::try_from(plan.tokens_per_month).unwrap_or(i64::MAX))
+        .bind(i64::try_from(plan.max_stored_bytes).unwrap_or(i64::MAX))
+        .bind(i64::try_from(plan.max_stored_files).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -170,12 +170,33 @@ fn is_media_type(value: &str) -> bool {
         })
 }
 
+/// Counts an upload against the per-minute limit (429), then refuses it with 413 when it would
+/// take the user past their plan's stored bytes or files, saying what is used and allowed.
+/// Checked before the upload's transaction: parallel uploads can overshoot the quota by at most
+/// one file each.
+async fn enforce_storage_quota(state: &AppState, user: &AuthUser, size: u64) -> ApiResult<()> {
+    super::run::enforce_limits(state, user, "upload").await?;
+    let plan = state.limiter.plan(&state.db, &user.plan).await?;
+    let (bytes, files) = state.db.stored_by(user.user_id).await?;
+    if files + 1 > plan.max_stored_files || bytes + size > plan.max_stored_bytes {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "storage quota: the {} plan allows {} bytes in at most {} files; you store {bytes} bytes in {files} files \
+                 and this upload is {size} bytes; delete files with `ant files rm`",
+                plan.name, plan.max_stored_bytes, plan.max_stored_files
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /files?name=NAME` with the content as the body (`curl --data-binary @app.py`).
 #[utoipa::path(post, path = "/files", tag = "files", operation_id = "upload_file",
     params(("name" = String, Query, description = "The file's name: a name, not a path (1 to 255 bytes, no `/`, `\\` or control characters)", example = "app.py")),
     request_body(content = inline(Binary), content_type = "application/octet-stream", description = "The content; an empty or missing body is an empty file"), security(("token" = [])),
     responses((status = 201, body = FileMeta), (status = 400, description = "The body could not be read", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
@@ -204,6 +225,7 @@ pub async fn upload(
             format!("the file is over this server's limit of {} bytes", state.limits.max_file_bytes),
         ));
     }
+    enforce_storage_quota(&state, &user, bytes.len() as u64).await?;
     let content_type = upload_content_type(&headers);
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let owner_id = user.user_id;

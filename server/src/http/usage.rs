@@ -25,6 +25,13 @@ pub async fn usage(State(state): State<AppState>, user: AuthUser) -> ApiResult<J
         .into_iter()
         .map(|(day, totals)| DayUsage { day: rfc3339(day * 86_400_000)[..10].to_owned(), totals })
         .collect();
+    let (stored_bytes, stored_files) = state.db.stored_by(user.user_id).await?;
+    let storage = aniate_proto::api::StorageUsage {
+        stored_bytes,
+        stored_files,
+        max_stored_bytes: plan.max_stored_bytes,
+        max_stored_files: plan.max_stored_files,
+    };
     Ok(Json(UsageReport {
         plan: plan.name,
         requests_per_minute: plan.requests_per_minute,
@@ -36,6 +43,7 @@ pub async fn usage(State(state): State<AppState>, user: AuthUser) -> ApiResult<J
         totals,
         by_tool,
         by_day,
+        storage,
     }))
 }
 

@@ -10,7 +10,8 @@ db_tests!(
     files_are_stored_once_per_account_and_owned,
     stored_files_are_served_as_attachments_never_sniffed_or_run,
     uploads_racing_deletes_of_the_same_content_leave_no_row_without_content,
-    a_tool_runs_on_a_stored_file
+    a_tool_runs_on_a_stored_file,
+    uploads_are_held_to_the_plans_storage_quota_and_rate_limit
 );
 
 fn blobs(h: &Harness) -> Vec<std::path::PathBuf> {
@@ -140,7 +141,9 @@ async fn uploads_racing_deletes_of_the_same_content_leave_no_row_without_content
     const CONTENT: &str = "the same content, uploaded and deleted at once\n";
     let seconds: u64 =
         std::env::var("ANIATE_TEST_FILE_RACE_SECONDS").ok().and_then(|value| value.parse().ok()).unwrap_or(10);
-    let Some(h) = Harness::start(backend).await else { return };
+    // Uploads count against the per-minute limit: lift it for this loop.
+    let options = ServerOptions::default().env("ANIATE_RATE_LIMIT_PER_MIN", "1000000");
+    let Some(h) = Harness::start_with(backend, options).await else { return };
     let token = h.signup("race@example.test").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     let mut clients = tokio::task::JoinSet::new();
@@ -309,4 +312,64 @@ async fn a_tool_runs_on_a_stored_file(backend: Backend) {
         .await
         .unwrap();
     assert_error(h.run(&token, "fix", json!({"file_id": binary["id"]}), false).await, 422, "invalid_field").await;
+}
+
+/// Issue 13, item 3: one user stored 400 MB in 5 s. A plan limits stored bytes and files (413
+/// saying what is used and allowed), and uploads count against the per-minute limit (429).
+async fn uploads_are_held_to_the_plans_storage_quota_and_rate_limit(backend: Backend) {
+    let Some(h) = Harness::start(backend).await else { return };
+    let token = h.signup("quota@example.test").await;
+    let defined = h.admin(
+        &[
+            "define-plan",
+            "--name",
+            "small-storage",
+            "--requests-per-minute",
+            "6",
+            "--tokens-per-month",
+            "1000",
+            "--max-stored-bytes",
+            "100",
+            "--max-stored-files",
+            "2",
+        ],
+        "",
+    );
+    assert!(defined.status.success(), "{}", String::from_utf8_lossy(&defined.stderr));
+    let set = h.admin(&["set-plan", "--email", "quota@example.test", "--plan", "small-storage"], "");
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let plans = String::from_utf8(h.admin(&["plans"], "").stdout).unwrap();
+    assert!(plans.contains("small-storage"), "{plans}");
+    let upload = |name: &str, body: Vec<u8>| {
+        h.http.post(h.url(&format!("/files?name={name}"))).bearer_auth(&token).body(body).send()
+    };
+    // 1: 90 of 100 bytes.
+    assert_eq!(upload("a.txt", vec![b'a'; 90]).await.unwrap().status(), 201);
+    // 2: 11 more bytes would be 101.
+    let message = assert_error(upload("b.txt", vec![b'b'; 11]).await.unwrap(), 413, "payload_too_large").await;
+    assert!(
+        message.contains("allows 100 bytes in at most 2 files")
+            && message.contains("you store 90 bytes in 1 files")
+            && message.contains("this upload is 11 bytes"),
+        "{message}"
+    );
+    // 3: 10 bytes fit; 4: a third file does not.
+    assert_eq!(upload("b.txt", vec![b'b'; 10]).await.unwrap().status(), 201);
+    let message = assert_error(upload("c.txt", b"c".to_vec()).await.unwrap(), 413, "payload_too_large").await;
+    assert!(message.contains("you store 100 bytes in 2 files"), "{message}");
+    let rows = h.query_strings("SELECT COUNT(*) FROM files").await;
+    assert_eq!(rows, [[Some("2".to_owned())]], "refused uploads store nothing");
+    let usage: Value = h.http.get(h.url("/usage")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        usage["storage"],
+        json!({"stored_bytes": 100, "stored_files": 2, "max_stored_bytes": 100, "max_stored_files": 2})
+    );
+    // 5, 6 count against the 6 requests a minute; 7 is refused before the quota is looked at.
+    for _ in 0..2 {
+        assert_eq!(upload("c.txt", b"c".to_vec()).await.unwrap().status(), 413);
+    }
+    let limited = upload("c.txt", b"c".to_vec()).await.unwrap();
+    assert!(limited.headers().contains_key("retry-after"));
+    let message = assert_error(limited, 429, "rate_limited").await;
+    assert!(message.contains("6 requests a minute"), "{message}");
 }

@@ -104,6 +104,18 @@ async fn previous_release_database_upgrades_with_nothing_lost(backend: Backend) 
     assert_eq!(deleted.status(), 204);
     assert!(!shared.exists() && own.is_file(), "the old shared blob goes with its last row");
     assert_eq!(content_of(new_id).await.unwrap().text().await.unwrap(), CALC);
+
+    // 0006 (storage quota): the existing plans get their storage limits, and the file stored
+    // before the upgrade counts against them.
+    let plans = harness
+        .query_strings(
+            "SELECT name, max_stored_bytes, max_stored_files FROM plans WHERE name IN ('free', 'pro') ORDER BY name",
+        )
+        .await;
+    let row = |name: &str, bytes: &str, files: &str| {
+        vec![Some(name.to_owned()), Some(bytes.to_owned()), Some(files.to_owned())]
+    };
+    assert_eq!(plans, [row("free", "104857600", "1000"), row("pro", "1073741824", "10000")]);
 }
 
 db_tests!(previous_release_database_upgrades_with_nothing_lost);
