@@ -207,7 +207,8 @@ impl Db {
     async fn try_reserve(&self, reservation: &TokenReservation) -> DbResult<Attempt> {
         let now = now_ms();
         let in_flight_since = reservation.month_start_ms.max(now - STALE_RESERVATION_MS);
-        let insert = sqlx::query_as::<_, (i64,)>(
+        let insert = || {
+            sqlx::query_as::<_, (i64,)>(
             "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at) \
              SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6 \
              WHERE (SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $7) \
@@ -224,35 +225,39 @@ impl Db {
         .bind(now)
         .bind(reservation.month_start_ms)
         .bind(in_flight_since)
-        .bind(to_i64(reservation.tokens_per_month));
+        .bind(to_i64(reservation.tokens_per_month))
+        };
         let month = sqlx::query("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2 FOR UPDATE")
             .bind(reservation.user_id)
             .bind(reservation.month_start_ms);
-        let id = if self.backend == Backend::Postgres {
+        if self.backend == Backend::Postgres {
             let mut tx = self.pool.begin().await?;
             // Serialises this user's reservations and settlements (which update this row). With
             // no row there is nothing to lock, so no insert may follow: the row is made first.
             if month.fetch_optional(&mut *tx).await?.is_none() {
                 return Ok(Attempt::NoMonth);
             }
-            let id = insert.fetch_optional(&mut *tx).await?;
+            let id = insert().fetch_optional(&mut *tx).await?;
             tx.commit().await?;
-            id
-        } else {
-            insert.fetch_optional(&self.pool).await?
-        };
-        Ok(match id {
+            return Ok(id.map_or(Attempt::Refused, |(id,)| Attempt::Reserved(id)));
+        }
+        if let Some((id,)) = insert().fetch_optional(&self.pool).await? {
+            return Ok(Attempt::Reserved(id));
+        }
+        // Refused, or no month row. A row made since the insert (by a parallel run's first
+        // attempt) gets the insert once more, so a parallel start of the month is no refusal.
+        let exists: Option<(i64,)> =
+            sqlx::query_as("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2")
+                .bind(reservation.user_id)
+                .bind(reservation.month_start_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+        if exists.is_none() {
+            return Ok(Attempt::NoMonth);
+        }
+        Ok(match insert().fetch_optional(&self.pool).await? {
             Some((id,)) => Attempt::Reserved(id),
-            None if self.backend == Backend::Postgres => Attempt::Refused,
-            None => {
-                let exists: Option<(i64,)> =
-                    sqlx::query_as("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2")
-                        .bind(reservation.user_id)
-                        .bind(reservation.month_start_ms)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                if exists.is_some() { Attempt::Refused } else { Attempt::NoMonth }
-            }
+            None => Attempt::Refused,
         })
     }
 

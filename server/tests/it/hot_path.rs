@@ -8,7 +8,11 @@ use serde_json::json;
 
 use crate::harness::{Backend, Harness, db_tests, sse_events, within_a_second};
 
-db_tests!(changes_made_elsewhere_reach_a_running_server_within_a_second, a_killed_server_loses_no_run);
+db_tests!(
+    changes_made_elsewhere_reach_a_running_server_within_a_second,
+    a_killed_server_loses_no_run,
+    a_terminated_server_settles_every_run
+);
 
 async fn me_status(h: &Harness, base: &str, token: &str) -> u16 {
     h.http.get(format!("{base}/me")).bearer_auth(token).send().await.unwrap().status().as_u16()
@@ -61,18 +65,17 @@ async fn changes_made_elsewhere_reach_a_running_server_within_a_second(backend: 
     within_a_second("set-role", async || admin_tools().await == 403).await;
 }
 
-/// A SIGKILL loses no run: every run served has its usage row, settled or still `running` at
-/// its reservation (the runs whose batch was not written when the server died).
-async fn a_killed_server_loses_no_run(backend: Backend) {
-    const RUNS: usize = 60;
-    let Some(mut h) = Harness::start(backend).await else { return };
-    let token = h.signup("killed@example.test").await;
+/// Starts a server with a user on a plan that lets `RUNS` runs through at once, runs them to
+/// their end, and returns the harness and the user's usage rows' statuses and tokens.
+async fn finished_runs(backend: Backend, email: &str) -> Option<(Harness, String)> {
+    let h = Harness::start(backend).await?;
+    let token = h.signup(email).await;
     let defined = h.admin(
         &["define-plan", "--name", "busy", "--requests-per-minute", "1000", "--tokens-per-month", "10000000"],
         "",
     );
     assert!(defined.status.success(), "{}", String::from_utf8_lossy(&defined.stderr));
-    let set = h.admin(&["set-plan", "--email", "killed@example.test", "--plan", "busy"], "");
+    let set = h.admin(&["set-plan", "--email", email, "--plan", "busy"], "");
     assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
     let runs = (0..RUNS).map(|_| {
         let response = h.run(&token, "what", json!({"instructions": "hi"}), false);
@@ -81,17 +84,37 @@ async fn a_killed_server_loses_no_run(backend: Backend) {
             let status = response.status();
             let body = response.text().await.unwrap();
             assert_eq!(status, 200, "{body}");
-            body
         }
     });
     futures_util::future::join_all(runs).await;
-    h.server_mut().kill();
+    Some((h, email.to_owned()))
+}
 
-    let rows = h
-        .query_strings(
-            "SELECT status, prompt_tokens FROM usage WHERE user_id = (SELECT id FROM users WHERE email = 'killed@example.test')",
-        )
-        .await;
+const RUNS: usize = 60;
+
+async fn usage_rows(h: &Harness, email: &str) -> Vec<Vec<Option<String>>> {
+    h.query_strings(&format!(
+        "SELECT status, prompt_tokens FROM usage WHERE user_id = (SELECT id FROM users WHERE email = '{email}')"
+    ))
+    .await
+}
+
+/// SIGTERM drains the usage writer: every run is settled when the server exits.
+async fn a_terminated_server_settles_every_run(backend: Backend) {
+    let Some((mut h, email)) = finished_runs(backend, "terminated@example.test").await else { return };
+    let status = h.server_mut().terminate(std::time::Duration::from_secs(15)).unwrap();
+    assert!(status.success(), "{status:?}");
+    let rows = usage_rows(&h, &email).await;
+    assert_eq!(rows.len(), RUNS, "{rows:?}");
+    assert!(rows.iter().all(|row| row[0].as_deref() == Some("ok")), "{rows:?}");
+}
+
+/// A SIGKILL loses no run: every run served has its usage row, settled or still `running` at
+/// its reservation (the runs whose batch was not written when the server died).
+async fn a_killed_server_loses_no_run(backend: Backend) {
+    let Some((mut h, email)) = finished_runs(backend, "killed@example.test").await else { return };
+    h.server_mut().kill();
+    let rows = usage_rows(&h, &email).await;
     assert_eq!(rows.len(), RUNS, "one row per run served: {rows:?}");
     for row in &rows {
         match row[0].as_deref() {
