@@ -205,8 +205,10 @@ fn console_steps(doc: &str, block_line: usize, body: &[&str]) -> Result<Vec<Step
     Ok(steps)
 }
 
-/// Whether `actual` matches `pattern`, where `[..]` is any text.
+/// Whether `actual` matches `pattern`, where `[..]` is any text. White space at the ends of lines
+/// does not count: editors strip it from docs.
 fn line_matches(pattern: &str, actual: &str) -> bool {
+    let (pattern, actual) = (pattern.trim_end(), actual.trim_end());
     let mut parts = pattern.split("[..]");
     let first = parts.next().unwrap_or("");
     let Some(mut rest) = actual.strip_prefix(first) else { return false };
@@ -340,7 +342,7 @@ async fn run_doc(doc: &str) {
     let output_path = stack.dir.path().join("doc-test.out");
     let mut command = std::process::Command::new("bash");
     aniate_testkit::clear_aniate_env(&mut command);
-    for key in ["VISUAL", "EDITOR"] {
+    for key in ["VISUAL", "EDITOR", "COLUMNS"] {
         command.env_remove(key);
     }
     // A file, not a pipe: servers the document starts in the background keep their stdout open.
