@@ -21,8 +21,8 @@
 //! Each document runs top to bottom in one bash, like a reader pasting its blocks into one
 //! terminal: variables and files carry over. Its sandbox: an empty `ANIATE_HOME`, `HOME`, a
 //! working directory with `target/debug` and `demo/` linked in, `PATH` starting with
-//! `target/debug` (but for the README, whose own `export` must do that). Every docs but the
-//! README get a running `ant-server` on SQLite (`ANIATE_SERVER`, `ANIATE_DATABASE_URL` point
+//! `target/debug` (but for the README, whose own `export` must do that). Every document but the
+//! README gets a running `ant-server` on SQLite (`ANIATE_SERVER`, `ANIATE_DATABASE_URL` point
 //! at it) in front of the fake provider playing `demo/fake-replies.toml`; the README starts its
 //! own. The port 8787 in a document stands for its server's port, 8788 for a second free one.
 
