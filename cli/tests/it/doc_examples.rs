@@ -113,12 +113,14 @@ fn parse_plan(doc: &str, text: &str) -> Result<Plan, String> {
             i += 1;
             continue;
         }
-        if let Some(info) = line.strip_prefix("```") {
+        // Fences may be indented (in a list); their lines are, by as much.
+        if let Some(info) = line.trim_start().strip_prefix("```") {
+            let indent = &line[..line.len() - line.trim_start().len()];
             let info = info.trim();
             let mut body = Vec::new();
             i += 1;
-            while i < lines.len() && !lines[i].starts_with("```") {
-                body.push(lines[i]);
+            while i < lines.len() && !lines[i].trim_start().starts_with("```") {
+                body.push(lines[i].strip_prefix(indent).unwrap_or(lines[i]));
                 i += 1;
             }
             if i == lines.len() {
@@ -469,6 +471,8 @@ fn the_runner_reads_markers_and_wildcards() {
         matches!(&plan.steps[0], Step::Command { command, expected, exit: 0, .. } if command == "echo 'a\nb'" && expected.len() == 2)
     );
     assert!(matches!(&plan.steps[1], Step::Command { exit: 1, .. }));
+    let listed = parse_plan("t.md", "- a list\n\n  ```sh\n  ant list\n  ```\n").unwrap();
+    assert!(matches!(&listed.steps[..], [Step::Script { code, .. }] if code == "ant list\n"), "{listed:?}");
     assert!(parse_plan("t.md", "<!-- doc-test: skip -->\n```sh\nx\n```\n").is_err(), "a skip needs a reason");
     assert!(
         parse_plan("t.md", "<!-- doc-test: skip: r -->\ntext\n```sh\nx\n```\n").is_err(),
