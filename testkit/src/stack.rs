@@ -149,6 +149,11 @@ impl Stack {
         env
     }
 
+    /// The server's database, for `ant-server admin` run by a test or a document's example.
+    pub fn db_url(&self) -> &str {
+        &self.db_url
+    }
+
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }

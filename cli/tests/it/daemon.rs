@@ -84,6 +84,8 @@ async fn a_stuck_daemon_does_not_hang_ant() {
     let started = std::time::Instant::now();
     let list = client.ant(&["list"]).await;
     list.failed_with(1, &format!("aniated (pid {pid}) did not answer within 5 s"));
+    // The hint docs/cli.md and docs/reliability.md show.
+    list.failed_with(1, "hint: `ant daemon logs` shows the daemon's log; `ant --no-daemon …` works without it");
     assert!(started.elapsed() < Duration::from_secs(15));
 
     kill(pid, "CONT");

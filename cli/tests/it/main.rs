@@ -9,6 +9,7 @@ mod bad_input;
 mod brews;
 mod daemon;
 mod disk;
+mod doc_examples;
 mod faults;
 mod flow;
 mod guard;
