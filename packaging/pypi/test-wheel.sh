@@ -1,38 +1,91 @@
 #!/usr/bin/env bash
-# Builds the `aniate` wheel with maturin, installs it into a fresh virtualenv, and runs the
-# three programs it must put on PATH. Called by .ci/run; needs python3 and PyPI (for maturin).
+# `pip install aniate` and `pipx install aniate-server` on the Linux machines people have: builds
+# both wheels for manylinux2014 (glibc 2.17 and later) with maturin and zig from PyPI, proves
+# that no binary in them needs a newer glibc, runs them end to end from a fresh virtualenv
+# (smoke-test.sh), then builds both sdists and checks that `pip install` of each builds and runs.
+# Called by .ci/run; needs python3, objdump, curl and PyPI (for maturin and ziglang).
 #
-#   bash packaging/pypi/test-wheel.sh            # dev profile (fast, reuses the test build)
-#   PROFILE=release bash packaging/pypi/test-wheel.sh
+#   bash packaging/pypi/test-wheel.sh
+#
+# The wheels are release builds (as published); the sdist builds use the dev profile through
+# maturin's PEP 517 build-args, so that they reuse the test build instead of doubling CI time.
+# Every cargo step shares CARGO_TARGET_DIR [default: target/] and runs under `nice -n 10`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-profile="${PROFILE:-dev}"
+root=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+glibc_floor="2.17"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-python3 -m venv "$work/build"
-"$work/build/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.5,<2"
-"$work/build/bin/maturin" build --profile "$profile" --manifest-path packaging/pypi/Cargo.toml \
-  --compatibility linux --skip-auditwheel --out "$work/dist"
-
-python3 -m venv "$work/user"
-"$work/user/bin/pip" install --quiet --disable-pip-version-check "$work"/dist/aniate-*.whl
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+passed=0
 failed=0
-for program in ant aniated ant-lsp; do
-  path="$work/user/bin/$program"
-  if [ ! -x "$path" ]; then
-    echo "FAIL: the wheel did not install $program"
-    failed=$((failed + 1))
+ok() { echo "ok: $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL: $*"; failed=$((failed + 1)); }
+seconds() { date +%s; }
+
+# The pinned build tools, in the venv .ci/run keeps under target/ci-tools (pip is a no-op when
+# they are there already).
+tools="$CARGO_TARGET_DIR/ci-tools"
+[ -x "$tools/bin/pip" ] || python3 -m venv "$tools"
+"$tools/bin/pip" install --quiet --disable-pip-version-check -r packaging/pypi/build-requirements.txt
+export PATH="$tools/bin:$PATH"
+maturin --version
+
+# 1. The wheels, as the release workflow builds them on Linux.
+dist="$work/dist"
+start=$(seconds)
+nice -n 10 maturin build --release --locked --zig --compatibility manylinux2014 \
+  --manifest-path packaging/pypi/Cargo.toml --out "$dist"
+client_secs=$(($(seconds) - start))
+start=$(seconds)
+(cd packaging/pypi-server && nice -n 10 maturin build --release --locked --zig --compatibility manylinux2014 --out "$dist")
+server_secs=$(($(seconds) - start))
+echo "built the aniate wheel in ${client_secs} s and the aniate-server wheel in ${server_secs} s"
+
+# 2. Their tags, and their glibc floor: no binary in them needs a GLIBC_ symbol above 2.17.
+for wheel in "$dist"/*.whl; do
+  name=$(basename "$wheel")
+  case "$name" in
+    *-manylinux_2_17_x86_64*.whl) ok "$name is tagged manylinux_2_17 (manylinux2014)" ;;
+    *) fail "$name is not tagged manylinux_2_17_x86_64" ;;
+  esac
+done
+if bash packaging/pypi/glibc-floor.sh "$glibc_floor" "$dist"/*.whl; then ok "glibc floor $glibc_floor of both wheels"; else fail "glibc floor $glibc_floor of both wheels"; fi
+
+# 3. Both wheels from a fresh virtualenv, end to end.
+if bash packaging/pypi/smoke-test.sh "$dist"; then ok "smoke test of both wheels"; else fail "smoke test of both wheels"; fi
+
+# 4. The sdists: `pip install` of each builds it (dev profile) and puts its programs on PATH.
+# maturin in pip's isolated build environment is held to the pinned version.
+sdists="$work/sdist"
+maturin sdist --manifest-path packaging/pypi/Cargo.toml --out "$sdists"
+(cd packaging/pypi-server && maturin sdist --out "$sdists")
+export PIP_CONSTRAINT="$root/packaging/pypi/build-requirements.txt"
+for sdist in "$sdists"/aniate-"$version".tar.gz:"ant aniated ant-lsp" "$sdists"/aniate_server-"$version".tar.gz:"ant-server"; do
+  file=${sdist%%:*}
+  programs=${sdist#*:}
+  name=$(basename "$file")
+  if [ ! -f "$file" ]; then
+    fail "maturin sdist made no $name"
     continue
   fi
-  out=$("$path" --version)
-  if [ "$out" = "$program $version" ]; then
-    echo "ok: $program --version -> $out"
-  else
-    echo "FAIL: $program --version printed '$out', expected '$program $version'"
-    failed=$((failed + 1))
+  venv="$work/sdist-venv-$name"
+  python3 -m venv "$venv"
+  start=$(seconds)
+  if ! nice -n 10 "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    --config-settings=maturin.build-args=--profile=dev "$file"; then
+    fail "pip install $name"
+    continue
   fi
+  echo "pip install $name built and installed it in $(($(seconds) - start)) s"
+  for program in $programs; do
+    out=$("$venv/bin/$program" --version 2>&1 || true)
+    if [ "$out" = "$program $version" ]; then ok "$program from $name: $out"; else fail "$program from $name printed '$out'"; fi
+  done
 done
-echo "wheel: $((3 - failed)) passed, $failed failed"
+unset PIP_CONSTRAINT
+
+echo "wheel: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
