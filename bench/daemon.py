@@ -1237,7 +1237,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--one-way-ms", type=int, default=25, help="part 3: delay added each way")
     parser.add_argument("--peers", action="store_true", help="also time aichat and llm one-shot (bench/daemon.sh --peers installs them)")
     parser.add_argument("--peers-dir", type=Path, default=None, help="where bench/daemon.sh --peers installed the peers")
-    parser.add_argument("--peer-runs", type=int, default=30, help="peers: measured runs per variant")
+    parser.add_argument("--peer-runs", type=int, default=20, help="peers: measured runs per variant")
     parser.add_argument("--no-netns", action="store_true", help="leave out part 3 (the far server in network namespaces)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few runs of everything")
     parser.add_argument("--command", default=None, help="the command to report (default: this script's command line)")
