@@ -355,8 +355,9 @@ def part_tool_run(args: argparse.Namespace, ctx: Context) -> dict:
     body = json.dumps({"content": SMALL_PY, "filename": "small.py", "language": "python"}).encode()
     # One user per variant that reaches the server: the `free` plan's monthly token quota would
     # stop a single user after about 700 of these runs.
-    direct_token, sse_token, curl_token = (
-        signup_http(ctx.server_url, f"bench-{name}@example.test") for name in ("direct", "sse", "curl")
+    direct_token, sse_token, curl_token, oneshot_token, no_daemon_token = (
+        signup_http(ctx.server_url, f"bench-{name}@example.test")
+        for name in ("direct", "sse", "curl", "oneshot", "nodaemon")
     )
     headers = {"Authorization": f"Bearer {direct_token}", "Content-Type": "application/json"}
     connection = http.client.HTTPConnection(server.hostname, server.port, timeout=30)
@@ -397,6 +398,26 @@ def part_tool_run(args: argparse.Namespace, ctx: Context) -> dict:
             raise BenchError(f"ant what printed {stdout[:500]!r}")
         return wall
 
+    no_daemon_env = {**client.env, "ANIATE_TOKEN": no_daemon_token}
+
+    def no_daemon() -> float:
+        """`ant --no-daemon`: the same run with the engine in-process, over a connection of its own."""
+        cmd = [client.ant, "--no-daemon", "what", "small.py", "--fresh"]
+        wall, _, stdout = runner.run(cmd, no_daemon_env, cwd=scratch)
+        if SHORT_REPLY.encode() not in stdout:
+            raise BenchError(f"ant --no-daemon what printed {stdout[:500]!r}")
+        return wall
+
+    oneshot_cmd = [str(ctx.bin_dir / "bench-oneshot"), ctx.server_url, "what", "small.py", "--language", "python"]
+    oneshot_env = {**client.env, "ANIATE_TOKEN": oneshot_token}
+
+    def oneshot() -> float:
+        """The minimal one-shot Rust HTTP client (testkit's `bench-oneshot`): std only, a fresh connection."""
+        wall, _, stdout = runner.run(oneshot_cmd, oneshot_env, cwd=scratch)
+        if SHORT_REPLY.encode() not in stdout:
+            raise BenchError(f"bench-oneshot printed {stdout[:500]!r}")
+        return wall
+
     body_file = scratch / "body.json"
     body_file.write_bytes(body)
     curl_cmd = None
@@ -413,7 +434,14 @@ def part_tool_run(args: argparse.Namespace, ctx: Context) -> dict:
             raise BenchError(f"curl printed {stdout[:500]!r}")
         return wall
 
-    variants = {"fresh": lambda: ant("--fresh"), "direct": direct, "direct_sse": direct_sse, "cached": lambda: ant()}
+    variants = {
+        "fresh": lambda: ant("--fresh"),
+        "oneshot": oneshot,
+        "no_daemon": no_daemon,
+        "direct": direct,
+        "direct_sse": direct_sse,
+        "cached": lambda: ant(),
+    }
     if curl_cmd:
         variants["curl"] = curl
     samples: dict[str, list[float]] = {name: [] for name in variants}
@@ -435,15 +463,30 @@ def render_tool_run(res: dict, startup: dict, args: argparse.Namespace) -> str:
     fresh, direct = samples["fresh"], samples["direct"]
     added_p50 = p50(fresh) - p50(direct)
     added_p99 = percentile(fresh, 99) - percentile(direct, 99)
+    oneshot, no_daemon = samples["oneshot"], samples["no_daemon"]
+    over_oneshot = p50(fresh) - p50(oneshot)
     rows = [
         ["`ant what small.py --fresh`, through the warm daemon", ms(p50(fresh)), ms(percentile(fresh, 99)), "", ""],
+        [
+            "`bench-oneshot`: a minimal one-shot Rust HTTP client (std only, a new process and connection each time)",
+            ms(p50(oneshot)), ms(percentile(oneshot, 99)), "", "",
+        ],  # fmt: skip
+        [
+            "**ant − the one-shot client** (difference of the p50s)",
+            f"**{ms(over_oneshot)}**", "", "p50 ≤ +0.3 ms", verdict(over_oneshot <= 0.3),
+        ],  # fmt: skip
+        [
+            "`ant --no-daemon what small.py --fresh` (its own engine and connection)",
+            ms(p50(no_daemon)), ms(percentile(no_daemon, 99)), "faster than through the daemon",
+            verdict(p50(fresh) < p50(no_daemon)),
+        ],  # fmt: skip
         [
             "`POST /tool/what` by the bench itself, kept-alive connection (the baseline)",
             ms(p50(direct)), ms(percentile(direct, 99)), "", "",
         ],  # fmt: skip
         [
-            "**ant − direct** (difference of the percentiles)",
-            f"**{ms(added_p50)}**", ms(added_p99), "p50 ≤ 3 ms", verdict(added_p50 <= 3.0),
+            "ant − direct (difference of the percentiles)",
+            ms(added_p50), ms(added_p99), "p50 ≤ 3 ms", verdict(added_p50 <= 3.0),
         ],  # fmt: skip
         [
             "the same direct request with `Accept: text/event-stream`, as the daemon sends it",
@@ -470,6 +513,9 @@ def render_tool_run(res: dict, startup: dict, args: argparse.Namespace) -> str:
         "Each variant that reaches the server runs as a user of its own, so that none reaches the `free` plan's "
         "monthly token quota.",
         f"The fake model answers {len(SHORT_REPLY)} characters at once (no delay between chunks).",
+        "`bench-oneshot` (`testkit/src/bin/bench-oneshot.rs`) reads the file, sends the same `POST /tool/what` "
+        "(plain text) over a new TCP connection with the standard library alone, and prints the answer: "
+        "the floor a separate client process can reach against this server.",
         f"For scale (part 2): spawning `/bin/true` from the bench takes {ms(spawn)} ms and `ant --version` "
         f"{ms(version)} ms, so of the {ms(added_p50)} ms that `ant` adds, about {ms(spawn)} ms is creating a process, "
         f"{ms(version - spawn)} ms is ant's start-up, and {ms(added_p50 - version)} ms is the rest: "
@@ -479,6 +525,113 @@ def render_tool_run(res: dict, startup: dict, args: argparse.Namespace) -> str:
         "### 1. A tool run: `ant` through the warm daemon against a direct request",
         "",
         table(["what", "p50 (ms)", "p99 (ms)", "target", "result"], rows),
+        "",
+        *note,
+    ])  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Peers (`--peers`): other one-shot LLM command lines against the same fake model
+
+PEER_QUESTION = "What does this file do?"
+
+
+def find_peer(name: str, peers_dir: Path | None) -> str | None:
+    """A peer's program: where `bench/daemon.sh --peers` installed it, else on PATH."""
+    if peers_dir:
+        for candidate in (peers_dir / "bin" / name, peers_dir / "venv" / "bin" / name):
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    return shutil.which(name)
+
+
+def peer_version(cmd: list[str], env: dict[str, str]) -> str:
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    return (res.stdout or res.stderr).strip().splitlines()[0] if res.returncode == 0 else "unknown version"
+
+
+def part_peers(args: argparse.Namespace, ctx: Context) -> dict:
+    """`ant what` through the warm daemon, the one-shot client, `aichat` and `llm`, interleaved.
+
+    The peers send the file and a question straight to the fake model (no ant-server between):
+    each is a process that reads its configuration, builds an HTTP client and makes one request.
+    """
+    runner, client, scratch = ctx.runner, ctx.client, ctx.scratch
+    peers_dir = args.peers_dir.resolve() if args.peers_dir else None
+    home = scratch / "peers"
+    home.mkdir()
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {
+        "ant": ([client.ant, "what", "small.py", "--fresh"], client.env),
+    }
+    versions = {}
+    missing = []
+    aichat = find_peer("aichat", peers_dir)
+    if aichat:
+        config_dir = home / "aichat"
+        config_dir.mkdir()
+        (config_dir / "config.yaml").write_text(
+            "model: fake:bench-model\nsave: false\nhighlight: false\nstream: true\n"
+            "clients:\n- type: openai-compatible\n  name: fake\n"
+            f"  api_base: {ctx.fake_url}\n  api_key: bench\n  models:\n  - name: bench-model\n"
+        )
+        env = clean_env(AICHAT_CONFIG_DIR=str(config_dir))
+        commands["aichat"] = ([aichat, "-f", "small.py", PEER_QUESTION], env)
+        versions["aichat"] = peer_version([aichat, "--version"], env)
+    else:
+        missing.append("aichat")
+    llm = find_peer("llm", peers_dir)
+    if llm:
+        user_dir = home / "llm"
+        user_dir.mkdir()
+        (user_dir / "extra-openai-models.yaml").write_text(
+            f"- model_id: bench-fake\n  model_name: bench-model\n  api_base: {ctx.fake_url}\n"
+        )
+        env = clean_env(LLM_USER_PATH=str(user_dir), OPENAI_API_KEY="bench")
+        commands["llm"] = ([llm, "prompt", "-n", "-m", "bench-fake", f"{PEER_QUESTION}\n\n{SMALL_PY}"], env)
+        versions["llm"] = peer_version([llm, "--version"], env)
+    else:
+        missing.append("llm")
+    names = list(commands)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    log(f"peers: 2 warm-up and {args.peer_runs} measured rounds of {', '.join(names)}")
+    for round_idx in range(2 + args.peer_runs):
+        order = names[round_idx % len(names) :] + names[: round_idx % len(names)]
+        for name in order:
+            cmd, env = commands[name]
+            wall, _, stdout = runner.run(cmd, env, cwd=scratch)
+            if SHORT_REPLY.encode() not in stdout:
+                raise BenchError(f"{name} printed {stdout[:500]!r}")
+            if round_idx >= 2:
+                samples[name].append(wall)
+    return {"samples": samples, "versions": versions, "missing": missing}
+
+
+def render_peers(res: dict | None, args: argparse.Namespace) -> str:
+    heading = "### Peers: other LLM command lines, one-shot, against the same fake model"
+    if res is None:
+        return "\n".join([heading, "", "Not measured in this run: run `bash bench/daemon.sh --peers` to install and measure them."])
+    samples = res["samples"]
+    labels = {
+        "ant": "`ant what small.py --fresh`, through the warm daemon and ant-server",
+        "aichat": f"`aichat -f small.py \"{PEER_QUESTION}\"` ({res['versions'].get('aichat', '')}), straight to the fake",
+        "llm": f"`llm prompt -n -m … \"{PEER_QUESTION} …\"` ({res['versions'].get('llm', '')}), straight to the fake",
+    }
+    rows = [
+        [label, ms(p50(samples[name])), ms(percentile(samples[name], 99)), f"{p50(samples[name]) / p50(samples['ant']):.1f}×"]
+        for name, label in labels.items()
+        if name in samples
+    ]
+    note = [
+        f"{args.peer_runs} runs of each, interleaved round by round after 2 warm-up rounds, in the same run as the tables above.",
+        "The peers send the file and a question to the fake model directly, so they skip ant-server and its work; "
+        "`ant` goes through the daemon and the server.",
+    ]
+    if res["missing"]:
+        note.append(f"Not installed, so not measured: {', '.join(res['missing'])}.")
+    return "\n".join([
+        heading,
+        "",
+        table(["what", "p50 (ms)", "p99 (ms)", "÷ ant"], rows),
         "",
         *note,
     ])  # fmt: skip
@@ -592,7 +745,7 @@ def render_startup_memory(res: dict, args: argparse.Namespace) -> str:
     rows = [
         ["`ant --version`, wall time", f"{ms(p50(ant_v))} ms", f"{ms(percentile(ant_v, 99))} ms", "p50 ≤ 2 ms", verdict(p50(ant_v) <= 2.0)],
         ["`/bin/true`, wall time (the cost of spawning any process from the bench)", f"{ms(p50(true_v))} ms", f"{ms(percentile(true_v, 99))} ms", "", ""],
-        ["`ant --version` − `/bin/true`: ant's own start-up", f"{ms(p50(ant_v) - p50(true_v))} ms", "", "", ""],
+        ["**`ant --version` − `/bin/true`**: ant's own start-up", f"**{ms(p50(ant_v) - p50(true_v))} ms**", "", "p50 ≤ +0.5 ms", verdict(p50(ant_v) - p50(true_v) <= 0.5)],
     ]  # fmt: skip
     rss = res["rss"]
     if rss:
@@ -1003,7 +1156,8 @@ def nfqueue_delay(queue_num: int, delay_ms: float, ready_file: Path) -> None:
 class Context:
     """What parts 1 and 2 share: the loopback stack and the client."""
 
-    def __init__(self, scratch: Path, runner: Runner, client: Client, server_url: str, fake_url: str):
+    def __init__(self, scratch: Path, runner: Runner, client: Client, server_url: str, fake_url: str, bin_dir: Path):
+        self.bin_dir = bin_dir
         self.scratch = scratch
         self.runner = runner
         self.client = client
@@ -1081,6 +1235,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--waves", type=int, default=3, help="part 2: waves of concurrent runs")
     parser.add_argument("--netns-runs", type=int, default=30, help="part 3: measured runs per variant")
     parser.add_argument("--one-way-ms", type=int, default=25, help="part 3: delay added each way")
+    parser.add_argument("--peers", action="store_true", help="also time aichat and llm one-shot (bench/daemon.sh --peers installs them)")
+    parser.add_argument("--peers-dir", type=Path, default=None, help="where bench/daemon.sh --peers installed the peers")
+    parser.add_argument("--peer-runs", type=int, default=20, help="peers: measured runs per variant")
+    parser.add_argument("--no-netns", action="store_true", help="leave out part 3 (the far server in network namespaces)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few runs of everything")
     parser.add_argument("--command", default=None, help="the command to report (default: this script's command line)")
     parser.add_argument("--internal-nfqueue", type=int, default=None, help=argparse.SUPPRESS)
@@ -1089,6 +1247,7 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.quick:
         args.runs, args.warmup, args.version_runs, args.rss_runs, args.waves, args.netns_runs = 20, 3, 20, 3, 1, 5
+        args.peer_runs = 5
     return args
 
 
@@ -1106,7 +1265,7 @@ def main() -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, on_signal)
     bin_dir = args.bin_dir.resolve()
-    for name in ("ant", "aniated", "ant-server", "aniate-fake-llm"):
+    for name in ("ant", "aniated", "ant-server", "aniate-fake-llm", "bench-oneshot"):
         if not (bin_dir / name).is_file():
             print(f"error: {bin_dir / name} is missing; build with `bash bench/daemon.sh`", file=sys.stderr)
             return 2
@@ -1145,13 +1304,14 @@ def main() -> int:
         run_checked([client.ant, "signup", "--email", EMAIL, "--password-stdin"], client.env, stdin=f"{PASSWORD}\n".encode())
         run_checked([client.ant, "install", "what"], client.env)
         idle_after_start = proc_status_kib(client.daemon_pid())
-        ctx = Context(scratch, runner, client, server.url, fake.url)
+        ctx = Context(scratch, runner, client, server.url, fake.url, bin_dir)
 
         tool_run = part_tool_run(args, ctx)
+        peers = part_peers(args, ctx) if args.peers else None
         startup_memory = part_startup_memory(args, ctx, idle_after_start)
         client.stop_daemon()
         try:
-            netns = part_netns(args, bin_dir, scratch, runner)
+            netns = {"skipped": "not measured: --no-netns"} if args.no_netns else part_netns(args, bin_dir, scratch, runner)
         except (BenchError, OSError) as err:
             failed = True
             netns = {"failed": f"failed: {err}"}
@@ -1160,6 +1320,7 @@ def main() -> int:
     report = "\n\n".join([
         summary(info, command, time.monotonic() - started, load_before, load_after),
         render_tool_run(tool_run, startup_memory, args),
+        render_peers(peers, args),
         render_startup_memory(startup_memory, args),
         render_netns(netns, args),
     ])  # fmt: skip

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds ant, aniated, ant-server and aniate-fake-llm in release mode, runs the warm-path bench
 # (bench/daemon.py), and records its results in docs/benchmarks.md.
-# Extra arguments go to bench/daemon.py, e.g. `bash bench/daemon.sh --quick`.
+# Extra arguments go to bench/daemon.py, e.g. `bash bench/daemon.sh --quick`; with `--peers` it first
+# installs `llm` and `aichat` (see below) and times them too.
 # Part 3 (network namespaces) needs root, iproute2 and openssl, and iptables where the kernel has
 # no sch_netem; as root with apt-get, the missing ones are installed first.
 set -euo pipefail
@@ -19,5 +20,28 @@ if ((${#missing[@]})) && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; t
         || echo "bench/daemon.sh: could not install ${missing[*]}; part 3 may be skipped" >&2
 fi
 
+# `--peers`: install the peer command lines the bench times next to `ant` (only when asked, and
+# into target/bench-peers, not the system): `llm` from PyPI in a virtualenv, `aichat` from
+# crates.io (a long build, so at low priority).
+peer_args=()
+for arg in "$@"; do
+    if [[ $arg == --peers ]]; then
+        peers=target/bench-peers
+        mkdir -p "$peers"
+        if [[ ! -x $peers/venv/bin/llm ]]; then
+            echo "bench/daemon.sh: installing llm into $peers/venv" >&2
+            python3 -m venv "$peers/venv"
+            "$peers/venv/bin/pip" install -q llm
+        fi
+        if [[ ! -x $peers/bin/aichat ]]; then
+            echo "bench/daemon.sh: building aichat into $peers (several minutes)" >&2
+            nice -n 10 cargo install --quiet --locked --root "$peers" aichat \
+                || echo "bench/daemon.sh: could not install aichat; its row is left out" >&2
+        fi
+        peer_args=(--peers-dir "$peers")
+    fi
+done
+
 cargo build --release -p ant-server -p aniate -p aniate-testkit --bins
-python3 bench/daemon.py --bin-dir target/release --out docs/benchmarks.md --command "bash bench/daemon.sh${*:+ $*}" "$@"
+python3 bench/daemon.py --bin-dir target/release --out docs/benchmarks.md --command "bash bench/daemon.sh${*:+ $*}" \
+    "${peer_args[@]}" "$@"

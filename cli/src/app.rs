@@ -128,6 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Daemon(daemon) => daemon_command(&global, daemon).await,
+        Command::Version => version_command(&global).await,
         other => {
             let out = Out::new(&global);
             let backend = connect(&global).await?;
@@ -145,6 +146,33 @@ fn home() -> anyhow::Result<Home> {
 /// `ANIATE_TOKEN`, so a daemon started for another server or account serves this command
 /// as asked.
 async fn connect(global: &GlobalArgs) -> anyhow::Result<Backend> {
+    let (home, options) = client_options(global)?;
+    if global.no_daemon {
+        return direct(home, options);
+    }
+    match DaemonClient::connect(&home, &options).await {
+        Ok(client) => Ok(Backend::Daemon(client)),
+        Err(err) => Err(daemon_failure(err)),
+    }
+}
+
+/// As [`connect`], and sends `request`: to a daemon in the same write as the hello
+/// ([`DaemonClient::connect_with_request`]), which saves a round trip on the socket.
+async fn connect_with_request(global: &GlobalArgs, request: Request) -> anyhow::Result<(Backend, Replies)> {
+    let (home, options) = client_options(global)?;
+    if global.no_daemon {
+        let backend = direct(home, options)?;
+        let replies = backend.request(request).await?;
+        return Ok((backend, replies));
+    }
+    match DaemonClient::connect_with_request(&home, &options, request).await {
+        Ok((client, replies)) => Ok((Backend::Daemon(client), replies)),
+        Err(err) => Err(daemon_failure(err)),
+    }
+}
+
+/// The home, and the options every connection of this command uses.
+fn client_options(global: &GlobalArgs) -> anyhow::Result<(Home, ClientOptions)> {
     let home = home()?;
     let (config, _) = Config::load(&home);
     let server = global.server_url().map(str::to_owned).unwrap_or_else(|| config.server_url());
@@ -157,15 +185,16 @@ async fn connect(global: &GlobalArgs) -> anyhow::Result<Backend> {
     }
     let mut options = ClientOptions::new(format!("ant/{}", aniate_proto::VERSION));
     options.server = Some(server);
-    if global.no_daemon {
-        let engine = Engine::open(home, EngineOptions { cache: false, server: options.server.clone() })
-            .map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, err)))?;
-        return Ok(Backend::Direct(engine, RequestContext { server: options.server, token: options.token }));
-    }
-    match DaemonClient::connect(&home, &options).await {
-        Ok(client) => Ok(Backend::Daemon(client)),
-        Err(err) => Err(daemon_failure(err)),
-    }
+    Ok((home, options))
+}
+
+/// `--no-daemon`: an engine of this process's own, with its own HTTP client. TLS is set up
+/// here only: a command answered by the daemon never pays for it.
+fn direct(home: Home, options: ClientOptions) -> anyhow::Result<Backend> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let engine = Engine::open(home, EngineOptions { cache: false, server: options.server.clone() })
+        .map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, err)))?;
+    Ok(Backend::Direct(engine, RequestContext { server: options.server, token: options.token }))
 }
 
 fn daemon_failure(err: ClientError) -> anyhow::Error {
@@ -272,6 +301,7 @@ async fn account_or_registry(out: &Out, backend: &Backend, command: Command) -> 
         | Command::Completions { .. }
         | Command::Config(_)
         | Command::Daemon(_)
+        | Command::Version
         | Command::Manpages { .. } => {
             unreachable!("handled before connecting")
         }
@@ -625,6 +655,43 @@ async fn daemon_command(global: &GlobalArgs, command: DaemonCommand) -> anyhow::
     }
 }
 
+/// `ant version`: this client's version, and the daemon's and the server's when a daemon runs
+/// (none is started for it; the server's is what the daemon last heard from it).
+async fn version_command(global: &GlobalArgs) -> anyhow::Result<()> {
+    let out = Out::new(global);
+    let home = home()?;
+    let options = ClientOptions::new(format!("ant/{}", aniate_proto::VERSION));
+    let status = if home.socket.exists() {
+        let ask = async {
+            let client = DaemonClient::connect_once(&home, &options).await.ok()?;
+            Backend::Daemon(client).call::<StatusResult>(Request::Status).await.ok()
+        };
+        tokio::time::timeout(Duration::from_secs(2), ask).await.ok().flatten()
+    } else {
+        None
+    };
+    if out.json {
+        let daemon = status.as_ref().map(
+            |status| serde_json::json!({"version": status.version, "protocol": status.protocol, "pid": status.pid}),
+        );
+        let server =
+            status.as_ref().map(|status| serde_json::json!({"url": status.server, "version": status.server_version}));
+        return out.json(&serde_json::json!({"ant": aniate_proto::VERSION, "aniated": daemon, "server": server}));
+    }
+    let mut text = format!("ant {}\n", aniate_proto::VERSION);
+    match status {
+        Some(status) => {
+            text.push_str(&format!("aniated {} (pid {})\n", status.version, status.pid));
+            match status.server_version {
+                Some(version) => text.push_str(&format!("ant-server {version} at {}\n", status.server)),
+                None => text.push_str(&format!("ant-server at {} (not reached yet)\n", status.server)),
+            }
+        }
+        None => text.push_str("aniated is not running (it starts with the next command that needs it)\n"),
+    }
+    out.print(&text)
+}
+
 async fn print_logs(path: &Path, lines: usize, follow: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -712,9 +779,9 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
         language: args.language.clone().or_else(|| input.as_ref().and_then(|input| input.language.clone())),
         fresh: args.fresh,
     };
-    let backend = connect(global).await?;
     let mut interrupt = crate::interrupt::Interrupt::new();
-    let mut replies = backend.request(Request::RunTool(params)).await.map_err(reipc)?;
+    // Kept until the run ends: it is the connection the replies come over.
+    let (_backend, mut replies) = connect_with_request(global, Request::RunTool(params)).await.map_err(reipc)?;
 
     let live_text = tool.output == OutputKind::Text && !out.json;
     let progress = !out.json && !out.quiet && !live_text && std::io::stderr().is_terminal();

@@ -207,6 +207,10 @@ pub enum Command {
     Files(FilesCommand),
     /// Your usage this month and what your plan leaves
     Usage,
+    /// Show the versions of ant, of the daemon if it runs, and of the server it talks to
+    #[command(after_long_help = "`ant --version` prints ant's own version only; this also asks a running daemon \
+        (it never starts one) for its version and the server's.\n\nExamples:\n  ant version\n  ant version --json")]
+    Version,
     /// Print shell completions
     #[command(
         after_long_help = "Examples:\n  ant completions bash > ~/.local/share/bash-completion/completions/ant\n  \

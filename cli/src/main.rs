@@ -13,7 +13,9 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if err.kind() == clap::error::ErrorKind::DisplayVersion => {
-            print_versions();
+            // The client's version only, as `gh`, `cargo` and `uv` print theirs: no socket, no
+            // runtime. `ant version` also asks the daemon and the server.
+            println!("ant {}", aniate_proto::VERSION);
             return Exit::Ok.into();
         }
         Err(err) => {
@@ -28,7 +30,6 @@ fn main() -> ExitCode {
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
         std::env::var_os("NO_COLOR").as_deref(),
     );
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -56,31 +57,4 @@ fn main() -> ExitCode {
             exit.into()
         }
     }
-}
-
-/// `ant --version`: this client's version, and the daemon's and server's when a daemon runs.
-/// With no daemon it costs nothing more than printing a line: no daemon is started for it.
-fn print_versions() {
-    println!("ant {}", aniate_proto::VERSION);
-    let Ok(home) = aniated::home::Home::from_env() else { return };
-    if !home.socket.exists() {
-        return;
-    }
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-    runtime.block_on(async {
-        let mut options = aniated::client::ClientOptions::new(format!("ant/{}", aniate_proto::VERSION));
-        options.autostart = false;
-        let ask = async {
-            let client = aniated::client::DaemonClient::connect_once(&home, &options).await.ok()?;
-            let replies = client.request(aniate_proto::ipc::Request::Status).await.ok()?;
-            replies.result::<aniate_proto::ipc::StatusResult>().await.ok()
-        };
-        if let Ok(Some(status)) = tokio::time::timeout(std::time::Duration::from_millis(500), ask).await {
-            println!("aniated {} (pid {})", status.version, status.pid);
-            match status.server_version {
-                Some(version) => println!("ant-server {version} at {}", status.server),
-                None => println!("ant-server at {} (not reached yet)", status.server),
-            }
-        }
-    });
 }

@@ -21,10 +21,13 @@ use tokio::{
     task::AbortHandle,
 };
 
+use futures_util::future::Either;
+
 use crate::{
-    engine::{Engine, RequestContext},
+    engine::{Engine, REPLY_CAPACITY, RequestContext},
     frames::{FrameError, SharedStream, read_frame, write_frame},
     home::Home,
+    replies::Replies,
 };
 
 /// The daemon's claim on its home: held for its whole life.
@@ -288,16 +291,28 @@ async fn serve_connection(stream: Stream, engine: Engine) {
                 }
                 tracing::debug!(id, method = frame.request.method(), "request");
                 let context = RequestContext { server: frame.server, token: frame.token };
-                let mut replies = engine.handle_in(frame.request, context);
                 let out = out_tx.clone();
                 let registry = Arc::clone(&in_flight);
+                let engine = engine.clone();
                 let mut registry_guard = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                // The request's work and the relay of its replies share one task: a reply reaches
+                // the writer without waking another task first.
                 let task = tokio::spawn(async move {
-                    while let Some(reply) = replies.next().await {
-                        let last = reply.is_final();
-                        if out.send(DaemonFrame::Reply(ReplyFrame { id, event: reply })).await.is_err() || last {
-                            break;
+                    let (tx, mut replies) = Replies::channel(REPLY_CAPACITY);
+                    let work = engine.respond(frame.request, context, tx);
+                    let relay = async {
+                        while let Some(reply) = replies.next().await {
+                            let last = reply.is_final();
+                            if out.send(DaemonFrame::Reply(ReplyFrame { id, event: reply })).await.is_err() || last {
+                                break;
+                            }
                         }
+                    };
+                    match futures_util::future::select(std::pin::pin!(work), std::pin::pin!(relay)).await {
+                        // The work is done: relay what it left in the channel.
+                        Either::Left(((), relay)) => relay.await,
+                        // The final reply is out (or the client gone): nothing more to do.
+                        Either::Right(((), _work)) => {}
                     }
                     registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
                 });

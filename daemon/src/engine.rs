@@ -40,6 +40,9 @@ use crate::{
 /// The largest file a tool run may send, as the server's default limit.
 pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 
+/// Replies of one request that may wait in its channel for the client to take them.
+pub const REPLY_CAPACITY: usize = 64;
+
 /// How often the daemon touches the server to keep its pooled connection open.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(25);
 
@@ -388,29 +391,34 @@ impl Engine {
 
     /// Handles one request with the server and token its client sent, as [`Engine::handle`].
     pub fn handle_in(&self, request: Request, context: RequestContext) -> Replies {
-        self.0.requests_served.fetch_add(1, Ordering::Relaxed);
-        let (tx, replies) = Replies::channel(64);
+        let (tx, replies) = Replies::channel(REPLY_CAPACITY);
         let engine = self.clone();
-        let task = tokio::spawn(async move {
-            let method = request.method();
-            let outcome = match request {
-                Request::RunTool(params) => engine.run_tool(params, &context, &tx).await,
-                Request::Chat(params) => engine.chat(params, &context, &tx).await,
-                other => match engine.call(other, &context).await {
-                    Ok(value) => {
-                        let _ = tx.send(Reply::Result(value)).await;
-                        Ok(())
-                    }
-                    Err(err) => Err(err),
-                },
-            };
-            if let Err(error) = outcome {
-                tracing::debug!(method, code = ?error.code, "request failed");
-                let _ = tx.send(Reply::Error(error)).await;
-            }
-        });
+        let task = tokio::spawn(async move { engine.respond(request, context, tx).await });
         let abort = task.abort_handle();
         replies.on_cancel(move || abort.abort())
+    }
+
+    /// Handles one request in the caller's task, sending its replies on `tx` (made with
+    /// [`Replies::channel`] and [`REPLY_CAPACITY`]); dropping the future cancels the request.
+    /// The daemon relays the replies from the same task, so a reply wakes no other task.
+    pub async fn respond(&self, request: Request, context: RequestContext, tx: ReplySender) {
+        self.0.requests_served.fetch_add(1, Ordering::Relaxed);
+        let method = request.method();
+        let outcome = match request {
+            Request::RunTool(params) => self.run_tool(params, &context, &tx).await,
+            Request::Chat(params) => self.chat(params, &context, &tx).await,
+            other => match self.call(other, &context).await {
+                Ok(value) => {
+                    let _ = tx.send(Reply::Result(value)).await;
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            },
+        };
+        if let Err(error) = outcome {
+            tracing::debug!(method, code = ?error.code, "request failed");
+            let _ = tx.send(Reply::Error(error)).await;
+        }
     }
 
     async fn call(&self, request: Request, context: &RequestContext) -> Result<serde_json::Value, IpcError> {

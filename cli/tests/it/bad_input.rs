@@ -75,15 +75,29 @@ async fn help_version_and_completions() {
     assert_eq!(version.ok().stdout.trim(), format!("ant {}", env!("CARGO_PKG_VERSION")));
     let help = client.ant(&["--help"]).await;
     assert!(help.ok().stdout.contains("marketplace") && help.stdout.contains("Exit"), "{}", help.stdout);
+    // Without a daemon, `ant version` says so and starts none.
+    let alone = client.ant(&["version"]).await;
+    assert_eq!(
+        alone.ok().stdout,
+        format!(
+            "ant {}\naniated is not running (it starts with the next command that needs it)\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert!(!client.home.join("aniated.sock").exists(), "ant version started a daemon");
+
     client.ant(&["install", "fix"]).await;
     let completions = client.ant(&["completions", "bash"]).await;
     assert!(completions.ok().stdout.contains("complete"), "bash completions");
 
-    // With a daemon running, --version also names the daemon's and the server's versions.
+    // With a daemon running, --version is still the client's version alone (no socket), and
+    // `ant version` also names the daemon's and the server's versions.
     client.ant(&["daemon", "start"]).await.ok();
+    let version = client.ant(&["--version"]).await;
+    assert_eq!(version.ok().stdout, format!("ant {}\n", env!("CARGO_PKG_VERSION")));
     let mut versions = String::new();
     for _ in 0..50 {
-        versions = client.ant(&["--version"]).await.ok().stdout.clone();
+        versions = client.ant(&["version"]).await.ok().stdout.clone();
         if versions.contains("ant-server 0.1.0") {
             break;
         }
@@ -93,6 +107,12 @@ async fn help_version_and_completions() {
     assert_eq!(lines[0], format!("ant {}", env!("CARGO_PKG_VERSION")));
     assert!(lines[1].starts_with(&format!("aniated {} (pid ", env!("CARGO_PKG_VERSION"))), "{versions}");
     assert_eq!(lines[2], format!("ant-server {} at {}", env!("CARGO_PKG_VERSION"), stack.url));
+    let json = client.ant(&["version", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
+    assert_eq!(json["ant"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(json["aniated"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(json["server"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(json["server"]["url"], stack.url.as_str());
 
     // Man pages for packagers, from the clap definitions.
     let dir = client.home.join("man");

@@ -149,6 +149,50 @@ async fn an_older_daemon_is_replaced() {
     assert!(old.await.unwrap(), "the old daemon was asked to shut down");
 }
 
+/// A tool run goes out in the same write as the hello (no round trip before it); when the
+/// daemon that answers is older, the run is cancelled there, and the new daemon runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_run_is_sent_with_the_hello_and_survives_an_older_daemon() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ready("pipelined@example.test", &["what"]).await;
+    client.ant(&["daemon", "stop"]).await.ok();
+    let socket = client.home.join("aniated.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let old = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let hello: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert!(hello.get("hello").is_some(), "{hello}");
+        // Not answered yet, and the run is already here.
+        let first: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(first["request"]["method"], "run_tool", "{first}");
+        assert_eq!(first["request"]["id"], 1, "{first}");
+        write.write_all(b"{\"hello\":{\"protocol\":1,\"daemon\":\"aniated/0.0.1\",\"pid\":1}}\n").await.unwrap();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let frame: Value = serde_json::from_str(&line).unwrap();
+            if frame["request"]["method"] == "shutdown" {
+                let id = &frame["request"]["id"];
+                write
+                    .write_all(format!("{{\"reply\":{{\"id\":{id},\"event\":\"result\",\"data\":null}}}}\n").as_bytes())
+                    .await
+                    .unwrap();
+                drop(listener_cleanup(&socket));
+                return true;
+            }
+        }
+        false
+    });
+    let run = client.ant(&["what", "-i", "sent with the hello", "--fresh"]).await;
+    run.ok();
+    assert!(run.stdout.contains("sent with the hello"), "{}", run.stdout);
+    assert!(old.await.unwrap(), "the old daemon was asked to shut down");
+    let status = client.ant(&["daemon", "status", "--json"]).await;
+    let status: Value = serde_json::from_str(&status.ok().stdout).unwrap();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"), "a new daemon ran it");
+}
+
 fn listener_cleanup(socket: &std::path::Path) -> std::io::Result<()> {
     std::fs::remove_file(socket)
 }
