@@ -7,6 +7,7 @@ mod harness;
 
 mod bad_input;
 mod brews;
+mod console_browser;
 mod daemon;
 mod disk;
 mod faults;
@@ -16,3 +17,4 @@ mod help_docs;
 mod kinds;
 mod logins;
 mod untrusted;
+mod versions;

@@ -26,9 +26,9 @@ pub use self::{
     assistants::{NewAssistant, StoredAssistant},
     files::{BlobTx, StoredFile},
     plans::{DEFAULT_MAX_STORED_BYTES, DEFAULT_MAX_STORED_FILES, Plan},
-    tokens::TokenUser,
-    tools::{DEFAULT_MODEL, StoredTool},
-    usage::{RUNNING_STATUS, TokenReservation, UsageRecord},
+    tokens::{TokenInfo, TokenUser},
+    tools::{DEFAULT_MODEL, StoredTool, StoredToolVersion},
+    usage::{RUNNING_STATUS, TokenReservation, UsageGroup, UsageRecord, UsageSummary},
     users::User,
 };
 

@@ -5,6 +5,7 @@ mod harness;
 
 mod accounts;
 mod brews;
+mod console;
 mod files;
 mod guard;
 mod hostile;
@@ -17,3 +18,4 @@ mod schema_fuzz;
 mod secrets;
 mod tls;
 mod upgrade;
+mod versions;
