@@ -66,7 +66,7 @@ def sign_in(browser, email, password):
     check("/console/login" in browser.current_url, f"signed out, /console leads to sign-in: {browser.current_url}")
     browser.find_element(By.NAME, "email").send_keys(email)
     browser.find_element(By.NAME, "password").send_keys(password)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    browser.find_element(By.CSS_SELECTOR, "form[action='/console/login'] button[type=submit]").click()
 
 
 def fill(browser, name, text):
@@ -113,7 +113,7 @@ def main():
         admin.find_element(By.CSS_SELECTOR, "input[name=from][value='1']").click()
         admin.find_element(By.CSS_SELECTOR, "input[name=to][value='2']").click()
         shot(admin, "history")
-        admin.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        admin.find_element(By.CSS_SELECTOR, "form[action$='/diff'] button[type=submit]").click()
         check("/console/tools/haiku/diff" in admin.current_url, f"compare: {admin.current_url}")
         changed = admin.find_elements(By.CSS_SELECTOR, "#prompt-diff tr.changed")
         check(len(changed) == 1, f"one changed line, got {len(changed)}")
