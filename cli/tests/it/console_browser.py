@@ -15,6 +15,8 @@ import sys
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 BASE = os.environ["CONSOLE_URL"].rstrip("/")
 SHOTS = os.environ["SCREENSHOTS"]
@@ -54,6 +56,7 @@ def new_browser():
     service = Service(executable_path=driver) if driver else Service()
     browser = webdriver.Chrome(options=options, service=service)
     browser.set_page_load_timeout(30)
+    browser.implicitly_wait(5)
     return browser
 
 
@@ -66,7 +69,25 @@ def sign_in(browser, email, password):
     check("/console/login" in browser.current_url, f"signed out, /console leads to sign-in: {browser.current_url}")
     browser.find_element(By.NAME, "email").send_keys(email)
     browser.find_element(By.NAME, "password").send_keys(password)
+    before = browser.current_url
     browser.find_element(By.CSS_SELECTOR, "form[action='/console/login'] button[type=submit]").click()
+    WebDriverWait(browser, 20).until(lambda b: b.current_url != before)
+
+
+def submit(browser, css, url_part):
+    """Clicks a form's button and waits for the page the post leads to (a click does not wait)."""
+    browser.find_element(By.CSS_SELECTOR, css).click()
+    try:
+        WebDriverWait(browser, 20).until(expected_conditions.url_contains(url_part))
+    except Exception:
+        check(False, f"after {css}: expected {url_part}, at {browser.current_url}")
+
+
+def wait_for_text(browser, text):
+    try:
+        WebDriverWait(browser, 20).until(lambda b: text in b.page_source)
+    except Exception:
+        check(False, f"{text!r} never appeared on {browser.current_url}")
 
 
 def fill(browser, name, text):
@@ -84,15 +105,14 @@ def main():
         shot(admin, "tools")
 
         # Push a tool.
-        admin.find_element(By.LINK_TEXT, "New tool").click()
+        submit(admin, "a[href='/console/tools/new']", "/console/tools/new")
         fill(admin, "slug", "haiku")
         fill(admin, "name", "Haiku")
         fill(admin, "description", "Answers in a haiku")
         fill(admin, "system_prompt", PROMPT_ONE)
         fill(admin, "message", "first version")
         shot(admin, "new-tool")
-        admin.find_element(By.CSS_SELECTOR, "#tool-form button[type=submit]").click()
-        check(admin.current_url.endswith("/console/tools/haiku/history"), f"saved: {admin.current_url}")
+        submit(admin, "#tool-form button[type=submit]", "/console/tools/haiku/history")
         tool = public_tool("haiku")
         check(tool is not None and tool["version"] == 1, f"GET /tools/haiku: {tool}")
         check("system_prompt" not in tool, "no prompt in /tools")
@@ -106,15 +126,14 @@ def main():
         check(area.get_attribute("value").replace("\r\n", "\n") == PROMPT_ONE, "the prompt is in the text area")
         fill(admin, "system_prompt", PROMPT_TWO)
         fill(admin, "message", "shorter")
-        admin.find_element(By.CSS_SELECTOR, "#tool-form button[type=submit]").click()
+        submit(admin, "#tool-form button[type=submit]", "/history")
         check(public_tool("haiku")["version"] == 2, "the edit is version 2")
 
         # The diff between versions 1 and 2.
         admin.find_element(By.CSS_SELECTOR, "input[name=from][value='1']").click()
         admin.find_element(By.CSS_SELECTOR, "input[name=to][value='2']").click()
         shot(admin, "history")
-        admin.find_element(By.CSS_SELECTOR, "form[action$='/diff'] button[type=submit]").click()
-        check("/console/tools/haiku/diff" in admin.current_url, f"compare: {admin.current_url}")
+        submit(admin, "form[action$='/diff'] button[type=submit]", "/console/tools/haiku/diff")
         changed = admin.find_elements(By.CSS_SELECTOR, "#prompt-diff tr.changed")
         check(len(changed) == 1, f"one changed line, got {len(changed)}")
         check("Keep it short." in changed[0].find_element(By.CSS_SELECTOR, "td.old").text, "old line on the left")
@@ -123,10 +142,9 @@ def main():
 
         # Roll back, with a confirmation.
         admin.get(f"{BASE}/console/tools/haiku/history")
-        admin.find_element(By.CSS_SELECTOR, "tr[data-version='1'] a.rollback").click()
-        check("version=1" in admin.current_url, f"confirmation page: {admin.current_url}")
+        submit(admin, "tr[data-version='1'] a.rollback", "version=1")
         shot(admin, "rollback-confirm")
-        admin.find_element(By.CSS_SELECTOR, "#rollback-form button[type=submit]").click()
+        submit(admin, "#rollback-form button[type=submit]", "/history")
         tool = public_tool("haiku")
         check(tool["version"] == 3, f"the rollback is version 3: {tool}")
         update = ant("update")
@@ -140,7 +158,7 @@ def main():
             "document.querySelectorAll(\"tr[data-slug='haiku'] input[name=csrf]\").forEach(e => e.remove());"
         )
         admin.find_element(By.CSS_SELECTOR, "tr[data-slug='haiku'] form button").click()
-        check("CSRF" in admin.page_source, "refused without its CSRF token")
+        wait_for_text(admin, "CSRF")
         check(public_tool("haiku") is not None, "the tool is still active")
 
         # Usage: as many chart points as days with usage.
@@ -179,6 +197,7 @@ def main():
         user.get(f"{BASE}/console/tokens")
         fill(user, "name", "laptop")
         user.find_element(By.CSS_SELECTOR, "#new-token-form button").click()
+        wait_for_text(user, 'id="new-token"')
         check(user.find_element(By.ID, "new-token").text.startswith("ant_"), "a new token, shown once")
         shot(user, "tokens")
     finally:
