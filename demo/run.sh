@@ -63,6 +63,10 @@ echo $! >"$STATE/server.pid"
 SERVER=$(wait_for_line "$STATE/server.out" "ant-server listening on ")
 echo "==> ant-server on $SERVER (SQLite in .demo/server)"
 
+# An admin for the web console (tools, history, rollback).
+echo "demo-admin-password-1" | ANIATE_DATA_DIR="$STATE/server" \
+  "$BIN/ant-server" admin create-user --email admin@aniate.local --admin --password-stdin >/dev/null
+
 export ANIATE_HOME="$STATE/home" ANIATE_SERVER="$SERVER"
 echo "demo-password-1" | "$BIN/ant" signup --email demo@aniate.local --password-stdin
 "$BIN/ant" install fix review what
@@ -82,4 +86,8 @@ cat <<NEXT
   ant what -i "what is a closure?"
   ant marketplace
   ant daemon status
+
+==> The web console: $SERVER/console
+  sign in as admin@aniate.local / demo-admin-password-1 to push, diff and roll back tools,
+  or as demo@aniate.local / demo-password-1 to see a user's usage and tokens
 NEXT

@@ -2,7 +2,7 @@
 //!
 //! A body a client sends is `Serialize + Deserialize` so that clients can build it and the
 //! server can read it. Where a body carries a system prompt ([`ToolUpsert`]), it only ever goes
-//! from an admin to the server, never back.
+//! from an admin to the server; the one way back is [`ToolVersion`], served to admins only.
 
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +102,52 @@ pub struct ToolUpsert {
     /// What the prompt guard does when an answer repeats this prompt; `block` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<crate::tool::GuardMode>,
+    /// One line on why, kept with the version this push makes (`ant-server admin tools push --message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
+    pub message: Option<String>,
+}
+
+/// A line of `GET /admin/tools/{slug}/versions`: one version of a tool, without its prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ToolVersionInfo {
+    pub version: i64,
+    pub name: String,
+    pub description: String,
+    pub model: String,
+    pub requires_file: bool,
+    pub output: OutputKind,
+    pub active: bool,
+    pub guard: crate::tool::GuardMode,
+    /// Who made this version: an admin's email, `admin-cli`, `seed`, or `upgrade` for the state
+    /// a tool had when version history began.
+    pub author: String,
+    /// Why, in one line; empty when nobody said.
+    pub message: String,
+    /// When, RFC 3339.
+    pub created_at: String,
+}
+
+/// `GET /admin/tools/{slug}/versions/{n}`: one version with its prompt, for admins only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ToolVersion {
+    #[serde(flatten)]
+    pub info: ToolVersionInfo,
+    pub system_prompt: String,
+}
+
+/// `POST /admin/tools/{slug}/rollback`: make a new version equal to an older one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RollbackRequest {
+    /// The version to go back to.
+    pub version: i64,
+    /// Why; `rollback to version N` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
+    pub message: Option<String>,
 }
 
 /// `GET /healthz`.

@@ -66,12 +66,7 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             max_stored_files,
             db,
         } => {
-            let valid = !name.is_empty()
-                && name.len() <= 32
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !valid {
-                bail!("`{name}` is not a plan name: use 1 to 32 letters, digits, `-` or `_`");
-            }
+            check_plan_name(&name).map_err(anyhow::Error::msg)?;
             let db = open(&db).await?;
             db.upsert_plan(&Plan {
                 name: name.clone(),
@@ -180,28 +175,97 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
                 }
             }
         }
-        AdminCommand::Tools(ToolsCommand::Push { file, db }) => {
+        AdminCommand::Tools(ToolsCommand::Push { file, message, db }) => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let tool =
+            let mut tool =
                 crate::tooldef::parse_tool_toml(&text).map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?;
+            crate::tooldef::check_message(message.as_deref()).map_err(|err| anyhow::anyhow!("--message: {err}"))?;
+            tool.message = message;
             let db = open(&db).await?;
-            let (stored, outcome) = db.upsert_tool(&tool).await?;
-            let verb = match outcome {
-                UpsertOutcome::Created => "created",
-                UpsertOutcome::Updated => "updated",
-                UpsertOutcome::Unchanged => "unchanged",
-            };
-            writeln!(out, "{verb} {} (version {})", stored.slug, stored.version)?;
+            let (stored, outcome) = db.upsert_tool(&tool, CLI_AUTHOR).await?;
+            writeln!(out, "{} {} (version {})", outcome_verb(outcome), stored.slug, stored.version)?;
         }
         AdminCommand::Tools(ToolsCommand::Deactivate { slug, db }) => {
             let db = open(&db).await?;
-            if !db.deactivate_tool(&slug).await? {
+            if !db.deactivate_tool(&slug, CLI_AUTHOR, None).await? {
                 bail!("no tool `{slug}`");
             }
             writeln!(out, "deactivated {slug}")?;
         }
+        AdminCommand::Tools(ToolsCommand::History { slug, json, db }) => {
+            let db = open(&db).await?;
+            let versions = db.tool_versions(&slug).await?;
+            if versions.is_empty() {
+                bail!("no tool `{slug}`");
+            }
+            if json {
+                let rows: Vec<_> = versions.iter().map(crate::db::StoredToolVersion::info).collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else {
+                writeln!(out, "{:>7}  {:<20} {:<24} {:<6} MESSAGE", "VERSION", "WHEN", "AUTHOR", "ACTIVE")?;
+                for version in &versions {
+                    let info = version.info();
+                    let when = info.created_at.get(..19).unwrap_or(&info.created_at).replace('T', " ");
+                    writeln!(
+                        out,
+                        "{:>7}  {:<20} {:<24} {:<6} {}",
+                        info.version,
+                        when,
+                        info.author,
+                        if info.active { "yes" } else { "no" },
+                        info.message
+                    )?;
+                }
+            }
+        }
+        AdminCommand::Tools(ToolsCommand::Diff { slug, from, to, db }) => {
+            let db = open(&db).await?;
+            let versions = [from, to];
+            let mut found = Vec::new();
+            for version in versions {
+                found.push(
+                    db.tool_version(&slug, version)
+                        .await?
+                        .with_context(|| format!("no version {version} of tool `{slug}`"))?,
+                );
+            }
+            write!(out, "{}", crate::tooldiff::unified(&found[0], &found[1]))?;
+        }
+        AdminCommand::Tools(ToolsCommand::Rollback { slug, target: version, message, db }) => {
+            crate::tooldef::check_message(message.as_deref()).map_err(|err| anyhow::anyhow!("--message: {err}"))?;
+            let db = open(&db).await?;
+            let Some((stored, outcome)) = db.rollback_tool(&slug, version, CLI_AUTHOR, message.as_deref()).await?
+            else {
+                bail!("no version {version} of tool `{slug}`");
+            };
+            match outcome {
+                UpsertOutcome::Unchanged => {
+                    writeln!(out, "unchanged {slug}: version {} already equals version {version}", stored.version)?
+                }
+                _ => writeln!(out, "rolled back {slug} to version {version} as version {}", stored.version)?,
+            }
+        }
     }
     Ok(())
+}
+
+/// The author of versions made by `ant-server admin`, which runs with database access and no
+/// account.
+const CLI_AUTHOR: &str = "admin-cli";
+
+fn outcome_verb(outcome: UpsertOutcome) -> &'static str {
+    match outcome {
+        UpsertOutcome::Created => "created",
+        UpsertOutcome::Updated => "updated",
+        UpsertOutcome::Unchanged => "unchanged",
+    }
+}
+
+/// A plan's name: 1 to 32 letters, digits, `-` or `_` (`define-plan` and the console's plans page).
+pub fn check_plan_name(name: &str) -> Result<(), String> {
+    let valid =
+        !name.is_empty() && name.len() <= 32 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid { Ok(()) } else { Err(format!("`{name}` is not a plan name: use 1 to 32 letters, digits, `-` or `_`")) }
 }
 
 /// `disable-user` and `enable-user`.
@@ -217,7 +281,7 @@ async fn set_disabled(db: &DbArgs, email: &str, disabled: bool, out: &mut dyn Wr
 /// Quotes a CSV field when it needs it (RFC 4180), and neutralises a formula: a spreadsheet
 /// runs a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return (an email like
 /// `=HYPERLINK(…)@x.y` is valid), so such a cell gets a leading `'` and is shown as text.
-fn csv_field(text: &str) -> String {
+pub fn csv_field(text: &str) -> String {
     let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_owned() };
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
 }

@@ -237,39 +237,63 @@ impl FromRequestParts<AppState> for AuthUser {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or_else(|| ApiError::unauthorized("malformed Authorization header: expected `Bearer <token>`"))?;
-        let found = state
-            .db
-            .token_user(&hash_token(token))
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("invalid or revoked API token; log in again with `ant login`"))?;
-        if found.disabled_at.is_some() {
-            return Err(account_disabled());
-        }
-        let now = now_ms();
-        let last_use = found.last_used_at.unwrap_or(found.created_at).max(found.created_at);
-        if now - last_use > state.limits.token_ttl_ms {
-            let days = state.limits.token_ttl_ms / (24 * 60 * 60 * 1000);
-            return Err(ApiError::unauthorized(format!(
-                "this API token expired after {days} days unused; log in again with `ant login`"
-            )));
-        }
-        if found.last_used_at.is_none_or(|last| now - last > TOUCH_INTERVAL_MS) {
-            let db = state.db.clone();
-            let token_hash = hash_token(token);
-            tokio::spawn(async move {
-                if let Err(err) = db.touch_token(found.token_id, &token_hash).await {
-                    tracing::warn!(cause = %err, "could not record token use");
-                }
-            });
-        }
-        Ok(AuthUser {
-            user_id: found.user_id,
-            token_id: found.token_id,
-            email: found.email,
-            role: found.role,
-            plan: found.plan,
-        })
+        authenticate(state, token, TokenKind::Api).await
     }
+}
+
+/// What a token is for: an API token goes in `Authorization: Bearer`, a console session in the
+/// `aniate_session` cookie, and neither is accepted in the other's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Api,
+    Session,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Api => "api",
+            TokenKind::Session => "session",
+        }
+    }
+}
+
+/// The one check of a presented token, for the API's bearer tokens and the console's session
+/// cookies alike: unrevoked, of the expected kind, unexpired, of an account that is not disabled.
+pub async fn authenticate(state: &AppState, token: &str, kind: TokenKind) -> ApiResult<AuthUser> {
+    let found = state
+        .db
+        .token_user(&hash_token(token))
+        .await?
+        .filter(|found| found.kind == kind.as_str())
+        .ok_or_else(|| ApiError::unauthorized("invalid or revoked API token; log in again with `ant login`"))?;
+    if found.disabled_at.is_some() {
+        return Err(account_disabled());
+    }
+    let now = now_ms();
+    let last_use = found.last_used_at.unwrap_or(found.created_at).max(found.created_at);
+    if now - last_use > state.limits.token_ttl_ms {
+        let days = state.limits.token_ttl_ms / (24 * 60 * 60 * 1000);
+        return Err(ApiError::unauthorized(format!(
+            "this API token expired after {days} days unused; log in again with `ant login`"
+        )));
+    }
+    if found.last_used_at.is_none_or(|last| now - last > TOUCH_INTERVAL_MS) {
+        let db = state.db.clone();
+        let token_hash = hash_token(token);
+        tokio::spawn(async move {
+            if let Err(err) = db.touch_token(found.token_id, &token_hash).await {
+                tracing::warn!(cause = %err, "could not record token use");
+            }
+        });
+    }
+    Ok(AuthUser {
+        user_id: found.user_id,
+        token_id: found.token_id,
+        email: found.email,
+        role: found.role,
+        plan: found.plan,
+    })
 }
 
 impl FromRequestParts<AppState> for AdminUser {

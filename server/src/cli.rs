@@ -261,6 +261,40 @@ pub enum ToolsCommand {
     /// and optionally model, requires_file, output, active)
     Push {
         file: PathBuf,
+        /// One line on why, kept with the version this push makes
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// A tool's versions, newest first: who changed it, when and why (prompts are not shown)
+    History {
+        slug: String,
+        /// One JSON document instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// What changed between two versions of a tool, prompt included (a unified diff)
+    Diff {
+        slug: String,
+        /// The older version
+        from: i64,
+        /// The newer version
+        to: i64,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Make a new version of a tool equal to an older one (clients see a newer version)
+    Rollback {
+        slug: String,
+        /// The version to go back to
+        #[arg(value_name = "VERSION")]
+        target: i64,
+        /// One line on why [default: rollback to version N]
+        #[arg(long)]
+        message: Option<String>,
         #[command(flatten)]
         db: DbArgs,
     },

@@ -13,8 +13,10 @@
 //! - [`db`]: SQLite/PostgreSQL through `sqlx::Any`; the only module that knows SQL.
 //! - [`auth`]: passwords (Argon2id), API tokens (stored as SHA-256), the `AuthUser` extractor.
 //! - [`tooldef`]: tool TOML files, the seed tools, tool validation.
+//! - [`tooldiff`]: what changed between two versions of a tool (admin CLI and console).
 //! - [`private_files`]: the umask and modes that keep the server's files its user's alone.
 //! - [`throttle`]: login failures and sign-ups, per account and client address.
+//! - [`console`]: the web console at `/console`, server-rendered HTML over the same actions.
 //! - [`admin_cli`], [`metrics`], [`telemetry`].
 //!
 //! **Architecture Invariant:** a system prompt only ever travels from the database to the
@@ -23,6 +25,7 @@
 pub mod admin_cli;
 pub mod auth;
 pub mod cli;
+pub mod console;
 pub mod db;
 pub mod guard;
 pub mod http;
@@ -35,4 +38,5 @@ pub mod serve;
 pub mod telemetry;
 pub mod throttle;
 pub mod tooldef;
+pub mod tooldiff;
 pub mod upstream;

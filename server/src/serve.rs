@@ -86,6 +86,7 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         guard_words: usize::from(args.guard_words),
         throttle: crate::throttle::AuthThrottle::new(args.signups_per_hour),
         metrics_token: args.metrics_token.clone().filter(|token| !token.is_empty()),
+        https: tls.is_some(),
     }));
     let app = crate::http::router(state);
     let listener = TcpListener::bind(&args.bind).await.with_context(|| format!("cannot listen on {}", args.bind))?;

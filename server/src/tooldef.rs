@@ -41,6 +41,7 @@ pub fn parse_tool_toml(text: &str) -> Result<ToolUpsert, String> {
         output: file.output,
         active: file.active,
         guard: file.guard,
+        message: None,
     };
     validate(&tool)?;
     Ok(tool)
@@ -65,7 +66,16 @@ pub fn validate(tool: &ToolUpsert) -> Result<(), String> {
     if let Some(model) = &tool.model {
         check_text("model", model, 128)?;
     }
+    check_message(tool.message.as_deref())?;
     Ok(())
+}
+
+/// A version's message: optional, one line, at most 200 characters.
+pub fn check_message(message: Option<&str>) -> Result<(), String> {
+    match message {
+        Some(message) if !message.is_empty() => check_text("message", message, 200),
+        _ => Ok(()),
+    }
 }
 
 fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), String> {

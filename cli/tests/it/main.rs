@@ -7,6 +7,7 @@ mod harness;
 
 mod bad_input;
 mod brews;
+mod console_browser;
 mod daemon;
 mod disk;
 mod doc_examples;
@@ -17,3 +18,4 @@ mod help_docs;
 mod kinds;
 mod logins;
 mod untrusted;
+mod versions;

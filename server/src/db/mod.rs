@@ -33,9 +33,9 @@ pub use self::{
     cache::{Caches, Generation, POLL_INTERVAL as CACHE_POLL_INTERVAL},
     files::{BlobTx, StoredFile},
     plans::{DEFAULT_MAX_STORED_BYTES, DEFAULT_MAX_STORED_FILES, Plan},
-    tokens::TokenUser,
-    tools::{DEFAULT_MODEL, StoredTool},
-    usage::{RUNNING_STATUS, STALE_RESERVATION_MS, TokenReservation, UsageRecord},
+    tokens::{TokenInfo, TokenUser},
+    tools::{DEFAULT_MODEL, StoredTool, StoredToolVersion},
+    usage::{RUNNING_STATUS, STALE_RESERVATION_MS, TokenReservation, UsageGroup, UsageRecord, UsageSummary},
     users::User,
 };
 

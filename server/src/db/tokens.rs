@@ -17,17 +17,35 @@ pub struct TokenUser {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub disabled_at: Option<i64>,
+    /// `api` or `session` (a console sign-in).
+    pub kind: String,
+}
+
+/// A line of a user's token list: never the token, which is only stored hashed.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub kind: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
 }
 
 impl Db {
     pub async fn create_token(&self, user_id: i64, token_hash: &str, name: &str) -> DbResult<i64> {
+        self.create_token_of_kind(user_id, token_hash, name, "api").await
+    }
+
+    /// Stores a token of `kind` (`api` or `session`).
+    pub async fn create_token_of_kind(&self, user_id: i64, token_hash: &str, name: &str, kind: &str) -> DbResult<i64> {
         let row = sqlx::query(
-            "INSERT INTO api_tokens (user_id, token_hash, name, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+            "INSERT INTO api_tokens (user_id, token_hash, name, created_at, kind) VALUES ($1, $2, $3, $4, $5) RETURNING id",
         )
         .bind(user_id)
         .bind(token_hash)
         .bind(name)
         .bind(now_ms())
+        .bind(kind)
         .fetch_one(&self.pool)
         .await
         .map_err(super::DbError::from_write)?;
@@ -52,7 +70,7 @@ impl Db {
 
     async fn token_user_uncached(&self, token_hash: &str) -> DbResult<Option<TokenUser>> {
         let row = sqlx::query(
-            "SELECT t.id, u.id, u.email, u.role, u.plan, t.created_at, t.last_used_at, u.disabled_at \
+            "SELECT t.id, u.id, u.email, u.role, u.plan, t.created_at, t.last_used_at, u.disabled_at, t.kind \
              FROM api_tokens t JOIN users u ON u.id = t.user_id \
              WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
         )
@@ -69,6 +87,7 @@ impl Db {
                 created_at: row.try_get(5)?,
                 last_used_at: row.try_get(6)?,
                 disabled_at: row.try_get(7)?,
+                kind: row.try_get(8)?,
             })
         })
         .transpose()
@@ -96,6 +115,29 @@ impl Db {
             .await?;
         self.invalidate(Generation::Auth).await?;
         Ok(done.rows_affected())
+    }
+
+    /// A user's unrevoked tokens of `kind`, newest first.
+    pub async fn user_tokens(&self, user_id: i64, kind: &str) -> DbResult<Vec<TokenInfo>> {
+        let rows = sqlx::query(
+            "SELECT id, name, kind, created_at, last_used_at FROM api_tokens \
+             WHERE user_id = $1 AND kind = $2 AND revoked_at IS NULL ORDER BY id DESC",
+        )
+        .bind(user_id)
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TokenInfo {
+                    id: row.try_get(0)?,
+                    name: row.try_get(1)?,
+                    kind: row.try_get(2)?,
+                    created_at: row.try_get(3)?,
+                    last_used_at: row.try_get(4)?,
+                })
+            })
+            .collect()
     }
 
     pub async fn revoke_token(&self, token_id: i64) -> DbResult<()> {

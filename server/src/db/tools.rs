@@ -1,7 +1,8 @@
-//! The `global_tools` table: every tool, with its system prompt.
+//! The `global_tools` table: every tool, with its system prompt; and `tool_versions`, every
+//! version every tool has had since version history began.
 
 use aniate_proto::{
-    api::{ToolUpsert, UpsertOutcome},
+    api::{ToolUpsert, ToolVersion, ToolVersionInfo, UpsertOutcome},
     tool::{GuardMode, OutputKind, ToolMeta},
 };
 use sqlx::{Row, any::AnyRow};
@@ -76,6 +77,93 @@ impl StoredTool {
 const TOOL_COLUMNS: &str =
     "slug, name, description, system_prompt, model, requires_file, output, active, version, updated_at, guard, canary";
 
+/// One recorded version of a tool, prompt included; like [`StoredTool`], not `Serialize`:
+/// [`StoredToolVersion::info`] drops the prompt, and only the admin-only
+/// `GET /admin/tools/{slug}/versions/{n}` serves [`StoredToolVersion::with_prompt`].
+#[derive(Debug, Clone)]
+pub struct StoredToolVersion {
+    pub slug: String,
+    pub version: i64,
+    pub name: String,
+    pub description: String,
+    pub system_prompt: String,
+    pub model: String,
+    pub requires_file: bool,
+    pub output: OutputKind,
+    pub active: bool,
+    pub guard: GuardMode,
+    pub author: String,
+    pub message: String,
+    pub created_at: i64,
+}
+
+impl StoredToolVersion {
+    pub fn info(&self) -> ToolVersionInfo {
+        ToolVersionInfo {
+            version: self.version,
+            name: self.name.clone(),
+            description: self.description.clone(),
+            model: self.model.clone(),
+            requires_file: self.requires_file,
+            output: self.output,
+            active: self.active,
+            guard: self.guard,
+            author: self.author.clone(),
+            message: self.message.clone(),
+            created_at: rfc3339(self.created_at),
+        }
+    }
+
+    /// The version with its prompt: for admins only.
+    pub fn with_prompt(&self) -> ToolVersion {
+        ToolVersion { info: self.info(), system_prompt: self.system_prompt.clone() }
+    }
+
+    fn from_row(row: &AnyRow) -> DbResult<StoredToolVersion> {
+        let output: String = row.try_get("output")?;
+        Ok(StoredToolVersion {
+            slug: row.try_get("slug")?,
+            version: row.try_get("version")?,
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            system_prompt: row.try_get("system_prompt")?,
+            model: row.try_get("model")?,
+            requires_file: row.try_get::<i64, _>("requires_file")? != 0,
+            output: output.parse().map_err(DbError::Corrupt)?,
+            active: row.try_get::<i64, _>("active")? != 0,
+            guard: row.try_get::<String, _>("guard")?.parse().map_err(DbError::Corrupt)?,
+            author: row.try_get("author")?,
+            message: row.try_get("message")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+const VERSION_COLUMNS: &str = "slug, version, name, description, system_prompt, model, requires_file, output, active, guard, author, message, created_at";
+
+/// Keeps the tool's current state as its version row, inside the transaction that changed it,
+/// so a version is never lost and never recorded for a change that did not commit.
+async fn record_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    slug: &str,
+    author: &str,
+    message: &str,
+    now: i64,
+) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO tool_versions (slug, version, name, description, system_prompt, model, requires_file, output, active, guard, author, message, created_at) \
+         SELECT slug, version, name, description, system_prompt, model, requires_file, output, active, guard, $2, $3, $4 \
+         FROM global_tools WHERE slug = $1",
+    )
+    .bind(slug)
+    .bind(author)
+    .bind(message)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// A new tool's canary: 16 random hex digits, the shape the migration gives older tools.
 fn new_canary() -> String {
     hex::encode(rand::random::<[u8; 8]>())
@@ -115,8 +203,11 @@ impl Db {
 
     /// Creates or updates a tool in one statement, so replicas pushing at once cannot lose an
     /// update. The version goes up by one on every real change and stays when nothing changed.
-    pub async fn upsert_tool(&self, tool: &ToolUpsert) -> DbResult<(StoredTool, UpsertOutcome)> {
+    /// Every new version is kept in `tool_versions`, in the same transaction, with its `author`
+    /// and the tool's `message`.
+    pub async fn upsert_tool(&self, tool: &ToolUpsert, author: &str) -> DbResult<(StoredTool, UpsertOutcome)> {
         let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let sql = format!(
             "INSERT INTO global_tools (slug, name, description, system_prompt, model, requires_file, output, active, version, created_at, updated_at, guard, canary) \
              VALUES ($1, $2, $3, $4, COALESCE($5, '{DEFAULT_MODEL}'), COALESCE($6, 0), COALESCE($7, 'text'), COALESCE($8, 1), 1, $9, $9, COALESCE($10, 'block'), $11) \
@@ -149,41 +240,104 @@ impl Db {
             .bind(now)
             .bind(tool.guard.map(GuardMode::as_str))
             .bind(new_canary())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
-        if row.is_some() {
-            self.invalidate(Generation::Tools).await?;
-        }
-        match row {
+        let result = match row {
             Some(row) => {
                 let stored = StoredTool::from_row(&row)?;
+                record_version(&mut tx, &stored.slug, author, tool.message.as_deref().unwrap_or(""), now).await?;
                 // Versions only go up, so version 1 means this statement inserted the row.
                 let outcome = if stored.version == 1 { UpsertOutcome::Created } else { UpsertOutcome::Updated };
-                Ok((stored, outcome))
+                (stored, outcome)
             }
             None => {
                 let sql = format!("SELECT {TOOL_COLUMNS} FROM global_tools WHERE slug = $1");
-                let row = sqlx::query(&sql).bind(&tool.slug).fetch_one(&self.pool).await?;
-                Ok((StoredTool::from_row(&row)?, UpsertOutcome::Unchanged))
+                let row = sqlx::query(&sql).bind(&tool.slug).fetch_one(&mut *tx).await?;
+                (StoredTool::from_row(&row)?, UpsertOutcome::Unchanged)
             }
+        };
+        tx.commit().await?;
+        if result.1 != UpsertOutcome::Unchanged {
+            self.invalidate(Generation::Tools).await?;
         }
+        Ok(result)
     }
 
-    /// Deactivates a tool (bumping its version, so clients see the change); false when there
-    /// is no such tool. Deactivating an inactive tool changes nothing.
-    pub async fn deactivate_tool(&self, slug: &str) -> DbResult<bool> {
-        sqlx::query(
+    /// Makes a new version of `slug` equal to its version `version` (prompt, model, description,
+    /// output, guard, active), through [`Db::upsert_tool`]. `None` when the tool or that version
+    /// does not exist; `Unchanged` when the tool already is in that state.
+    pub async fn rollback_tool(
+        &self,
+        slug: &str,
+        version: i64,
+        author: &str,
+        message: Option<&str>,
+    ) -> DbResult<Option<(StoredTool, UpsertOutcome)>> {
+        let Some(old) = self.tool_version(slug, version).await? else { return Ok(None) };
+        let message = match message {
+            Some(message) if !message.is_empty() => message.to_owned(),
+            _ => format!("rollback to version {version}"),
+        };
+        let upsert = ToolUpsert {
+            slug: old.slug,
+            name: old.name,
+            description: old.description,
+            system_prompt: old.system_prompt,
+            model: Some(old.model),
+            requires_file: Some(old.requires_file),
+            output: Some(old.output),
+            active: Some(old.active),
+            guard: Some(old.guard),
+            message: Some(message),
+        };
+        self.upsert_tool(&upsert, author).await.map(Some)
+    }
+
+    /// Every recorded version of a tool, newest first; empty when there is no such tool.
+    pub async fn tool_versions(&self, slug: &str) -> DbResult<Vec<StoredToolVersion>> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM tool_versions WHERE slug = $1 ORDER BY version DESC");
+        let rows = sqlx::query(&sql).bind(slug).fetch_all(&self.pool).await?;
+        rows.iter().map(StoredToolVersion::from_row).collect()
+    }
+
+    /// One version of a tool, prompt included.
+    pub async fn tool_version(&self, slug: &str, version: i64) -> DbResult<Option<StoredToolVersion>> {
+        let sql = format!("SELECT {VERSION_COLUMNS} FROM tool_versions WHERE slug = $1 AND version = $2");
+        let row = sqlx::query(&sql).bind(slug).bind(version).fetch_optional(&self.pool).await?;
+        row.as_ref().map(StoredToolVersion::from_row).transpose()
+    }
+
+    /// Any tool by slug, active or not.
+    pub async fn tool(&self, slug: &str) -> DbResult<Option<StoredTool>> {
+        let sql = format!("SELECT {TOOL_COLUMNS} FROM global_tools WHERE slug = $1");
+        let row = sqlx::query(&sql).bind(slug).fetch_optional(&self.pool).await?;
+        row.as_ref().map(StoredTool::from_row).transpose()
+    }
+
+    /// Deactivates a tool (bumping its version, so clients see the change, and keeping the
+    /// version); false when there is no such tool. Deactivating an inactive tool changes nothing.
+    pub async fn deactivate_tool(&self, slug: &str, author: &str, message: Option<&str>) -> DbResult<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
             "UPDATE global_tools SET active = 0, version = version + 1, updated_at = $1 WHERE slug = $2 AND active = 1",
         )
-        .bind(now_ms())
+        .bind(now)
         .bind(slug)
-        .execute(&self.pool)
-        .await?;
-        self.invalidate(Generation::Tools).await?;
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            record_version(&mut tx, slug, author, message.unwrap_or("deactivated"), now).await?;
+        }
         let exists: Option<(i64,)> = sqlx::query_as("SELECT version FROM global_tools WHERE slug = $1")
             .bind(slug)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        tx.commit().await?;
+        if changed > 0 {
+            self.invalidate(Generation::Tools).await?;
+        }
         Ok(exists.is_some())
     }
 
@@ -216,6 +370,7 @@ impl Db {
                 .bind(new_canary())
                 .execute(&mut *tx)
                 .await?;
+                record_version(&mut tx, &seed.slug, "seed", "", now).await?;
             }
         }
         tx.commit().await?;

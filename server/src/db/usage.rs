@@ -377,4 +377,74 @@ impl Db {
             })
             .collect())
     }
+
+    /// Everyone's usage between two times, by UTC day number (days since the epoch), for the
+    /// console's charts. Runs still in flight are not counted.
+    pub async fn admin_usage_by_day(&self, from_ms: i64, to_ms: i64) -> DbResult<Vec<(i64, UsageSummary)>> {
+        let sql = format!(
+            "SELECT created_at / 86400000 AS day, {TOTALS}, {ERRORS}, {BLOCKED} FROM usage \
+             WHERE created_at >= $1 AND created_at < $2 AND status <> 'running' \
+             GROUP BY created_at / 86400000 ORDER BY day"
+        );
+        let rows: Vec<(i64, i64, i64, i64, i64, i64)> =
+            sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(day, r, p, c, e, b)| (day, summary(r, p, c, e, b))).collect())
+    }
+
+    /// Everyone's usage between two times, by tool, by user (email) or by model, the largest
+    /// token use first (so by user, the top users).
+    pub async fn admin_usage_by(
+        &self,
+        by: UsageGroup,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> DbResult<Vec<(String, UsageSummary)>> {
+        let key = match by {
+            UsageGroup::Tool => "usage.tool",
+            UsageGroup::User => "COALESCE(u.email, '(deleted account)')",
+            UsageGroup::Model => "usage.model",
+        };
+        let sql = format!(
+            "SELECT {key} AS k, {TOTALS}, {ERRORS}, {BLOCKED} FROM usage LEFT JOIN users u ON u.id = usage.user_id \
+             WHERE usage.created_at >= $1 AND usage.created_at < $2 AND usage.status <> 'running' \
+             GROUP BY {key} ORDER BY CAST(COALESCE(SUM(usage.prompt_tokens + usage.completion_tokens), 0) AS BIGINT) DESC, k"
+        );
+        let rows: Vec<(String, i64, i64, i64, i64, i64)> =
+            sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(key, r, p, c, e, b)| (key, summary(r, p, c, e, b))).collect())
+    }
 }
+
+/// How [`Db::admin_usage_by`] groups usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    Tool,
+    User,
+    Model,
+}
+
+/// A group's usage: requests, tokens, failed runs and runs the prompt guard stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageSummary {
+    pub totals: aniate_proto::api::UsageTotals,
+    pub errors: u64,
+    pub blocked: u64,
+}
+
+impl UsageSummary {
+    pub fn tokens(&self) -> u64 {
+        self.totals.prompt_tokens + self.totals.completion_tokens
+    }
+}
+
+fn summary(requests: i64, prompt: i64, completion: i64, errors: i64, blocked: i64) -> UsageSummary {
+    UsageSummary {
+        totals: totals(requests, prompt, completion),
+        errors: errors.max(0) as u64,
+        blocked: blocked.max(0) as u64,
+    }
+}
+
+/// Runs that failed (neither answered, cancelled by their client nor stopped by the guard), as `BIGINT`.
+const ERRORS: &str =
+    "CAST(COALESCE(SUM(CASE WHEN status IN ('ok', 'cancelled', 'blocked', 'running') THEN 0 ELSE 1 END), 0) AS BIGINT)";

@@ -73,6 +73,25 @@ impl Db {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Every user, by email (the console's users page).
+    pub async fn all_users(&self) -> DbResult<Vec<User>> {
+        let rows = sqlx::query("SELECT id, email, password_hash, role, plan, disabled_at FROM users ORDER BY email")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(User {
+                    id: row.try_get(0)?,
+                    email: row.try_get(1)?,
+                    password_hash: row.try_get(2)?,
+                    role: parse_role(row.try_get::<&str, _>(3)?)?,
+                    plan: row.try_get(4)?,
+                    disabled_at: row.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
     /// Sets a user's role; false when there is no such user.
     pub async fn set_role(&self, email: &str, role: Role) -> DbResult<bool> {
         let done = sqlx::query("UPDATE users SET role = $1 WHERE email = $2")

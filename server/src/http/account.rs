@@ -14,7 +14,7 @@ use super::{
     extract::ApiJson,
 };
 use crate::{
-    auth::{self, AuthUser},
+    auth::{self, AuthUser, TokenKind},
     db::{DbError, now_ms},
     throttle::{Per, Verdict},
 };
@@ -78,8 +78,19 @@ pub async fn login(
     extensions: Extensions,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> ApiResult<Json<TokenResponse>> {
+    let token = sign_in(&state, super::client_ip(&extensions), credentials, TokenKind::Api).await?;
+    Ok(Json(TokenResponse { token }))
+}
+
+/// Checks an email and password, throttled, and makes a new token of `kind`: the one login of
+/// `POST /auth/login` and the console's sign-in form.
+pub async fn sign_in(
+    state: &AppState,
+    address: Option<std::net::IpAddr>,
+    credentials: Credentials,
+    kind: TokenKind,
+) -> ApiResult<String> {
     let wrong = || ApiError::unauthorized("wrong email or password");
-    let address = super::client_ip(&extensions);
     let email = auth::normalize_email(&credentials.email);
     // The throttle's key for an address that cannot be an account is the text as sent (bounded
     // by the body limit), so guessing at malformed emails is throttled too.
@@ -102,9 +113,13 @@ pub async fn login(
         return Err(auth::account_disabled());
     }
     let token = auth::new_token();
-    state.db.create_token(user.id, &auth::hash_token(&token), "login").await?;
-    tracing::info!(user_id = user.id, "user logged in");
-    Ok(Json(TokenResponse { token }))
+    let name = match kind {
+        TokenKind::Api => "login",
+        TokenKind::Session => "console",
+    };
+    state.db.create_token_of_kind(user.id, &auth::hash_token(&token), name, kind.as_str()).await?;
+    tracing::info!(user_id = user.id, kind = kind.as_str(), "user logged in");
+    Ok(token)
 }
 
 /// Revokes the token the request was made with.

@@ -62,6 +62,8 @@ pub struct AppInner {
     pub throttle: crate::throttle::AuthThrottle,
     /// The bearer token that lets a non-loopback client read `/metrics` (`ANIATE_METRICS_TOKEN`).
     pub metrics_token: Option<String>,
+    /// Whether this server serves HTTPS itself (the console's cookies are then `Secure`).
+    pub https: bool,
 }
 
 /// What every handler can reach. Cheap to clone.
@@ -105,6 +107,9 @@ pub fn router(state: AppState) -> Router {
         .route("/me", get(account::me))
         .route("/admin/tools", post(admin::upsert_tool).get(admin::list_tools))
         .route("/admin/tools/{slug}", delete(admin::deactivate_tool))
+        .route("/admin/tools/{slug}/versions", get(admin::list_versions))
+        .route("/admin/tools/{slug}/versions/{version}", get(admin::show_version))
+        .route("/admin/tools/{slug}/rollback", post(admin::rollback_tool))
         .route("/admin/usage", get(usage::admin_usage))
         .route("/assistants", get(assistants::list).post(assistants::create))
         .route("/assistants/{id}", get(assistants::show).patch(assistants::update).delete(assistants::delete))
@@ -121,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::document))
+        .merge(crate::console::routes())
         .route_layer(middleware::from_fn(remember_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

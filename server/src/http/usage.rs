@@ -13,6 +13,11 @@ use crate::{
 
 #[utoipa::path(get, path = "/usage", tag = "usage", operation_id = "usage", security(("token" = [])), responses((status = 200, body = UsageReport)))]
 pub async fn usage(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<UsageReport>> {
+    Ok(Json(usage_report(&state, &user).await?))
+}
+
+/// The caller's usage this month against their plan: `GET /usage` and the console's own page.
+pub async fn usage_report(state: &AppState, user: &AuthUser) -> ApiResult<UsageReport> {
     let (start, next) = month_bounds(now_ms());
     let plan = state.limiter.plan(&state.db, &user.plan).await?;
     let totals = state.db.usage_totals(user.user_id, start).await?;
@@ -32,7 +37,7 @@ pub async fn usage(State(state): State<AppState>, user: AuthUser) -> ApiResult<J
         max_stored_bytes: plan.max_stored_bytes,
         max_stored_files: plan.max_stored_files,
     };
-    Ok(Json(UsageReport {
+    Ok(UsageReport {
         plan: plan.name,
         requests_per_minute: plan.requests_per_minute,
         tokens_per_month: plan.tokens_per_month,
@@ -44,7 +49,7 @@ pub async fn usage(State(state): State<AppState>, user: AuthUser) -> ApiResult<J
         by_tool,
         by_day,
         storage,
-    }))
+    })
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -5,6 +5,7 @@ mod harness;
 
 mod accounts;
 mod brews;
+mod console;
 mod files;
 mod guard;
 mod hostile;
@@ -18,3 +19,4 @@ mod schema_fuzz;
 mod secrets;
 mod tls;
 mod upgrade;
+mod versions;

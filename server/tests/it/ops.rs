@@ -156,6 +156,9 @@ async fn openapi_document_covers_the_api() {
         "/me",
         "/admin/tools",
         "/admin/tools/{slug}",
+        "/admin/tools/{slug}/versions",
+        "/admin/tools/{slug}/versions/{version}",
+        "/admin/tools/{slug}/rollback",
         "/admin/usage",
         "/assistants",
         "/assistants/{id}",
@@ -172,6 +175,8 @@ async fn openapi_document_covers_the_api() {
     let tool_meta: Vec<&String> = schemas["ToolMeta"]["properties"].as_object().unwrap().keys().collect();
     assert!(!tool_meta.iter().any(|k| k.contains("prompt")), "{tool_meta:?}");
     assert!(schemas["ToolUpsert"]["properties"]["system_prompt"].is_object(), "admins send prompts");
+    let version_info: Vec<&String> = schemas["ToolVersionInfo"]["properties"].as_object().unwrap().keys().collect();
+    assert!(!version_info.iter().any(|k| k.contains("prompt")), "the history list has no prompts: {version_info:?}");
     assert_eq!(doc["components"]["securitySchemes"]["token"]["scheme"], "bearer");
     // What the server sends matches what the document says about it.
     let tools: Vec<Value> = h.http.get(h.url("/tools")).send().await.unwrap().json().await.unwrap();

@@ -26,9 +26,21 @@ async fn pushed_prompt_never_leaves_the_server(backend: Backend) {
     changed["system_prompt"] = json!(format!("{MARKER}: v2"));
     let response = h.push_tool(&admin, changed).await;
     record("update", response.status().as_u16(), response.text().await.unwrap());
-    for path in ["/tools", "/tools/secret", "/admin/tools", "/me", "/metrics", "/healthz"] {
+    for path in
+        ["/tools", "/tools/secret", "/admin/tools", "/admin/tools/secret/versions", "/me", "/metrics", "/healthz"]
+    {
         let response = h.http.get(h.url(path)).bearer_auth(&admin).send().await.unwrap();
         record(path, response.status().as_u16(), response.text().await.unwrap());
+    }
+    // A version with its prompt is for admins only; a user (or nobody) gets an error without it.
+    for token in [Some(&user), None] {
+        let mut request = h.http.get(h.url("/admin/tools/secret/versions/1"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert!(matches!(response.status().as_u16(), 401 | 403), "{}", response.status());
+        record("version-as-user", response.status().as_u16(), response.text().await.unwrap());
     }
     for (body, sse) in [
         (json!({"content": "x = 1\n"}), true),
@@ -49,7 +61,7 @@ async fn pushed_prompt_never_leaves_the_server(backend: Backend) {
 
     // The prompt did reach the provider, so the check below is not vacuous.
     assert!(h.fake.requests().iter().any(|r| r.messages[0].content.contains(MARKER)));
-    assert!(bodies.len() >= 14);
+    assert!(bodies.len() >= 17);
     for body in &bodies {
         assert!(!body.contains(MARKER), "prompt leaked in {body}");
     }

@@ -116,6 +116,30 @@ async fn previous_release_database_upgrades_with_nothing_lost(backend: Backend) 
         vec![Some(name.to_owned()), Some(bytes.to_owned()), Some(files.to_owned())]
     };
     assert_eq!(plans, [row("free", "104857600", "1000"), row("pro", "1073741824", "10000")]);
+
+    // 0009 (tool versions): every existing tool has its state as the first entry of its history,
+    // prompt included, so a later change can be rolled back to it.
+    let history =
+        harness.query_strings("SELECT slug, version, author, system_prompt FROM tool_versions ORDER BY slug").await;
+    assert_eq!(history.len(), 5, "{history:?}");
+    assert!(history.iter().all(|row| row[1].as_deref() == Some("1") && row[2].as_deref() == Some("upgrade")));
+    assert!(history[0][3].as_deref().unwrap().starts_with("FIXTURE-PROMPT: you explain SQL queries"));
+    let changed = json!({"slug": "explain-sql", "name": "Explain SQL", "description": "d", "system_prompt": "new"});
+    let response = harness.http.post(harness.url("/admin/tools")).bearer_auth(&admin).json(&changed).send().await;
+    assert_eq!(response.unwrap().status(), 200);
+    let rolled = harness
+        .http
+        .post(harness.url("/admin/tools/explain-sql/rollback"))
+        .bearer_auth(&admin)
+        .json(&json!({"version": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rolled.json::<Value>().await.unwrap()["tool"]["version"], 3);
+    let response = harness.run(&user, "explain-sql", json!({"instructions": "SELECT 2"}), true).await;
+    sse_events(response).await;
+    let sent = harness.fake.requests().last().unwrap().messages[0].content.clone();
+    assert!(sent.starts_with("FIXTURE-PROMPT: you explain SQL queries"), "the pre-upgrade prompt is back: {sent}");
 }
 
 db_tests!(previous_release_database_upgrades_with_nothing_lost);
