@@ -16,11 +16,8 @@ use crate::{
 /// `GET /console/me`: this month's usage against the plan, by tool and by day.
 pub async fn overview(State(state): State<AppState>, session: Session) -> ConsoleResult<Response> {
     let report = crate::http::usage::usage_report(&state, &session.user).await?;
-    let percent = if report.tokens_per_month == 0 {
-        100
-    } else {
-        report.tokens_used.saturating_mul(100) / report.tokens_per_month
-    };
+    // A plan without tokens is used up from the start.
+    let percent = report.tokens_used.saturating_mul(100).checked_div(report.tokens_per_month).unwrap_or(100);
     let by_tool: Html = report
         .by_tool
         .iter()
