@@ -7,7 +7,13 @@ use super::{Backend, Db, DbResult, now_ms};
 pub struct UsageRecord {
     pub user_id: i64,
     pub tool: String,
+    /// The provider and model that answered (the first of the route when none did).
+    pub provider: String,
     pub model: String,
+    /// What the run cost at the catalogue's prices, in micro-dollars.
+    pub cost_micro_usd: u64,
+    /// Whether the model has a price in the catalogue.
+    pub priced: bool,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub latency_ms: u64,
@@ -78,8 +84,8 @@ impl Db {
     /// Settles a reserved run to what it really cost and how it ended.
     pub async fn settle_usage(&self, usage_id: i64, record: &UsageRecord) -> DbResult<()> {
         sqlx::query(
-            "UPDATE usage SET prompt_tokens = $1, completion_tokens = $2, latency_ms = $3, ttft_ms = $4, status = $5 \
-             WHERE id = $6",
+            "UPDATE usage SET prompt_tokens = $1, completion_tokens = $2, latency_ms = $3, ttft_ms = $4, status = $5, \
+             provider = $7, model = $8, cost_micro_usd = $9, priced = $10 WHERE id = $6",
         )
         .bind(to_i64(record.prompt_tokens))
         .bind(to_i64(record.completion_tokens))
@@ -87,6 +93,10 @@ impl Db {
         .bind(record.ttft_ms.map(to_i64))
         .bind(&record.status)
         .bind(usage_id)
+        .bind(&record.provider)
+        .bind(&record.model)
+        .bind(to_i64(record.cost_micro_usd))
+        .bind(i64::from(record.priced))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -102,18 +112,26 @@ impl Db {
     }
 }
 
-/// Sums as `BIGINT` in both dialects (PostgreSQL's `SUM(BIGINT)` is `NUMERIC`).
-const TOTALS: &str =
-    "COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT)";
+/// Sums as `BIGINT` in both dialects (PostgreSQL's `SUM(BIGINT)` is `NUMERIC`): requests,
+/// prompt and completion tokens, cost, and runs that used tokens of an unpriced model.
+const TOTALS: &str = "COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(CASE WHEN priced = 0 AND prompt_tokens + completion_tokens > 0 THEN 1 ELSE 0 END), 0) AS BIGINT)";
 
 /// Runs stopped by the prompt guard, as `BIGINT`.
 const BLOCKED: &str = "CAST(COALESCE(SUM(CASE WHEN status = 'blocked' THEN 1 ELSE 0 END), 0) AS BIGINT)";
 
-fn totals(requests: i64, prompt: i64, completion: i64) -> aniate_proto::api::UsageTotals {
+/// The columns of [`TOTALS`].
+type Totals = (i64, i64, i64, i64, i64);
+
+fn totals((requests, prompt, completion, cost, unpriced): Totals) -> aniate_proto::api::UsageTotals {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
     aniate_proto::api::UsageTotals {
-        requests: requests.max(0) as u64,
-        prompt_tokens: prompt.max(0) as u64,
-        completion_tokens: completion.max(0) as u64,
+        requests: count(requests),
+        prompt_tokens: count(prompt),
+        completion_tokens: count(completion),
+        cost_micro_usd: count(cost),
+        unpriced: count(unpriced),
     }
 }
 
@@ -132,23 +150,40 @@ impl Db {
 
     pub async fn usage_totals(&self, user_id: i64, since_ms: i64) -> DbResult<aniate_proto::api::UsageTotals> {
         let sql = format!("SELECT {TOTALS} FROM usage WHERE user_id = $1 AND created_at >= $2");
-        let (requests, prompt, completion): (i64, i64, i64) =
-            sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_one(&self.pool).await?;
-        Ok(totals(requests, prompt, completion))
+        let row: Totals = sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_one(&self.pool).await?;
+        Ok(totals(row))
     }
 
     pub async fn usage_by_tool(&self, user_id: i64, since_ms: i64) -> DbResult<Vec<aniate_proto::api::ToolUsage>> {
         let sql = format!(
             "SELECT tool, {TOTALS}, {BLOCKED} FROM usage WHERE user_id = $1 AND created_at >= $2 GROUP BY tool ORDER BY tool"
         );
-        let rows: Vec<(String, i64, i64, i64, i64)> =
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> =
             sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(tool, r, p, c, blocked)| aniate_proto::api::ToolUsage {
+            .map(|(tool, r, p, c, cost, unpriced, blocked)| aniate_proto::api::ToolUsage {
                 tool,
-                totals: totals(r, p, c),
+                totals: totals((r, p, c, cost, unpriced)),
                 blocked: blocked.max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// Usage by provider and model.
+    pub async fn usage_by_model(&self, user_id: i64, since_ms: i64) -> DbResult<Vec<aniate_proto::api::ModelUsage>> {
+        let sql = format!(
+            "SELECT provider, model, {TOTALS} FROM usage WHERE user_id = $1 AND created_at >= $2 \
+             GROUP BY provider, model ORDER BY provider, model"
+        );
+        let rows: Vec<(String, String, i64, i64, i64, i64, i64)> =
+            sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(provider, model, r, p, c, cost, unpriced)| aniate_proto::api::ModelUsage {
+                provider,
+                model,
+                totals: totals((r, p, c, cost, unpriced)),
             })
             .collect())
     }
@@ -162,29 +197,34 @@ impl Db {
         let sql = format!(
             "SELECT created_at / 86400000 AS day, {TOTALS} FROM usage WHERE user_id = $1 AND created_at >= $2 GROUP BY created_at / 86400000 ORDER BY day"
         );
-        let rows: Vec<(i64, i64, i64, i64)> =
+        let rows: Vec<(i64, i64, i64, i64, i64, i64)> =
             sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|(day, r, p, c)| (day, totals(r, p, c))).collect())
+        Ok(rows.into_iter().map(|(day, r, p, c, cost, unpriced)| (day, totals((r, p, c, cost, unpriced)))).collect())
     }
 
-    /// Everyone's usage between two times, by user and tool, for invoicing.
+    /// Everyone's usage between two times, by user, tool, provider and model, for invoicing.
     pub async fn admin_usage(&self, from_ms: i64, to_ms: i64) -> DbResult<Vec<aniate_proto::api::AdminUsageRow>> {
-        let sql = "SELECT u.email, u.plan, usage.tool, COUNT(*), CAST(COALESCE(SUM(usage.prompt_tokens), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(usage.completion_tokens), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN usage.status = 'blocked' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+        let sql = format!(
+            "SELECT u.email, u.plan, usage.tool, usage.provider, usage.model, {TOTALS}, {BLOCKED} \
              FROM usage JOIN users u ON u.id = usage.user_id \
              WHERE usage.created_at >= $1 AND usage.created_at < $2 \
-             GROUP BY u.email, u.plan, usage.tool ORDER BY u.email, usage.tool";
-        let rows: Vec<(String, String, String, i64, i64, i64, i64)> =
-            sqlx::query_as(sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
+             GROUP BY u.email, u.plan, usage.tool, usage.provider, usage.model \
+             ORDER BY u.email, usage.tool, usage.provider, usage.model"
+        );
+        type Row = (String, String, String, String, String, i64, i64, i64, i64, i64, i64);
+        let rows: Vec<Row> = sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(email, plan, tool, r, p, c, blocked)| aniate_proto::api::AdminUsageRow {
-                email,
-                plan,
-                tool,
-                totals: totals(r, p, c),
-                blocked: blocked.max(0) as u64,
+            .map(|(email, plan, tool, provider, model, r, p, c, cost, unpriced, blocked)| {
+                aniate_proto::api::AdminUsageRow {
+                    email,
+                    plan,
+                    tool,
+                    provider,
+                    model,
+                    totals: totals((r, p, c, cost, unpriced)),
+                    blocked: blocked.max(0) as u64,
+                }
             })
             .collect())
     }

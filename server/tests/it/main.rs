@@ -11,6 +11,7 @@ mod hostile;
 mod limits;
 mod ops;
 mod outage;
+mod providers;
 mod registry;
 mod runs;
 mod schema_fuzz;
