@@ -255,8 +255,9 @@ impl FromRequestParts<AppState> for AuthUser {
         }
         if found.last_used_at.is_none_or(|last| now - last > TOUCH_INTERVAL_MS) {
             let db = state.db.clone();
+            let token_hash = hash_token(token);
             tokio::spawn(async move {
-                if let Err(err) = db.touch_token(found.token_id).await {
+                if let Err(err) = db.touch_token(found.token_id, &token_hash).await {
                     tracing::warn!(cause = %err, "could not record token use");
                 }
             });

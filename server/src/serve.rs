@@ -107,9 +107,23 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         max_connections: args.max_connections as usize,
     };
-    run(listener, app, tls, limits, shutdown).await?;
+    // Tokens and tools are served from memory while this keeps them in step with changes
+    // made by other replicas and by `ant-server admin` (db::cache).
+    let (stop_watch, watch_stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.watch_caches(async {
+                let _ = watch_stopped.await;
+            })
+            .await;
+        }
+    });
+    let served = run(listener, app, tls, limits, shutdown).await;
+    let _ = stop_watch.send(());
+    let _ = watcher.await;
     db.close().await;
-    Ok(())
+    served
 }
 
 /// The provider catalogue: the `ANIATE_PROVIDERS` file, checked, or else the one provider

@@ -8,6 +8,7 @@
 //! reaches SQL as a bound parameter.
 
 mod assistants;
+mod cache;
 mod files;
 mod plans;
 mod tokens;
@@ -15,7 +16,12 @@ mod tools;
 mod usage;
 mod users;
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    path::Path,
+    str::FromStr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use sqlx::{
     AnyPool, Executor,
@@ -24,11 +30,12 @@ use sqlx::{
 
 pub use self::{
     assistants::{NewAssistant, StoredAssistant},
+    cache::{Caches, Generation, POLL_INTERVAL as CACHE_POLL_INTERVAL},
     files::{BlobTx, StoredFile},
     plans::{DEFAULT_MAX_STORED_BYTES, DEFAULT_MAX_STORED_FILES, Plan},
     tokens::TokenUser,
     tools::{DEFAULT_MODEL, StoredTool},
-    usage::{RUNNING_STATUS, TokenReservation, UsageRecord},
+    usage::{RUNNING_STATUS, STALE_RESERVATION_MS, TokenReservation, UsageRecord},
     users::User,
 };
 
@@ -69,16 +76,18 @@ impl DbError {
     /// no connection to be had, or a connection that broke (reset, closed mid-handshake, which
     /// sqlx reports as a TLS or protocol error).
     pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Sqlx(err) if DbError::is_unavailable_sqlx(err))
+    }
+
+    fn is_unavailable_sqlx(err: &sqlx::Error) -> bool {
         matches!(
-            self,
-            DbError::Sqlx(
-                sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::WorkerCrashed
-            )
+            err,
+            sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed
         )
     }
 }
@@ -90,6 +99,11 @@ pub type DbResult<T> = Result<T, DbError>;
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// Tokens' users and active tools, shared by every clone of this `Db`.
+    caches: Arc<Caches>,
+    /// Whether `caches` may be used: only while [`Db::watch_caches`] keeps them in step.
+    caches_enabled: Arc<AtomicBool>,
+    usage_writer: usage::UsageWriter,
 }
 
 /// The SQLite URL for the default database file inside `data_dir`.
@@ -147,7 +161,8 @@ impl Db {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await?;
-        let db = Db { pool, backend };
+        let usage_writer = usage::UsageWriter::start(pool.clone());
+        let db = Db { pool, backend, caches: Arc::default(), caches_enabled: Arc::default(), usage_writer };
         db.seed_tools_once().await?;
         Ok(db)
     }
@@ -161,7 +176,11 @@ impl Db {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
+    /// Writes the usage still waiting in the writer, then closes the pool.
     pub async fn close(&self) {
+        if tokio::time::timeout(Duration::from_secs(10), self.flush_usage()).await.is_err() {
+            tracing::error!("the usage writer did not finish in 10 s; unsettled runs stay `running`");
+        }
         self.pool.close().await;
     }
 }

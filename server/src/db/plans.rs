@@ -86,6 +86,7 @@ impl Db {
             .bind(email)
             .execute(&self.pool)
             .await?;
+        self.invalidate(super::Generation::Auth).await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -3,7 +3,7 @@
 use aniate_proto::api::Role;
 use sqlx::Row;
 
-use super::{Db, DbResult, now_ms, users::parse_role};
+use super::{Db, DbResult, Generation, now_ms, users::parse_role};
 
 /// The owner of an unrevoked token. Whether it has expired, or its account is disabled, is the
 /// caller's to judge from the times here.
@@ -34,9 +34,23 @@ impl Db {
         Ok(row.try_get(0)?)
     }
 
-    /// Finds the user of an unrevoked token by the token's hash: one query on the unique index
-    /// of `token_hash`, as every authenticated request makes it.
+    /// Finds the user of an unrevoked token by the token's hash, as every authenticated request
+    /// does: from the cache (see `cache`), else one query on the unique index of `token_hash`.
     pub async fn token_user(&self, token_hash: &str) -> DbResult<Option<TokenUser>> {
+        let caching = self.caching();
+        if caching && let Some(found) = self.caches.tokens.get(token_hash) {
+            return Ok(Some(found));
+        }
+        let epoch = self.caches.tokens.epoch();
+        let found = self.token_user_uncached(token_hash).await?;
+        // A disabled account's token is not cached: enabling it must work at once.
+        if caching && let Some(found) = found.as_ref().filter(|found| found.disabled_at.is_none()) {
+            self.caches.tokens.insert(epoch, token_hash.to_owned(), found.clone());
+        }
+        Ok(found)
+    }
+
+    async fn token_user_uncached(&self, token_hash: &str) -> DbResult<Option<TokenUser>> {
         let row = sqlx::query(
             "SELECT t.id, u.id, u.email, u.role, u.plan, t.created_at, t.last_used_at, u.disabled_at \
              FROM api_tokens t JOIN users u ON u.id = t.user_id \
@@ -60,12 +74,16 @@ impl Db {
         .transpose()
     }
 
-    pub async fn touch_token(&self, token_id: i64) -> DbResult<()> {
+    /// Records that a token was used now (in the database and the cache, so the cached copy
+    /// does not ask for the same write on every request).
+    pub async fn touch_token(&self, token_id: i64, token_hash: &str) -> DbResult<()> {
+        let now = now_ms();
         sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-            .bind(now_ms())
+            .bind(now)
             .bind(token_id)
             .execute(&self.pool)
             .await?;
+        self.caches.tokens.update(token_hash, |found| found.last_used_at = Some(now));
         Ok(())
     }
 
@@ -76,6 +94,7 @@ impl Db {
             .bind(user_id)
             .execute(&self.pool)
             .await?;
+        self.invalidate(Generation::Auth).await?;
         Ok(done.rows_affected())
     }
 
@@ -85,6 +104,6 @@ impl Db {
             .bind(token_id)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        self.invalidate(Generation::Auth).await
     }
 }

@@ -6,7 +6,7 @@ use aniate_proto::{
 };
 use sqlx::{Row, any::AnyRow};
 
-use super::{Db, DbError, DbResult, now_ms, rfc3339};
+use super::{Db, DbError, DbResult, Generation, now_ms, rfc3339};
 
 /// The default model of a tool that names none.
 pub const DEFAULT_MODEL: &str = "llama-3.1-8b-instant";
@@ -103,11 +103,21 @@ impl Db {
         rows.iter().map(StoredTool::from_row).collect()
     }
 
-    /// One tool by slug, if it exists and is active.
+    /// One tool by slug, if it exists and is active: from the cache (see `cache`), else one
+    /// query. Every tool run asks.
     pub async fn active_tool(&self, slug: &str) -> DbResult<Option<StoredTool>> {
+        let caching = self.caching();
+        if caching && let Some(tool) = self.caches.tools.get(slug) {
+            return Ok(Some(tool));
+        }
+        let epoch = self.caches.tools.epoch();
         let sql = format!("SELECT {TOOL_COLUMNS} FROM global_tools WHERE slug = $1 AND active = 1");
         let row = sqlx::query(&sql).bind(slug).fetch_optional(&self.pool).await?;
-        row.as_ref().map(StoredTool::from_row).transpose()
+        let tool = row.as_ref().map(StoredTool::from_row).transpose()?;
+        if caching && let Some(tool) = &tool {
+            self.caches.tools.insert(epoch, slug.to_owned(), tool.clone());
+        }
+        Ok(tool)
     }
 
     /// Creates or updates a tool in one statement, so replicas pushing at once cannot lose an
@@ -151,6 +161,9 @@ impl Db {
             .bind(tool.fallbacks.as_deref().map(super::model_list_json))
             .fetch_optional(&self.pool)
             .await?;
+        if row.is_some() {
+            self.invalidate(Generation::Tools).await?;
+        }
         match row {
             Some(row) => {
                 let stored = StoredTool::from_row(&row)?;
@@ -176,6 +189,7 @@ impl Db {
         .bind(slug)
         .execute(&self.pool)
         .await?;
+        self.invalidate(Generation::Tools).await?;
         let exists: Option<(i64,)> = sqlx::query_as("SELECT version FROM global_tools WHERE slug = $1")
             .bind(slug)
             .fetch_optional(&self.pool)

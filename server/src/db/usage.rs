@@ -1,6 +1,6 @@
 //! The `usage` table: one row per tool run, whatever its outcome.
 
-use super::{Backend, Db, DbResult, now_ms};
+use super::{Backend, Db, DbError, DbResult, now_ms};
 
 /// What one request cost and how it ended.
 #[derive(Debug, Clone)]
@@ -45,47 +45,114 @@ pub struct TokenReservation {
     pub month_start_ms: i64,
 }
 
-impl Db {
-    /// Reserves a run's tokens against the monthly quota: inserts its usage row as `running`,
-    /// holding `reservation.tokens`, only if this month's usage (finished runs at their real
-    /// cost, runs in flight at their reservation) plus the reservation fits the quota. `None`
-    /// when it does not fit. Atomic across server processes: SQLite takes its write lock before
-    /// the insert reads the sum; on PostgreSQL the user's row is locked first.
-    pub async fn reserve_tokens(&self, reservation: &TokenReservation) -> DbResult<Option<i64>> {
-        let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
-                .bind(reservation.user_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let id: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at) \
-             SELECT $1, $2, $3, $4, 0, 0, NULL, $5, $6, $7 \
-             WHERE (SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage \
-                    WHERE user_id = $1 AND created_at >= $8) + $4 <= $9 \
-             RETURNING id",
-        )
-        .bind(reservation.user_id)
-        .bind(&reservation.tool)
-        .bind(&reservation.model)
-        .bind(to_i64(reservation.tokens))
-        .bind(RUNNING_STATUS)
-        .bind(&reservation.request_id)
-        .bind(now_ms())
-        .bind(reservation.month_start_ms)
-        .bind(to_i64(reservation.tokens_per_month))
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(id.map(|(id,)| id))
-    }
+/// A run in flight longer than this no longer holds its reservation: a server killed mid-run
+/// never settles its runs, and their reservations must not hold a user's quota for the rest of
+/// the month. No run lasts this long (the provider's idle timeout ends it first).
+pub const STALE_RESERVATION_MS: i64 = 60 * 60 * 1000;
 
-    /// Settles a reserved run to what it really cost and how it ended.
-    pub async fn settle_usage(&self, usage_id: i64, record: &UsageRecord) -> DbResult<()> {
-        sqlx::query(
+/// Most usage rows settled in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// A finished run's real cost, to be written by the usage writer.
+#[derive(Debug)]
+struct Settlement {
+    usage_id: i64,
+    /// The month the run's reservation was counted in ([`TokenReservation::month_start_ms`]).
+    month_start_ms: i64,
+    record: UsageRecord,
+}
+
+/// How one reservation attempt ended.
+enum Attempt {
+    Reserved(i64),
+    Refused,
+    /// The user's month has no `usage_months` row yet.
+    NoMonth,
+}
+
+enum WriterMessage {
+    Settle(Settlement),
+    /// Answered once everything sent before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The sending side of the usage writer: one task that settles finished runs in batches.
+///
+/// A run's row is inserted, as `running` and holding its reservation, before the model is
+/// called ([`Db::reserve_tokens`]); settling it to its real cost is off the run's path. The
+/// writer takes every settlement waiting when it wakes (up to [`MAX_BATCH`]) and writes them in
+/// one transaction, so under load one commit serves many runs, and an idle server writes each
+/// at once. What a crash can lose is bounded: a SIGTERM drains the writer ([`Db::close`]); a
+/// SIGKILL loses at most the batch being written and those waiting for it, whose rows stay
+/// `running` at their reservation (counted against the quota for
+/// [`STALE_RESERVATION_MS`], then no longer).
+#[derive(Debug, Clone)]
+pub(super) struct UsageWriter {
+    sender: tokio::sync::mpsc::UnboundedSender<WriterMessage>,
+}
+
+impl std::fmt::Debug for WriterMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriterMessage::Settle(settlement) => f.debug_tuple("Settle").field(&settlement.usage_id).finish(),
+            WriterMessage::Flush(_) => f.write_str("Flush"),
+        }
+    }
+}
+
+impl UsageWriter {
+    /// Starts the writer task on the current runtime.
+    pub(super) fn start(pool: sqlx::AnyPool) -> UsageWriter {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(write_usage(pool, receiver));
+        UsageWriter { sender }
+    }
+}
+
+async fn write_usage(pool: sqlx::AnyPool, mut receiver: tokio::sync::mpsc::UnboundedReceiver<WriterMessage>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut flushes = Vec::new();
+    while let Some(message) = receiver.recv().await {
+        let mut next = Some(message);
+        while let Some(message) = next.take() {
+            match message {
+                WriterMessage::Settle(settlement) => batch.push(settlement),
+                WriterMessage::Flush(done) => flushes.push(done),
+            }
+            if batch.len() < MAX_BATCH {
+                next = receiver.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let mut result = settle_batch(&pool, &batch).await;
+            if let Err(err) = &result
+                && DbError::is_unavailable_sqlx(err)
+            {
+                // One retry for a database that blinked; beyond that the rows stay `running`.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                result = settle_batch(&pool, &batch).await;
+            }
+            if let Err(err) = result {
+                tracing::error!(cause = %err, runs = batch.len(), "could not record usage; the runs stay `running` at their reservation");
+            }
+            batch.clear();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Settles runs in one transaction: each row to its real cost and status, and each user's
+/// month by what their runs really used.
+async fn settle_batch(pool: &sqlx::AnyPool, batch: &[Settlement]) -> Result<(), sqlx::Error> {
+    let mut months: std::collections::HashMap<(i64, i64), i64> = std::collections::HashMap::new();
+    let mut tx = pool.begin().await?;
+    for Settlement { usage_id, month_start_ms, record } in batch {
+        let done = sqlx::query(
             "UPDATE usage SET prompt_tokens = $1, completion_tokens = $2, latency_ms = $3, ttft_ms = $4, status = $5, \
-             provider = $7, model = $8, cost_micro_usd = $9, priced = $10 WHERE id = $6",
+             provider = $7, model = $8, cost_micro_usd = $9, priced = $10 \
+             WHERE id = $6 AND status = 'running'",
         )
         .bind(to_i64(record.prompt_tokens))
         .bind(to_i64(record.completion_tokens))
@@ -97,9 +164,127 @@ impl Db {
         .bind(&record.model)
         .bind(to_i64(record.cost_micro_usd))
         .bind(i64::from(record.priced))
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            *months.entry((record.user_id, *month_start_ms)).or_default() +=
+                to_i64(record.prompt_tokens.saturating_add(record.completion_tokens));
+        }
+    }
+    for ((user_id, month_start_ms), tokens) in months {
+        sqlx::query("UPDATE usage_months SET tokens = tokens + $1 WHERE user_id = $2 AND month_start = $3")
+            .bind(tokens)
+            .bind(user_id)
+            .bind(month_start_ms)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+impl Db {
+    /// Reserves a run's tokens against the monthly quota: inserts its usage row as `running`,
+    /// holding `reservation.tokens`, only if the month's settled tokens, plus the user's runs in
+    /// flight at their reservation, plus this one fit the quota. `None` when they do not.
+    ///
+    /// Exact across server processes and cheap: it reads one `usage_months` row and the user's
+    /// few `running` rows (a partial index), never the month's usage. On SQLite it is one
+    /// statement, which holds the write lock from its read to its insert; on PostgreSQL the
+    /// month's row is locked first.
+    pub async fn reserve_tokens(&self, reservation: &TokenReservation) -> DbResult<Option<i64>> {
+        match self.try_reserve(reservation).await? {
+            Attempt::Reserved(id) => return Ok(Some(id)),
+            Attempt::Refused => return Ok(None),
+            Attempt::NoMonth => {}
+        }
+        // The month's first run (since the month began, or since this release first ran): make
+        // its row from the usage rows (once, whoever gets there first), then ask again.
+        sqlx::query(
+            "INSERT INTO usage_months (user_id, month_start, tokens) \
+             SELECT $1, $2, CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage \
+             WHERE user_id = $1 AND created_at >= $2 AND status <> 'running' \
+             ON CONFLICT (user_id, month_start) DO NOTHING",
+        )
+        .bind(reservation.user_id)
+        .bind(reservation.month_start_ms)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        match self.try_reserve(reservation).await? {
+            Attempt::Reserved(id) => Ok(Some(id)),
+            Attempt::Refused | Attempt::NoMonth => Ok(None),
+        }
+    }
+
+    async fn try_reserve(&self, reservation: &TokenReservation) -> DbResult<Attempt> {
+        let now = now_ms();
+        let in_flight_since = reservation.month_start_ms.max(now - STALE_RESERVATION_MS);
+        let insert = sqlx::query_as::<_, (i64,)>(
+            "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at) \
+             SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6 \
+             WHERE (SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $7) \
+                 + (SELECT CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) FROM usage \
+                    WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
+                 + $4 <= $9 \
+             RETURNING id",
+        )
+        .bind(reservation.user_id)
+        .bind(&reservation.tool)
+        .bind(&reservation.model)
+        .bind(to_i64(reservation.tokens))
+        .bind(&reservation.request_id)
+        .bind(now)
+        .bind(reservation.month_start_ms)
+        .bind(in_flight_since)
+        .bind(to_i64(reservation.tokens_per_month));
+        let month = sqlx::query("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2 FOR UPDATE")
+            .bind(reservation.user_id)
+            .bind(reservation.month_start_ms);
+        let id = if self.backend == Backend::Postgres {
+            let mut tx = self.pool.begin().await?;
+            // Serialises this user's reservations and settlements (which update this row). With
+            // no row there is nothing to lock, so no insert may follow: the row is made first.
+            if month.fetch_optional(&mut *tx).await?.is_none() {
+                return Ok(Attempt::NoMonth);
+            }
+            let id = insert.fetch_optional(&mut *tx).await?;
+            tx.commit().await?;
+            id
+        } else {
+            insert.fetch_optional(&self.pool).await?
+        };
+        Ok(match id {
+            Some((id,)) => Attempt::Reserved(id),
+            None if self.backend == Backend::Postgres => Attempt::Refused,
+            None => {
+                let exists: Option<(i64,)> =
+                    sqlx::query_as("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2")
+                        .bind(reservation.user_id)
+                        .bind(reservation.month_start_ms)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                if exists.is_some() { Attempt::Refused } else { Attempt::NoMonth }
+            }
+        })
+    }
+
+    /// Settles a reserved run to what it really cost and how it ended, through the usage
+    /// writer: it returns at once, and the row is written with the next batch.
+    pub fn settle_usage(&self, usage_id: i64, month_start_ms: i64, record: UsageRecord) {
+        let settlement = Settlement { usage_id, month_start_ms, record };
+        if let Err(unsent) = self.usage_writer.sender.send(WriterMessage::Settle(settlement)) {
+            // Only after `close`: the server is gone, the row stays `running`.
+            if let WriterMessage::Settle(settlement) = unsent.0 {
+                tracing::error!(request_id = %settlement.record.request_id, "usage writer stopped; the run stays `running`");
+            }
+        }
+    }
+
+    /// Waits until every settlement sent so far is written.
+    pub async fn flush_usage(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.usage_writer.sender.send(WriterMessage::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// Usage rows of one request id (tests and support look requests up by their id).

@@ -3,7 +3,7 @@
 use aniate_proto::api::Role;
 use sqlx::Row;
 
-use super::{Db, DbError, DbResult, now_ms};
+use super::{Db, DbError, DbResult, Generation, now_ms};
 
 /// A user as the server sees it. The password hash stays in this module's callers' hands only
 /// long enough to verify a login.
@@ -69,6 +69,7 @@ impl Db {
             sqlx::query("UPDATE users SET disabled_at = NULL WHERE email = $1")
         };
         let done = query.bind(email).execute(&self.pool).await?;
+        self.invalidate(Generation::Auth).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -79,6 +80,7 @@ impl Db {
             .bind(email)
             .execute(&self.pool)
             .await?;
+        self.invalidate(Generation::Auth).await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -151,7 +151,8 @@ pub async fn enforce_limits(state: &AppState, user: &AuthUser, label: &str) -> A
 /// 4 characters a token, plus the answer's `max_tokens`), through the database, so that parallel
 /// runs on any number of replicas cannot together overshoot the quota by more than what runs
 /// use beyond their reservation. 429 with `Retry-After` (the next month) when it does not fit.
-/// Returns the usage row that holds the reservation, settled by [`RunRecorder::finish`].
+/// Returns the usage row that holds the reservation and the month it counts in, settled by
+/// [`RunRecorder::finish`].
 async fn reserve_tokens(
     state: &AppState,
     user: &AuthUser,
@@ -159,7 +160,7 @@ async fn reserve_tokens(
     request_id: &str,
     prompt_chars: usize,
     max_tokens: u32,
-) -> ApiResult<i64> {
+) -> ApiResult<(i64, i64)> {
     let plan = state.limiter.plan(&state.db, &user.plan).await?;
     let now = crate::db::now_ms();
     let (month_start, next_month) = limits::month_bounds(now);
@@ -174,7 +175,7 @@ async fn reserve_tokens(
         month_start_ms: month_start,
     };
     if let Some(usage_id) = state.db.reserve_tokens(&reservation).await? {
-        return Ok(usage_id);
+        return Ok((usage_id, month_start));
     }
     state
         .metrics
@@ -247,10 +248,12 @@ pub async fn stream_answer(
     let prompt_chars: usize = answer.messages.iter().map(|m| m.content.chars().count()).sum();
     let max_tokens = prompt::max_tokens(answer.kind);
     let route = state.providers.route(&answer.model, &answer.fallbacks);
-    let usage_id = reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens).await?;
+    let (usage_id, month_start_ms) =
+        reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens).await?;
     let mut recorder = RunRecorder {
         state: state.clone(),
         usage_id,
+        month_start_ms,
         user_id: user.user_id,
         tool: answer.label.clone(),
         answered_by: route[0].clone(),
@@ -582,6 +585,8 @@ struct RunRecorder {
     state: AppState,
     /// The usage row holding this run's token reservation.
     usage_id: i64,
+    /// The month the reservation counts in.
+    month_start_ms: i64,
     user_id: i64,
     tool: String,
     /// The provider and model that answer: the route's first entry until one starts answering.
@@ -664,16 +669,7 @@ impl RunRecorder {
             status: status.to_owned(),
             request_id: self.request_id.clone(),
         };
-        let db = self.state.db.clone();
-        let usage_id = self.usage_id;
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return usage;
-        };
-        runtime.spawn(async move {
-            if let Err(err) = db.settle_usage(usage_id, &record).await {
-                tracing::error!(cause = %err, request_id = %record.request_id, "could not record usage");
-            }
-        });
+        self.state.db.settle_usage(self.usage_id, self.month_start_ms, record);
         usage
     }
 }

@@ -131,6 +131,11 @@ async fn a_demoted_admin_no_longer_edits_global_brews(backend: Backend) {
 
     let demoted = h.admin(&["set-role", "--email", crate::harness::ADMIN_EMAIL, "--role", "user"], "");
     assert!(demoted.status.success(), "{}", String::from_utf8_lossy(&demoted.stderr));
+    // `admin set-role` runs in a process of its own: the server sees it within a second.
+    crate::harness::within_a_second("set-role", async || {
+        h.http.get(h.url("/admin/tools")).bearer_auth(&admin).send().await.unwrap().status() == 403
+    })
+    .await;
     let message = assert_error(patch(json!({"system_prompt": "HIJACKED"})).await.unwrap(), 403, "forbidden").await;
     assert_eq!(message, "only admins change global brews");
     // Nor may they take it private or delete it from under every user.

@@ -352,6 +352,21 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
     message
 }
 
+/// Polls `check` until it holds, and returns how long that took; fails after a second, the
+/// longest a change made by another replica or by `ant-server admin` may take to reach a
+/// running server (tokens' users and tools are cached: docs/architecture.md, `db::cache`).
+pub async fn within_a_second(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    const WITHIN: Duration = Duration::from_secs(1);
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < WITHIN, "{what}: not seen within {WITHIN:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Declares each test once, run against SQLite always and PostgreSQL when configured.
 macro_rules! db_tests {
     ($($name:ident),* $(,)?) => {

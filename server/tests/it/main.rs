@@ -8,6 +8,7 @@ mod brews;
 mod files;
 mod guard;
 mod hostile;
+mod hot_path;
 mod limits;
 mod ops;
 mod outage;
