@@ -499,6 +499,12 @@ impl ProviderRouter {
         }
     }
 
+    /// The most a run on `route` may cost, in micro-dollars: `usage` at the priciest priced
+    /// entry (a fallback may answer). Unpriced entries cost 0.
+    pub fn max_cost(&self, route: &[ModelRef], usage: Usage) -> u64 {
+        route.iter().map(|model| self.cost(model, usage).0).max().unwrap_or(0)
+    }
+
     /// The `model` label of a metric: priced models by name, any other as `other`, so that
     /// the names users give their brews do not become series.
     fn model_label(&self, model: &ModelRef) -> String {

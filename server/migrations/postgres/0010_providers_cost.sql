@@ -15,3 +15,6 @@ ALTER TABLE assistants ADD COLUMN fallbacks TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE plans ADD COLUMN allowed_models TEXT;
 -- The most a user of the plan may spend in a month, in micro-dollars; NULL is no limit.
 ALTER TABLE plans ADD COLUMN cost_micro_usd_per_month BIGINT;
+-- The month's settled cost next to its settled tokens (0007's counter), so that a cost limit is
+-- checked as cheaply and as exactly as the token quota.
+ALTER TABLE usage_months ADD COLUMN cost_micro_usd BIGINT NOT NULL DEFAULT 0;

@@ -41,6 +41,10 @@ pub struct TokenReservation {
     pub tokens: u64,
     /// The plan's monthly quota.
     pub tokens_per_month: u64,
+    /// The most the run may cost, in micro-dollars, at the priciest model of its route.
+    pub cost_micro_usd: u64,
+    /// The plan's monthly cost limit in micro-dollars, if it has one.
+    pub cost_limit_micro_usd: Option<u64>,
     /// The first instant of this month (Unix milliseconds).
     pub month_start_ms: i64,
 }
@@ -146,7 +150,7 @@ async fn write_usage(pool: sqlx::AnyPool, mut receiver: tokio::sync::mpsc::Unbou
 /// Settles runs in one transaction: each row to its real cost and status, and each user's
 /// month by what their runs really used.
 async fn settle_batch(pool: &sqlx::AnyPool, batch: &[Settlement]) -> Result<(), sqlx::Error> {
-    let mut months: std::collections::HashMap<(i64, i64), i64> = std::collections::HashMap::new();
+    let mut months: std::collections::HashMap<(i64, i64), (i64, i64)> = std::collections::HashMap::new();
     let mut tx = pool.begin().await?;
     for Settlement { usage_id, month_start_ms, record } in batch {
         let done = sqlx::query(
@@ -167,17 +171,22 @@ async fn settle_batch(pool: &sqlx::AnyPool, batch: &[Settlement]) -> Result<(), 
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            *months.entry((record.user_id, *month_start_ms)).or_default() +=
-                to_i64(record.prompt_tokens.saturating_add(record.completion_tokens));
+            let month = months.entry((record.user_id, *month_start_ms)).or_default();
+            month.0 += to_i64(record.prompt_tokens.saturating_add(record.completion_tokens));
+            month.1 += to_i64(record.cost_micro_usd);
         }
     }
-    for ((user_id, month_start_ms), tokens) in months {
-        sqlx::query("UPDATE usage_months SET tokens = tokens + $1 WHERE user_id = $2 AND month_start = $3")
-            .bind(tokens)
-            .bind(user_id)
-            .bind(month_start_ms)
-            .execute(&mut *tx)
-            .await?;
+    for ((user_id, month_start_ms), (tokens, cost)) in months {
+        sqlx::query(
+            "UPDATE usage_months SET tokens = tokens + $1, cost_micro_usd = cost_micro_usd + $4 \
+             WHERE user_id = $2 AND month_start = $3",
+        )
+        .bind(tokens)
+        .bind(user_id)
+        .bind(month_start_ms)
+        .bind(cost)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
 }
@@ -200,8 +209,9 @@ impl Db {
         // The month's first run (since the month began, or since this release first ran): make
         // its row from the usage rows (once, whoever gets there first), then ask again.
         sqlx::query(
-            "INSERT INTO usage_months (user_id, month_start, tokens) \
-             SELECT $1, $2, CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage \
+            "INSERT INTO usage_months (user_id, month_start, tokens, cost_micro_usd) \
+             SELECT $1, $2, CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT), \
+                CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
              WHERE user_id = $1 AND created_at >= $2 AND status <> 'running' \
              ON CONFLICT (user_id, month_start) DO NOTHING",
         )
@@ -219,12 +229,16 @@ impl Db {
         let now = now_ms();
         let in_flight_since = reservation.month_start_ms.max(now - STALE_RESERVATION_MS);
         let insert = sqlx::query_as::<_, (i64,)>(
-            "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at) \
-             SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6 \
+            "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at, cost_micro_usd) \
+             SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6, $10 \
              WHERE (SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $7) \
                  + (SELECT CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) FROM usage \
                     WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
                  + $4 <= $9 \
+             AND (SELECT cost_micro_usd FROM usage_months WHERE user_id = $1 AND month_start = $7) \
+                 + (SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
+                    WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
+                 + $10 <= $11 \
              RETURNING id",
         )
         .bind(reservation.user_id)
@@ -235,7 +249,10 @@ impl Db {
         .bind(now)
         .bind(reservation.month_start_ms)
         .bind(in_flight_since)
-        .bind(to_i64(reservation.tokens_per_month));
+        .bind(to_i64(reservation.tokens_per_month))
+        .bind(to_i64(reservation.cost_micro_usd))
+        // No limit is a limit no sum reaches, so the statement keeps one shape.
+        .bind(reservation.cost_limit_micro_usd.map_or(i64::MAX, to_i64));
         let month = sqlx::query("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2 FOR UPDATE")
             .bind(reservation.user_id)
             .bind(reservation.month_start_ms);
@@ -331,6 +348,19 @@ impl Db {
         .fetch_one(&self.pool)
         .await?;
         Ok(tokens.max(0) as u64)
+    }
+
+    /// What a user's runs since `since_ms` cost, in micro-dollars (runs in flight at their
+    /// reservation), for the message of a refused run.
+    pub async fn cost_since(&self, user_id: i64, since_ms: i64) -> DbResult<u64> {
+        let (cost,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage WHERE user_id = $1 AND created_at >= $2",
+        )
+        .bind(user_id)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(cost).unwrap_or(0))
     }
 
     pub async fn usage_totals(&self, user_id: i64, since_ms: i64) -> DbResult<aniate_proto::api::UsageTotals> {

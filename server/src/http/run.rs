@@ -160,11 +160,16 @@ async fn reserve_tokens(
     request_id: &str,
     prompt_chars: usize,
     max_tokens: u32,
+    route: &[ModelRef],
 ) -> ApiResult<(i64, i64)> {
     let plan = state.limiter.plan(&state.db, &user.plan).await?;
     let now = crate::db::now_ms();
     let (month_start, next_month) = limits::month_bounds(now);
     let prompt_estimate = prompt_chars.div_ceil(4) as u64;
+    // The plan's cost limit is held like its tokens: the most the run may cost, reserved.
+    let cost_estimate = state
+        .providers
+        .max_cost(route, Usage { prompt_tokens: prompt_estimate, completion_tokens: u64::from(max_tokens) });
     let reservation = TokenReservation {
         user_id: user.user_id,
         tool: answer.label.clone(),
@@ -172,19 +177,48 @@ async fn reserve_tokens(
         request_id: request_id.to_owned(),
         tokens: prompt_estimate + u64::from(max_tokens),
         tokens_per_month: plan.tokens_per_month,
+        cost_micro_usd: cost_estimate,
+        cost_limit_micro_usd: plan.cost_micro_usd_per_month,
         month_start_ms: month_start,
     };
     if let Some(usage_id) = state.db.reserve_tokens(&reservation).await? {
         return Ok((usage_id, month_start));
+    }
+    let retry_after = u64::try_from((next_month - now) / 1000).unwrap_or(1).max(1);
+    let used = state.db.tokens_since(user.user_id, month_start).await?;
+    // Which limit refused the run: the tokens if they do not fit, else the cost.
+    if let Some(limit) = plan.cost_micro_usd_per_month
+        && used.saturating_add(reservation.tokens) <= plan.tokens_per_month
+    {
+        let spent = state.db.cost_since(user.user_id, month_start).await?;
+        {
+            state
+                .metrics
+                .rate_limited
+                .get_or_create(&RunLabels { tool: tool_label(&answer.label), status: "monthly_cost".to_owned() })
+                .inc();
+            let usd = |micro: u64| format!("${}.{:06}", micro / 1_000_000, micro % 1_000_000);
+            return Err(ApiError {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "cost limit: this run may cost up to {}; the {} plan has {} of its {} left this month \
+                     (runs in progress count at their reservation); it resets at {}",
+                    usd(cost_estimate),
+                    plan.name,
+                    usd(limit.saturating_sub(spent)),
+                    usd(limit),
+                    crate::db::rfc3339(next_month)
+                ),
+                retry_after: Some(retry_after),
+            });
+        }
     }
     state
         .metrics
         .rate_limited
         .get_or_create(&RunLabels { tool: tool_label(&answer.label), status: "monthly_tokens".to_owned() })
         .inc();
-    let used = state.db.tokens_since(user.user_id, month_start).await?;
     let left = plan.tokens_per_month.saturating_sub(used);
-    let retry_after = u64::try_from((next_month - now) / 1000).unwrap_or(1).max(1);
     Err(ApiError {
         code: ErrorCode::RateLimited,
         message: format!(
@@ -249,7 +283,7 @@ pub async fn stream_answer(
     let max_tokens = prompt::max_tokens(answer.kind);
     let route = state.providers.route(&answer.model, &answer.fallbacks);
     let (usage_id, month_start_ms) =
-        reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens).await?;
+        reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens, &route).await?;
     let mut recorder = RunRecorder {
         state: state.clone(),
         usage_id,

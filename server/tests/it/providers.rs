@@ -17,6 +17,7 @@ db_tests!(
     every_provider_failing_gives_the_first_error_class,
     cost_is_computed_from_the_catalogue_and_shown_in_usage,
     a_brew_with_a_disallowed_model_is_refused,
+    a_plans_cost_limit_is_reached_exactly_under_parallel_runs,
 );
 
 const FIRST_REPLY: &str = "answered by the first provider";
@@ -63,6 +64,10 @@ base_url = "{second}"
 [providers.second.models."m2"]
 input_usd_per_mtok = {M2_INPUT:.1}
 output_usd_per_mtok = {M2_OUTPUT:.1}
+
+[providers.second.models."long"]
+input_usd_per_mtok = 0.0
+output_usd_per_mtok = 1000.0
 
 [providers.dead]
 base_url = "http://127.0.0.1:{dead}/v1"
@@ -408,4 +413,65 @@ fn a_missing_api_key_variable_stops_the_server_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("ANIATE_TEST_NO_SUCH_KEY") && stderr.contains("line 3"), "{stderr}");
     assert!(!dir.path().join("x.db").exists(), "stopped before touching the database");
+}
+
+/// 20 runs at once on a plan whose cost limit pays for exactly 5: each run reserves its most
+/// possible cost (2,048 answer tokens at $1,000 a million = $2.048) and, with the fake answering
+/// exactly 2,048 tokens, costs just that; so exactly 5 run, the rest are 429, and the month's
+/// cost is the limit to the micro-dollar.
+async fn a_plans_cost_limit_is_reached_exactly_under_parallel_runs(backend: Backend) {
+    let Some(p) = start(backend, "").await else { return };
+    let token = p.h.signup("ada@example.test").await;
+    let output = p.h.admin(
+        &[
+            "define-plan",
+            "--name",
+            "capped",
+            "--requests-per-minute",
+            "1000",
+            "--tokens-per-month",
+            "100000000",
+            "--cost-limit-usd",
+            "10.24",
+        ],
+        "",
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(p.h.admin(&["set-plan", "--email", "ada@example.test", "--plan", "capped"], "").status.success());
+    p.push_tool("long", "second/long", &[]).await;
+    p.second.set_config(FakeLlmConfig { default_reply: Some("x".repeat(2048)), chunk_chars: 1, ..Default::default() });
+
+    let runs = (0..20).map(|_| {
+        let (h, token) = (&p.h, token.clone());
+        async move {
+            let response = h.run(&token, "long", json!({"instructions": "hi"}), false).await;
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            (status, body)
+        }
+    });
+    let results = futures_util::future::join_all(runs).await;
+    let n_ok = results.iter().filter(|(status, _)| *status == 200).count();
+    let refused: Vec<&String> = results.iter().filter(|(status, _)| *status == 429).map(|(_, body)| body).collect();
+    assert_eq!((n_ok, refused.len()), (5, 15), "{results:?}");
+    assert!(refused.iter().all(|body| body.contains("cost limit")), "{refused:?}");
+
+    // Settled: the month's cost is exactly the limit.
+    let mut cost = 0;
+    for _ in 0..100 {
+        let usage: Value =
+            p.h.http.get(p.h.url("/usage")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        cost = usage["totals"]["cost_micro_usd"].as_u64().unwrap();
+        assert_eq!(usage["cost_limit_micro_usd"], 10_240_000);
+        if usage["totals"]["requests"] == 5
+            && !p.h.query_strings("SELECT id FROM usage WHERE status = 'running'").await.iter().any(|_| true)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cost, 10_240_000);
+    let response = p.h.run(&token, "long", json!({"instructions": "hi"}), true).await;
+    let message = assert_error(response, 429, "rate_limited").await;
+    assert!(message.contains("$10.240000") && message.contains("capped"), "{message}");
 }
