@@ -336,6 +336,7 @@ async fn brew_command(out: &Out, backend: &Backend, command: BrewCommand) -> any
                 system_prompt,
                 model,
                 visibility: global.then_some(Visibility::Global),
+                fallbacks: None,
             };
             let brew: Assistant = backend.call(Request::BrewCreate(create)).await.map_err(reipc)?;
             if out.json {
@@ -361,7 +362,7 @@ async fn brew_command(out: &Out, backend: &Backend, command: BrewCommand) -> any
                 }
                 None => None,
             };
-            let patch = AssistantPatch { name, description, system_prompt, model, visibility: None };
+            let patch = AssistantPatch { name, description, system_prompt, model, visibility: None, fallbacks: None };
             let updated: Assistant = backend.call(Request::BrewEdit { id: brew, patch }).await.map_err(reipc)?;
             if out.json {
                 return out.json(&updated);

@@ -764,6 +764,7 @@ impl Engine {
                     tool: entry.tool,
                     version: entry.version,
                     model: entry.model,
+                    provider: None,
                 };
                 for reply in [
                     Reply::Meta(meta),

@@ -102,6 +102,10 @@ pub struct ToolUpsert {
     /// What the prompt guard does when an answer repeats this prompt; `block` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<crate::tool::GuardMode>,
+    /// Models (`provider/model`) tried in order when `model`'s provider fails before the first
+    /// token; absent keeps the stored list, `[]` clears it (then the catalogue's apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<Vec<String>>,
     /// One line on why, kept with the version this push makes (`ant-server admin tools push --message`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(max_length = 200))]
@@ -172,6 +176,9 @@ pub struct AdminTool {
     pub active: bool,
     /// The tool's prompt guard.
     pub guard: crate::tool::GuardMode,
+    /// The tool's fallback models, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
 }
 
 /// What `POST /admin/tools` did.
@@ -236,6 +243,9 @@ pub struct AssistantCreate {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility: Option<Visibility>,
+    /// Models tried in order when `model`'s provider fails before the first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<Vec<String>>,
 }
 
 /// `PATCH /assistants/{id}`: the fields to change.
@@ -256,6 +266,9 @@ pub struct AssistantPatch {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility: Option<Visibility>,
+    /// Models tried in order when `model`'s provider fails before the first token; `[]` clears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<Vec<String>>,
 }
 
 /// A brew as the API shows it. `system_prompt` is there for its owner only.
@@ -267,6 +280,9 @@ pub struct Assistant {
     pub name: String,
     pub description: String,
     pub model: String,
+    /// Models tried in order when `model`'s provider fails before the first token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
     pub visibility: Visibility,
     /// Whether the caller owns it (and so may edit it and read its prompt).
     pub mine: bool,
@@ -332,6 +348,23 @@ pub struct UsageTotals {
     pub requests: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// What the runs cost at the catalogue's prices, in millionths of a US dollar (unpriced
+    /// models count 0; absent from servers before provider catalogues).
+    #[serde(default)]
+    pub cost_micro_usd: u64,
+    /// Runs of models without a price in the catalogue (their cost is 0).
+    #[serde(default)]
+    pub unpriced: u64,
+}
+
+/// Usage of one model at one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelUsage {
+    pub provider: String,
+    pub model: String,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,6 +404,12 @@ pub struct UsageReport {
     pub totals: UsageTotals,
     pub by_tool: Vec<ToolUsage>,
     pub by_day: Vec<DayUsage>,
+    /// By provider and model (absent from servers before provider catalogues).
+    #[serde(default)]
+    pub by_model: Vec<ModelUsage>,
+    /// The plan's monthly cost limit in micro-dollars, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_limit_micro_usd: Option<u64>,
     /// Stored files against the plan's storage quota (absent from servers before it).
     #[serde(default)]
     pub storage: StorageUsage,
@@ -393,6 +432,11 @@ pub struct AdminUsageRow {
     pub email: String,
     pub plan: String,
     pub tool: String,
+    /// The provider and model that answered (absent from servers before provider catalogues).
+    #[serde(default)]
+    pub provider: String,
+    #[serde(default)]
+    pub model: String,
     #[serde(flatten)]
     pub totals: UsageTotals,
     /// Runs the prompt guard stopped (usage status `blocked`): who is probing for prompts.

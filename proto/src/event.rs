@@ -18,7 +18,12 @@ pub struct Meta {
     pub request_id: String,
     pub tool: String,
     pub version: i64,
+    /// The model that answers (after any fallback), without its provider.
     pub model: String,
+    /// The provider that answers, as the server's catalogue names it (absent from servers
+    /// before provider catalogues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// A piece of the answer's text.
@@ -135,7 +140,13 @@ mod tests {
     #[test]
     fn events_round_trip_through_sse() {
         let events = vec![
-            StreamEvent::Meta(Meta { request_id: "r1".into(), tool: "fix".into(), version: 2, model: "m".into() }),
+            StreamEvent::Meta(Meta {
+                request_id: "r1".into(),
+                tool: "fix".into(),
+                version: 2,
+                model: "m".into(),
+                provider: None,
+            }),
             StreamEvent::Delta(Delta { text: "line one\nline two\n".into() }),
             StreamEvent::Done(Done {
                 usage: Usage { prompt_tokens: 10, completion_tokens: 4 },

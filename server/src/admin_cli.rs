@@ -64,9 +64,21 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             tokens_per_month,
             max_stored_bytes,
             max_stored_files,
+            allowed_models,
+            cost_limit_usd,
             db,
         } => {
             check_plan_name(&name).map_err(anyhow::Error::msg)?;
+            let cost_micro_usd_per_month = match cost_limit_usd {
+                None => None,
+                Some(usd) if usd.is_finite() && (0.0..=1e9).contains(&usd) => Some((usd * 1e6).round() as u64),
+                Some(usd) => bail!("--cost-limit-usd: `{usd}` is not an amount of dollars from 0 to 1e9"),
+            };
+            let allowed_models: Option<Vec<String>> = allowed_models
+                .map(|patterns| patterns.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect());
+            for pattern in allowed_models.iter().flatten() {
+                crate::providers::check_model_ref(pattern).map_err(|err| anyhow::anyhow!("--allowed-models: {err}"))?;
+            }
             let db = open(&db).await?;
             db.upsert_plan(&Plan {
                 name: name.clone(),
@@ -74,19 +86,32 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
                 tokens_per_month,
                 max_stored_bytes,
                 max_stored_files,
+                allowed_models: allowed_models.clone(),
+                cost_micro_usd_per_month,
             })
             .await?;
+            let cost = cost_micro_usd_per_month
+                .map_or_else(|| "no cost limit".to_owned(), |c| format!("at most {} a month", usd(c)));
+            let models = allowed_models.map_or_else(|| "any model".to_owned(), |m| format!("models {}", m.join(", ")));
             writeln!(
                 out,
-                "plan {name}: {requests_per_minute} requests a minute, {tokens_per_month} tokens a month, \
+                "plan {name}: {requests_per_minute} requests a minute, {tokens_per_month} tokens a month, {cost}, {models}, \
                  {max_stored_bytes} bytes in at most {max_stored_files} stored files"
             )?;
         }
         AdminCommand::Plans { db } => {
             let db = open(&db).await?;
-            writeln!(out, "{:<12} {:>12} {:>16}", "PLAN", "REQ/MINUTE", "TOKENS/MONTH")?;
+            writeln!(out, "{:<12} {:>12} {:>16} {:>12}  MODELS", "PLAN", "REQ/MINUTE", "TOKENS/MONTH", "COST/MONTH")?;
             for plan in db.plans().await? {
-                writeln!(out, "{:<12} {:>12} {:>16}", plan.name, plan.requests_per_minute, plan.tokens_per_month)?;
+                writeln!(
+                    out,
+                    "{:<12} {:>12} {:>16} {:>12}  {}",
+                    plan.name,
+                    plan.requests_per_minute,
+                    plan.tokens_per_month,
+                    plan.cost_micro_usd_per_month.map_or_else(|| "-".to_owned(), usd),
+                    plan.allowed_models.map_or_else(|| "*".to_owned(), |m| m.join(","))
+                )?;
             }
         }
         AdminCommand::Usage { from, to, csv, db } => {
@@ -103,36 +128,52 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             let db = open(&db).await?;
             let rows = db.admin_usage(from, to).await?;
             if csv {
-                writeln!(out, "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked")?;
+                writeln!(
+                    out,
+                    // New columns go at the end, so scripts reading the older ones by position keep working.
+                    "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked,provider,model,cost_usd,unpriced"
+                )?;
                 for row in &rows {
                     writeln!(
                         out,
-                        "{},{},{},{},{},{},{}",
+                        "{},{},{},{},{},{},{},{},{},{},{}",
                         csv_field(&row.email),
                         csv_field(&row.plan),
                         csv_field(&row.tool),
                         row.totals.requests,
                         row.totals.prompt_tokens,
                         row.totals.completion_tokens,
-                        row.blocked
+                        row.blocked,
+                        csv_field(&row.provider),
+                        csv_field(&row.model),
+                        usd_plain(row.totals.cost_micro_usd),
+                        row.totals.unpriced,
                     )?;
                 }
             } else {
                 writeln!(
                     out,
-                    "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12} {:>8}",
-                    "EMAIL", "PLAN", "TOOL", "REQUESTS", "PROMPT", "COMPLETION", "BLOCKED"
+                    "{:<32} {:<8} {:<20} {:<36} {:>9} {:>12} {:>12} {:>12} {:>8}",
+                    "EMAIL", "PLAN", "TOOL", "MODEL", "REQUESTS", "PROMPT", "COMPLETION", "COST", "BLOCKED"
                 )?;
                 for row in &rows {
+                    // An unpriced model's runs cost 0 here: marked so nobody invoices them as free.
+                    let cost = if row.totals.unpriced > 0 {
+                        format!("{} (unpriced)", usd(row.totals.cost_micro_usd))
+                    } else {
+                        usd(row.totals.cost_micro_usd)
+                    };
                     writeln!(
                         out,
-                        "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12} {:>8}",
+                        "{:<32} {:<8} {:<20} {:<36} {:>9} {:>12} {:>12} {:>12} {:>8}",
                         row.email,
                         row.plan,
                         row.tool,
+                        format!("{}/{}", row.provider, row.model),
                         row.totals.requests,
                         row.totals.prompt_tokens,
                         row.totals.completion_tokens,
+                        cost,
                         row.blocked
                     )?;
                 }
@@ -281,6 +322,16 @@ async fn set_disabled(db: &DbArgs, email: &str, disabled: bool, out: &mut dyn Wr
 /// Quotes a CSV field when it needs it (RFC 4180), and neutralises a formula: a spreadsheet
 /// runs a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return (an email like
 /// `=HYPERLINK(…)@x.y` is valid), so such a cell gets a leading `'` and is shown as text.
+/// Micro-dollars as `$1.234567`.
+fn usd(micro_usd: u64) -> String {
+    format!("${}", usd_plain(micro_usd))
+}
+
+/// Micro-dollars as `1.234567`, exactly (no float rounding).
+fn usd_plain(micro_usd: u64) -> String {
+    format!("{}.{:06}", micro_usd / 1_000_000, micro_usd % 1_000_000)
+}
+
 pub fn csv_field(text: &str) -> String {
     let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_owned() };
     if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }

@@ -68,6 +68,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ANIATE_UPSTREAM_API_KEY", hide_env_values = true)]
     pub upstream_api_key: Option<String>,
 
+    /// TOML catalogue of named providers, their key variables and model prices (see
+    /// docs/server.md); replaces --upstream-url and --upstream-api-key
+    #[arg(long, env = "ANIATE_PROVIDERS")]
+    pub providers: Option<PathBuf>,
+
     /// Milliseconds to wait for a TCP/TLS connection to the provider
     #[arg(long, env = "ANIATE_UPSTREAM_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
     pub upstream_connect_timeout_ms: u64,
@@ -197,6 +202,14 @@ pub enum AdminCommand {
         /// The most files a user may store (default 1000)
         #[arg(long, default_value_t = crate::db::DEFAULT_MAX_STORED_FILES)]
         max_stored_files: u64,
+        /// Models the plan's brews may use, as glob patterns, comma-separated
+        /// (`groq/*,local/llama3.1`) [default: any]
+        #[arg(long, value_delimiter = ',')]
+        allowed_models: Option<Vec<String>>,
+        /// The most a user may spend in a month at the catalogue's prices, in US dollars
+        /// (e.g. 5 or 0.50) [default: no limit]
+        #[arg(long)]
+        cost_limit_usd: Option<f64>,
         #[command(flatten)]
         db: DbArgs,
     },

@@ -8,6 +8,7 @@
 //! - [`serve`]: start-up, listening (HTTP or HTTPS), graceful shutdown.
 //! - [`http`]: routes, middleware and handlers; [`http::run`] is the streamed tool run.
 //! - [`upstream`]: the OpenAI-compatible provider client.
+//! - [`providers`]: the provider catalogue and the router (fallbacks, cooldowns, prices).
 //! - [`prompt`], [`output`]: what goes to the model, and what its answer becomes per output kind.
 //! - [`guard`]: the prompt guard, which stops an answer that repeats its run's private prompt.
 //! - [`db`]: SQLite/PostgreSQL through `sqlx::Any`; the only module that knows SQL.
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod output;
 pub mod private_files;
 pub mod prompt;
+pub mod providers;
 pub mod serve;
 pub mod telemetry;
 pub mod throttle;

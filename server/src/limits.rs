@@ -175,6 +175,8 @@ impl Limiter {
                         tokens_per_month: 500_000,
                         max_stored_bytes: crate::db::DEFAULT_MAX_STORED_BYTES,
                         max_stored_files: crate::db::DEFAULT_MAX_STORED_FILES,
+                        allowed_models: None,
+                        cost_micro_usd_per_month: None,
                     },
                 }
             }

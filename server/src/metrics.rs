@@ -39,6 +39,28 @@ pub struct TokenLabels {
     pub kind: &'static str,
 }
 
+/// A provider of the catalogue (`ANIATE_PROVIDERS`): a bounded set.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+/// A provider and a model; models without a price in the catalogue are all `other`, so users'
+/// brews cannot add series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderModelLabels {
+    pub provider: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderErrorLabels {
+    pub provider: String,
+    pub model: String,
+    /// A `ProviderError` label, from a fixed list.
+    pub error: String,
+}
+
 /// The `tool` label of a run labelled `label` (a tool slug, `chat`, or `chat:<brew>`): a brew's
 /// slug is its owner's private name, and every brew would add series, so all brews are `brew`.
 pub fn tool_label(label: &str) -> String {
@@ -66,6 +88,14 @@ pub struct Metrics {
     pub prompt_guard_blocks: Family<ToolLabels, Counter>,
     /// Answers that repeated their prompt under `guard = "log"` and were relayed anyway.
     pub prompt_guard_logged: Family<ToolLabels, Counter>,
+    /// Requests sent to a provider (each attempt of a run counts).
+    pub provider_requests: Family<ProviderModelLabels, Counter>,
+    pub provider_errors: Family<ProviderErrorLabels, Counter>,
+    /// Runs moved from this provider and model to their next entry before the first token.
+    pub provider_fallbacks: Family<ProviderModelLabels, Counter>,
+    /// Cooldowns opened: the provider is skipped until a probe succeeds.
+    pub provider_cooldowns: Family<ProviderLabels, Counter>,
+    pub provider_time_to_first_token: Family<ProviderLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -112,7 +142,43 @@ impl Default for Metrics {
             "Answers that repeated the tool's private prompt and were relayed (guard = log)",
             prompt_guard_logged.clone(),
         );
+        let provider_requests = Family::<ProviderModelLabels, Counter>::default();
+        registry.register(
+            "provider_requests",
+            "Requests sent to a provider, by provider and model (every attempt of a run)",
+            provider_requests.clone(),
+        );
+        let provider_errors = Family::<ProviderErrorLabels, Counter>::default();
+        registry.register(
+            "provider_errors",
+            "Provider requests that failed before the first token, by provider, model and error",
+            provider_errors.clone(),
+        );
+        let provider_fallbacks = Family::<ProviderModelLabels, Counter>::default();
+        registry.register(
+            "provider_fallbacks",
+            "Runs moved from this provider and model to their next fallback before the first token",
+            provider_fallbacks.clone(),
+        );
+        let provider_cooldowns = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "provider_cooldowns",
+            "Cooldowns opened: the provider is skipped until one probe request succeeds",
+            provider_cooldowns.clone(),
+        );
+        let provider_time_to_first_token =
+            Family::<ProviderLabels, Histogram, fn() -> Histogram>::new_with_constructor(ttft_histogram);
+        registry.register(
+            "provider_time_to_first_token_seconds",
+            "From sending a request to a provider to its first token",
+            provider_time_to_first_token.clone(),
+        );
         Metrics {
+            provider_requests,
+            provider_errors,
+            provider_fallbacks,
+            provider_cooldowns,
+            provider_time_to_first_token,
             prompt_guard_blocks,
             prompt_guard_logged,
             registry,

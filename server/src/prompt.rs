@@ -102,6 +102,7 @@ mod tests {
             description: "d".into(),
             system_prompt: "SYSTEM".into(),
             model: "m".into(),
+            fallbacks: Vec::new(),
             requires_file: true,
             output,
             active: true,

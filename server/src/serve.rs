@@ -12,7 +12,7 @@ use crate::{
     db::{Db, redact_url},
     http::{AppInner, AppState, Limits},
     metrics::Metrics,
-    upstream::{Provider, ProviderConfig},
+    providers::{Catalogue, ProviderRouter, Timeouts},
 };
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -20,6 +20,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Builds the server from its flags and runs it until `shutdown` resolves.
 pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    // The catalogue is checked before anything is created: a typo stops the server at once.
+    let catalogue = load_catalogue(&args)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
             axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
@@ -58,21 +60,22 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         }
     }
     let db = Db::open(&url).await.with_context(|| format!("cannot open the database {}", redact_url(&url)))?;
-    let provider = Provider::new(ProviderConfig {
-        base_url: args.upstream_url.clone(),
-        api_key: args.upstream_api_key.clone(),
-        connect_timeout: Duration::from_millis(args.upstream_connect_timeout_ms),
-        first_token_timeout: Duration::from_millis(args.first_token_timeout_ms),
-        idle_timeout: Duration::from_millis(args.stream_idle_timeout_ms),
-    })
-    .context("cannot build the provider client")?;
+    let providers = ProviderRouter::new(
+        catalogue,
+        Timeouts {
+            connect: Duration::from_millis(args.upstream_connect_timeout_ms),
+            first_token: Duration::from_millis(args.first_token_timeout_ms),
+            idle: Duration::from_millis(args.stream_idle_timeout_ms),
+        },
+    )
+    .context("cannot build the provider clients")?;
     let limiter = crate::limits::Limiter::new(args.redis_url.clone(), &args.redis_prefix, args.rate_limit_per_min);
     limiter.connect().await;
     let metrics = Metrics::default();
     metrics.redis_up.set(i64::from(limiter.redis_up()));
     let state = AppState(Arc::new(AppInner {
         db: db.clone(),
-        provider,
+        providers,
         metrics,
         limits: Limits {
             max_content_bytes: args.max_content_bytes,
@@ -88,11 +91,12 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
         metrics_token: args.metrics_token.clone().filter(|token| !token.is_empty()),
         https: tls.is_some(),
     }));
+    let app_providers = state.providers.provider_names();
     let app = crate::http::router(state);
     let listener = TcpListener::bind(&args.bind).await.with_context(|| format!("cannot listen on {}", args.bind))?;
     tracing::info!(
         database = ?db.backend(),
-        upstream = %args.upstream_url,
+        providers = ?app_providers,
         tls = tls.is_some(),
         "ant-server {} starting",
         aniate_proto::VERSION
@@ -121,6 +125,18 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 
     let _ = watcher.await;
     db.close().await;
     served
+}
+
+/// The provider catalogue: the `ANIATE_PROVIDERS` file, checked, or else the one provider
+/// `default` from `ANIATE_UPSTREAM_URL` and `ANIATE_UPSTREAM_API_KEY`.
+fn load_catalogue(args: &ServeArgs) -> anyhow::Result<Catalogue> {
+    let Some(path) = &args.providers else {
+        return Ok(Catalogue::single(&args.upstream_url, args.upstream_api_key.clone()));
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the provider catalogue {} (ANIATE_PROVIDERS)", path.display()))?;
+    Catalogue::parse(&text, |name| std::env::var(name).ok())
+        .map_err(|err| anyhow::anyhow!("the provider catalogue {} is invalid: {err}", path.display()))
 }
 
 /// What one client may hold of the server: how long it may take to send a request's head

@@ -29,6 +29,7 @@ pub fn parse_tool_toml(text: &str) -> Result<ToolUpsert, String> {
         output: Option<aniate_proto::tool::OutputKind>,
         active: Option<bool>,
         guard: Option<aniate_proto::tool::GuardMode>,
+        fallbacks: Option<Vec<String>>,
     }
     let file: ToolFile = toml::from_str(text).map_err(|err| err.to_string().trim_end().to_owned())?;
     let tool = ToolUpsert {
@@ -42,6 +43,7 @@ pub fn parse_tool_toml(text: &str) -> Result<ToolUpsert, String> {
         active: file.active,
         guard: file.guard,
         message: None,
+        fallbacks: file.fallbacks,
     };
     validate(&tool)?;
     Ok(tool)
@@ -65,6 +67,10 @@ pub fn validate(tool: &ToolUpsert) -> Result<(), String> {
     }
     if let Some(model) = &tool.model {
         check_text("model", model, 128)?;
+        crate::providers::check_model_ref(model).map_err(|err| format!("model: {err}"))?;
+    }
+    if let Some(fallbacks) = &tool.fallbacks {
+        crate::providers::check_fallbacks(fallbacks)?;
     }
     check_message(tool.message.as_deref())?;
     Ok(())
@@ -132,6 +138,10 @@ mod tests {
             ("slug='x'\nname='n'\ndescription='d'\nsystem_prompt='p'\nouput='code'", "unknown field"),
             ("slug='x'\nname='n'\ndescription='d'\nsystem_prompt='p'\noutput='json'", "unknown variant"),
             ("not toml at all [", "expected"),
+            (
+                "slug='x'\nname='n'\ndescription='d'\nsystem_prompt='p'\nfallbacks=['ok', '']",
+                "fallbacks: a model must not be empty",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse_tool_toml(text).unwrap_err();

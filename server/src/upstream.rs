@@ -167,15 +167,18 @@ impl Provider {
         })
     }
 
-    /// Starts a streamed completion and waits for the provider's response headers.
+    /// Starts a streamed completion and waits for the provider's response headers. The first
+    /// token is due by this provider's first-token timeout or `deadline` (the run's), whichever
+    /// comes first.
     pub async fn stream_chat(
         &self,
         model: &str,
         messages: &[ChatMessage],
         temperature: Option<f32>,
         max_tokens: u32,
+        deadline: Instant,
     ) -> Result<UpstreamStream, ProviderError> {
-        let started = Instant::now();
+        let first_deadline = (Instant::now() + self.first_token_timeout).min(deadline);
         let body = CompletionRequest {
             model,
             messages,
@@ -188,7 +191,7 @@ impl Provider {
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }
-        let response = tokio::time::timeout(self.first_token_timeout, request.send())
+        let response = tokio::time::timeout_at(first_deadline, request.send())
             .await
             .map_err(|_| ProviderError::FirstTokenTimeout)?
             .map_err(|err| {
@@ -210,8 +213,9 @@ impl Provider {
             body: Box::pin(response.bytes_stream()),
             parser: SseParser::default(),
             pending: VecDeque::new(),
-            first_deadline: Some(started + self.first_token_timeout),
+            first_deadline: Some(first_deadline),
             idle_timeout: self.idle_timeout,
+            permit: None,
             finished: false,
             saw_finish: false,
             saw_done: false,
@@ -262,15 +266,23 @@ pub struct UpstreamStream {
     finished: bool,
     saw_finish: bool,
     saw_done: bool,
+    /// The provider's concurrency slot, held while the stream lives (`max_concurrency`).
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl UpstreamStream {
+    /// Keeps a concurrency slot of the provider until the stream is dropped.
+    pub fn hold(&mut self, permit: Option<tokio::sync::OwnedSemaphorePermit>) {
+        self.permit = permit;
+    }
+
     /// Cancels the provider request now: the connection's body is dropped (so the provider
     /// sees the request go away) and the stream ends.
     pub fn cancel(&mut self) {
         self.body = Box::pin(futures_util::stream::empty());
         self.pending.clear();
         self.finished = true;
+        self.permit = None;
     }
 
     /// The next event; `None` at the clean end of the stream.

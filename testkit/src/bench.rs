@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`server`]: the ant-server streaming-overhead bench (`bench-server`): runs through the
 //!   server against runs straight at the fake, interleaved, and its report.
+//! - [`fallback`]: what a provider fallback adds to the time to first token (`bench-server
+//!   --fallback`): a first provider that answers 500 at once, against the second alone.
 //! - [`load`]: the load generator: streamed runs in either mode, timed to the first token
 //!   and to the end.
 //! - [`stats`]: percentiles and per-mode totals.
@@ -13,6 +15,7 @@
 //! Benchmarks are not timed tests: they report figures measured side by side in one run,
 //! and the binaries (`src/bin/bench-*.rs`) only parse flags, call the bench and print.
 
+pub mod fallback;
 pub mod load;
 pub mod procfs;
 pub mod report;

@@ -111,32 +111,60 @@ pub fn render_usage(usage: &UsageReport, width: usize, colored: bool) -> String 
                 usage.totals.requests, usage.totals.prompt_tokens, usage.totals.completion_tokens
             ),
         ),
+        (
+            "cost",
+            match usage.cost_limit_micro_usd {
+                Some(limit) => format!("{} of {} this month", usd(usage.totals.cost_micro_usd), usd(limit)),
+                None => format!("{} this month", usd(usage.totals.cost_micro_usd)),
+            },
+        ),
     ];
     let mut out = render_pairs(&pairs, &palette);
     if !usage.by_tool.is_empty() {
         out.push('\n');
-        let mut table = Table::new(&["TOOL", "REQUESTS", "PROMPT", "COMPLETION"]);
+        let mut table = Table::new(&["TOOL", "REQUESTS", "PROMPT", "COMPLETION", "COST"]);
         for tool in &usage.by_tool {
             table.row(vec![
                 Cell::new(&sanitize_line(&tool.tool)),
                 Cell::new(&tool.totals.requests.to_string()),
                 Cell::new(&tool.totals.prompt_tokens.to_string()),
                 Cell::new(&tool.totals.completion_tokens.to_string()),
+                Cell::new(&usd(tool.totals.cost_micro_usd)),
+            ]);
+        }
+        out.push_str(&table.render(width, &palette));
+    }
+    if !usage.by_model.is_empty() {
+        out.push('\n');
+        let mut table = Table::new(&["MODEL", "REQUESTS", "TOKENS", "COST"]);
+        for model in &usage.by_model {
+            table.row(vec![
+                Cell::new(&sanitize_line(&format!("{}/{}", model.provider, model.model))),
+                Cell::new(&model.totals.requests.to_string()),
+                Cell::new(&(model.totals.prompt_tokens + model.totals.completion_tokens).to_string()),
+                Cell::new(&usd(model.totals.cost_micro_usd)),
             ]);
         }
         out.push_str(&table.render(width, &palette));
     }
     if !usage.by_day.is_empty() {
         out.push('\n');
-        let mut table = Table::new(&["DAY", "REQUESTS", "TOKENS"]);
+        let mut table = Table::new(&["DAY", "REQUESTS", "TOKENS", "COST"]);
         for day in &usage.by_day {
             table.row(vec![
                 Cell::new(&day.day),
                 Cell::new(&day.totals.requests.to_string()),
                 Cell::new(&(day.totals.prompt_tokens + day.totals.completion_tokens).to_string()),
+                Cell::new(&usd(day.totals.cost_micro_usd)),
             ]);
         }
         out.push_str(&table.render(width, &palette));
     }
     out
+}
+
+/// Micro-dollars as dollars with all six decimals (`$0.000123`): small runs cost fractions of
+/// a cent, and rounding them away would hide them.
+fn usd(micro_usd: u64) -> String {
+    format!("${}.{:06}", micro_usd / 1_000_000, micro_usd % 1_000_000)
 }

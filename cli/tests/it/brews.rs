@@ -159,3 +159,43 @@ async fn chat_repl_on_a_terminal() {
 fn keys(bytes: &[u8]) -> String {
     format!("send {}\n", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
+
+/// `ant usage` shows what runs cost at the server's catalogue prices (issue 17).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_shows_cost_from_the_catalogue() {
+    let priced = aniate_testkit::FakeLlm::start(FakeLlmConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let catalogue = dir.path().join("providers.toml");
+    std::fs::write(
+        &catalogue,
+        format!(
+            "[providers.groq]\nbase_url = \"{}\"\n[providers.groq.models.\"llama-3.1-8b-instant\"]\n\
+             input_usd_per_mtok = 500.0\noutput_usd_per_mtok = 1500.0\n",
+            priced.base_url()
+        ),
+    )
+    .unwrap();
+    let options = StackOptions {
+        server_env: vec![("ANIATE_PROVIDERS".to_owned(), catalogue.display().to_string())],
+        ..Default::default()
+    };
+    let stack = Stack::start(options).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ready("cost@example.test", &[]).await;
+    client.ant(&["chat", "hello"]).await.ok();
+    assert_eq!(priced.requests().len(), 1, "the catalogue's provider answered");
+
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let usage = client.ant(&["usage", "--json"]).await;
+    let usage: Value = serde_json::from_str(&usage.ok().stdout).unwrap();
+    let (prompt, completion) =
+        (usage["totals"]["prompt_tokens"].as_u64().unwrap(), usage["totals"]["completion_tokens"].as_u64().unwrap());
+    let cost = prompt * 500 + completion * 1500;
+    assert_eq!(usage["totals"]["cost_micro_usd"], cost, "{usage}");
+    assert_eq!(usage["by_model"][0]["provider"], "groq", "{usage}");
+    let dollars = format!("${}.{:06}", cost / 1_000_000, cost % 1_000_000);
+    let table = client.ant(&["usage"]).await;
+    let stdout = &table.ok().stdout;
+    assert!(stdout.contains(&format!("{dollars} this month")), "{stdout}");
+    assert!(stdout.contains("groq/llama-3.1-8b-instant"), "{stdout}");
+}

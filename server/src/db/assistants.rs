@@ -17,6 +17,8 @@ pub struct StoredAssistant {
     pub description: String,
     pub system_prompt: String,
     pub model: String,
+    /// Tried in order when `model`'s provider fails before the first token.
+    pub fallbacks: Vec<String>,
     pub visibility: Visibility,
     pub created_at: i64,
     pub updated_at: i64,
@@ -31,10 +33,12 @@ pub struct NewAssistant {
     pub description: String,
     pub system_prompt: String,
     pub model: String,
+    pub fallbacks: Vec<String>,
     pub visibility: Visibility,
 }
 
-const COLUMNS: &str = "id, owner_id, slug, name, description, system_prompt, model, visibility, created_at, updated_at";
+const COLUMNS: &str =
+    "id, owner_id, slug, name, description, system_prompt, model, visibility, created_at, updated_at, fallbacks";
 
 fn parse_visibility(value: &str) -> DbResult<Visibility> {
     match value {
@@ -54,6 +58,7 @@ impl StoredAssistant {
             description: row.try_get("description")?,
             system_prompt: row.try_get("system_prompt")?,
             model: row.try_get("model")?,
+            fallbacks: super::parse_model_list(&row.try_get::<String, _>("fallbacks")?)?,
             visibility: parse_visibility(row.try_get::<&str, _>("visibility")?)?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
@@ -66,8 +71,8 @@ impl Db {
     pub async fn create_assistant(&self, new: &NewAssistant) -> DbResult<StoredAssistant> {
         let now = now_ms();
         let sql = format!(
-            "INSERT INTO assistants (owner_id, slug, name, description, system_prompt, model, visibility, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {COLUMNS}"
+            "INSERT INTO assistants (owner_id, slug, name, description, system_prompt, model, visibility, created_at, updated_at, fallbacks) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING {COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(new.owner_id)
@@ -78,6 +83,7 @@ impl Db {
             .bind(&new.model)
             .bind(new.visibility.as_str())
             .bind(now)
+            .bind(super::model_list_json(&new.fallbacks))
             .fetch_one(&self.pool)
             .await
             .map_err(DbError::from_write)?;
@@ -116,7 +122,8 @@ impl Db {
         let sql = format!(
             "UPDATE assistants SET name = COALESCE($2, name), description = COALESCE($3, description), \
              system_prompt = COALESCE($4, system_prompt), model = COALESCE($5, model), \
-             visibility = COALESCE($6, visibility), updated_at = $7 WHERE id = $1 RETURNING {COLUMNS}"
+             visibility = COALESCE($6, visibility), fallbacks = COALESCE($8, fallbacks), updated_at = $7 \
+             WHERE id = $1 RETURNING {COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(id)
@@ -126,6 +133,7 @@ impl Db {
             .bind(patch.model.as_deref())
             .bind(patch.visibility.map(Visibility::as_str))
             .bind(now_ms())
+            .bind(patch.fallbacks.as_deref().map(super::model_list_json))
             .fetch_one(&self.pool)
             .await?;
         StoredAssistant::from_row(&row)

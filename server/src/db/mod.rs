@@ -203,6 +203,17 @@ pub fn now_ms() -> i64 {
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A list of model references or patterns as stored: a JSON array of strings.
+pub(crate) fn model_list_json(models: &[String]) -> String {
+    serde_json::to_string(models).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Reads a stored list of model references or patterns.
+pub(crate) fn parse_model_list(text: &str) -> DbResult<Vec<String>> {
+    serde_json::from_str(text)
+        .map_err(|err| DbError::Corrupt(format!("a stored model list is not a JSON array: {err}")))
+}
+
 /// Formats a time column as RFC 3339 UTC, as the API shows it.
 pub fn rfc3339(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;

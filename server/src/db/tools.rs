@@ -23,6 +23,8 @@ pub struct StoredTool {
     pub description: String,
     pub system_prompt: String,
     pub model: String,
+    /// Tried in order when `model`'s provider fails before the first token.
+    pub fallbacks: Vec<String>,
     pub requires_file: bool,
     pub output: OutputKind,
     pub active: bool,
@@ -52,7 +54,12 @@ impl StoredTool {
     /// What admins see of a tool (`GET /admin/tools`, `admin tools list --json`): the metadata,
     /// whether it is active and its guard; still no prompt and no canary.
     pub fn admin_view(&self) -> aniate_proto::api::AdminTool {
-        aniate_proto::api::AdminTool { tool: self.meta(), active: self.active, guard: self.guard }
+        aniate_proto::api::AdminTool {
+            tool: self.meta(),
+            active: self.active,
+            guard: self.guard,
+            fallbacks: self.fallbacks.clone(),
+        }
     }
 
     fn from_row(row: &AnyRow) -> DbResult<StoredTool> {
@@ -63,6 +70,7 @@ impl StoredTool {
             description: row.try_get("description")?,
             system_prompt: row.try_get("system_prompt")?,
             model: row.try_get("model")?,
+            fallbacks: super::parse_model_list(&row.try_get::<String, _>("fallbacks")?)?,
             requires_file: row.try_get::<i64, _>("requires_file")? != 0,
             output: output.parse().map_err(DbError::Corrupt)?,
             active: row.try_get::<i64, _>("active")? != 0,
@@ -74,8 +82,7 @@ impl StoredTool {
     }
 }
 
-const TOOL_COLUMNS: &str =
-    "slug, name, description, system_prompt, model, requires_file, output, active, version, updated_at, guard, canary";
+const TOOL_COLUMNS: &str = "slug, name, description, system_prompt, model, requires_file, output, active, version, updated_at, guard, canary, fallbacks";
 
 /// One recorded version of a tool, prompt included; like [`StoredTool`], not `Serialize`:
 /// [`StoredToolVersion::info`] drops the prompt, and only the admin-only
@@ -209,8 +216,8 @@ impl Db {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let sql = format!(
-            "INSERT INTO global_tools (slug, name, description, system_prompt, model, requires_file, output, active, version, created_at, updated_at, guard, canary) \
-             VALUES ($1, $2, $3, $4, COALESCE($5, '{DEFAULT_MODEL}'), COALESCE($6, 0), COALESCE($7, 'text'), COALESCE($8, 1), 1, $9, $9, COALESCE($10, 'block'), $11) \
+            "INSERT INTO global_tools (slug, name, description, system_prompt, model, requires_file, output, active, version, created_at, updated_at, guard, canary, fallbacks) \
+             VALUES ($1, $2, $3, $4, COALESCE($5, '{DEFAULT_MODEL}'), COALESCE($6, 0), COALESCE($7, 'text'), COALESCE($8, 1), 1, $9, $9, COALESCE($10, 'block'), $11, COALESCE($12, '[]')) \
              ON CONFLICT (slug) DO UPDATE SET \
                 name = excluded.name, description = excluded.description, system_prompt = excluded.system_prompt, \
                 model = COALESCE($5, global_tools.model), \
@@ -218,6 +225,7 @@ impl Db {
                 output = COALESCE($7, global_tools.output), \
                 active = COALESCE($8, global_tools.active), \
                 guard = COALESCE($10, global_tools.guard), \
+                fallbacks = COALESCE($12, global_tools.fallbacks), \
                 version = global_tools.version + 1, updated_at = $9 \
              WHERE global_tools.name <> excluded.name OR global_tools.description <> excluded.description \
                 OR global_tools.system_prompt <> excluded.system_prompt \
@@ -226,6 +234,7 @@ impl Db {
                 OR global_tools.output <> COALESCE($7, global_tools.output) \
                 OR global_tools.active <> COALESCE($8, global_tools.active) \
                 OR global_tools.guard <> COALESCE($10, global_tools.guard) \
+                OR global_tools.fallbacks <> COALESCE($12, global_tools.fallbacks) \
              RETURNING {TOOL_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -240,6 +249,7 @@ impl Db {
             .bind(now)
             .bind(tool.guard.map(GuardMode::as_str))
             .bind(new_canary())
+            .bind(tool.fallbacks.as_deref().map(super::model_list_json))
             .fetch_optional(&mut *tx)
             .await?;
         let result = match row {
@@ -355,8 +365,8 @@ impl Db {
             let now = now_ms();
             for seed in crate::tooldef::seed_tools() {
                 sqlx::query(
-                    "INSERT INTO global_tools (slug, name, description, system_prompt, model, requires_file, output, active, version, created_at, updated_at, guard, canary) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 1, $8, $8, $9, $10) ON CONFLICT (slug) DO NOTHING",
+                    "INSERT INTO global_tools (slug, name, description, system_prompt, model, requires_file, output, active, version, created_at, updated_at, guard, canary, fallbacks) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 1, $8, $8, $9, $10, $11) ON CONFLICT (slug) DO NOTHING",
                 )
                 .bind(&seed.slug)
                 .bind(&seed.name)
@@ -368,6 +378,7 @@ impl Db {
                 .bind(now)
                 .bind(seed.guard.unwrap_or_default().as_str())
                 .bind(new_canary())
+                .bind(super::model_list_json(seed.fallbacks.as_deref().unwrap_or_default()))
                 .execute(&mut *tx)
                 .await?;
                 record_version(&mut tx, &seed.slug, "seed", "", now).await?;

@@ -7,7 +7,13 @@ use super::{Backend, Db, DbError, DbResult, now_ms};
 pub struct UsageRecord {
     pub user_id: i64,
     pub tool: String,
+    /// The provider and model that answered (the first of the route when none did).
+    pub provider: String,
     pub model: String,
+    /// What the run cost at the catalogue's prices, in micro-dollars.
+    pub cost_micro_usd: u64,
+    /// Whether the model has a price in the catalogue.
+    pub priced: bool,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub latency_ms: u64,
@@ -35,6 +41,10 @@ pub struct TokenReservation {
     pub tokens: u64,
     /// The plan's monthly quota.
     pub tokens_per_month: u64,
+    /// The most the run may cost, in micro-dollars, at the priciest model of its route.
+    pub cost_micro_usd: u64,
+    /// The plan's monthly cost limit in micro-dollars, if it has one.
+    pub cost_limit_micro_usd: Option<u64>,
     /// The first instant of this month (Unix milliseconds).
     pub month_start_ms: i64,
 }
@@ -140,11 +150,12 @@ async fn write_usage(pool: sqlx::AnyPool, mut receiver: tokio::sync::mpsc::Unbou
 /// Settles runs in one transaction: each row to its real cost and status, and each user's
 /// month by what their runs really used.
 async fn settle_batch(pool: &sqlx::AnyPool, batch: &[Settlement]) -> Result<(), sqlx::Error> {
-    let mut months: std::collections::HashMap<(i64, i64), i64> = std::collections::HashMap::new();
+    let mut months: std::collections::HashMap<(i64, i64), (i64, i64)> = std::collections::HashMap::new();
     let mut tx = pool.begin().await?;
     for Settlement { usage_id, month_start_ms, record } in batch {
         let done = sqlx::query(
-            "UPDATE usage SET prompt_tokens = $1, completion_tokens = $2, latency_ms = $3, ttft_ms = $4, status = $5 \
+            "UPDATE usage SET prompt_tokens = $1, completion_tokens = $2, latency_ms = $3, ttft_ms = $4, status = $5, \
+             provider = $7, model = $8, cost_micro_usd = $9, priced = $10 \
              WHERE id = $6 AND status = 'running'",
         )
         .bind(to_i64(record.prompt_tokens))
@@ -153,20 +164,29 @@ async fn settle_batch(pool: &sqlx::AnyPool, batch: &[Settlement]) -> Result<(), 
         .bind(record.ttft_ms.map(to_i64))
         .bind(&record.status)
         .bind(usage_id)
+        .bind(&record.provider)
+        .bind(&record.model)
+        .bind(to_i64(record.cost_micro_usd))
+        .bind(i64::from(record.priced))
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            *months.entry((record.user_id, *month_start_ms)).or_default() +=
-                to_i64(record.prompt_tokens.saturating_add(record.completion_tokens));
+            let month = months.entry((record.user_id, *month_start_ms)).or_default();
+            month.0 += to_i64(record.prompt_tokens.saturating_add(record.completion_tokens));
+            month.1 += to_i64(record.cost_micro_usd);
         }
     }
-    for ((user_id, month_start_ms), tokens) in months {
-        sqlx::query("UPDATE usage_months SET tokens = tokens + $1 WHERE user_id = $2 AND month_start = $3")
-            .bind(tokens)
-            .bind(user_id)
-            .bind(month_start_ms)
-            .execute(&mut *tx)
-            .await?;
+    for ((user_id, month_start_ms), (tokens, cost)) in months {
+        sqlx::query(
+            "UPDATE usage_months SET tokens = tokens + $1, cost_micro_usd = cost_micro_usd + $4 \
+             WHERE user_id = $2 AND month_start = $3",
+        )
+        .bind(tokens)
+        .bind(user_id)
+        .bind(month_start_ms)
+        .bind(cost)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
 }
@@ -189,8 +209,9 @@ impl Db {
         // The month's first run (since the month began, or since this release first ran): make
         // its row from the usage rows (once, whoever gets there first), then ask again.
         sqlx::query(
-            "INSERT INTO usage_months (user_id, month_start, tokens) \
-             SELECT $1, $2, CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage \
+            "INSERT INTO usage_months (user_id, month_start, tokens, cost_micro_usd) \
+             SELECT $1, $2, CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT), \
+                CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
              WHERE user_id = $1 AND created_at >= $2 AND status <> 'running' \
              ON CONFLICT (user_id, month_start) DO NOTHING",
         )
@@ -209,23 +230,30 @@ impl Db {
         let in_flight_since = reservation.month_start_ms.max(now - STALE_RESERVATION_MS);
         let insert = || {
             sqlx::query_as::<_, (i64,)>(
-            "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at) \
-             SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6 \
-             WHERE (SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $7) \
-                 + (SELECT CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) FROM usage \
-                    WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
-                 + $4 <= $9 \
-             RETURNING id",
-        )
-        .bind(reservation.user_id)
-        .bind(&reservation.tool)
-        .bind(&reservation.model)
-        .bind(to_i64(reservation.tokens))
-        .bind(&reservation.request_id)
-        .bind(now)
-        .bind(reservation.month_start_ms)
-        .bind(in_flight_since)
-        .bind(to_i64(reservation.tokens_per_month))
+                "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at, cost_micro_usd) \
+                 SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6, $10 \
+                 WHERE (SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $7) \
+                     + (SELECT CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) FROM usage \
+                        WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
+                     + $4 <= $9 \
+                 AND (SELECT cost_micro_usd FROM usage_months WHERE user_id = $1 AND month_start = $7) \
+                     + (SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
+                        WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
+                     + $10 <= $11 \
+                 RETURNING id",
+            )
+            .bind(reservation.user_id)
+            .bind(&reservation.tool)
+            .bind(&reservation.model)
+            .bind(to_i64(reservation.tokens))
+            .bind(&reservation.request_id)
+            .bind(now)
+            .bind(reservation.month_start_ms)
+            .bind(in_flight_since)
+            .bind(to_i64(reservation.tokens_per_month))
+            .bind(to_i64(reservation.cost_micro_usd))
+            // No limit is a limit no sum reaches, so the statement keeps one shape.
+            .bind(reservation.cost_limit_micro_usd.map_or(i64::MAX, to_i64))
         };
         let month = sqlx::query("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2 FOR UPDATE")
             .bind(reservation.user_id)
@@ -291,18 +319,26 @@ impl Db {
     }
 }
 
-/// Sums as `BIGINT` in both dialects (PostgreSQL's `SUM(BIGINT)` is `NUMERIC`).
-const TOTALS: &str =
-    "COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT)";
+/// Sums as `BIGINT` in both dialects (PostgreSQL's `SUM(BIGINT)` is `NUMERIC`): requests,
+/// prompt and completion tokens, cost, and runs that used tokens of an unpriced model.
+const TOTALS: &str = "COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(CASE WHEN priced = 0 AND prompt_tokens + completion_tokens > 0 THEN 1 ELSE 0 END), 0) AS BIGINT)";
 
 /// Runs stopped by the prompt guard, as `BIGINT`.
 const BLOCKED: &str = "CAST(COALESCE(SUM(CASE WHEN status = 'blocked' THEN 1 ELSE 0 END), 0) AS BIGINT)";
 
-fn totals(requests: i64, prompt: i64, completion: i64) -> aniate_proto::api::UsageTotals {
+/// The columns of [`TOTALS`].
+type Totals = (i64, i64, i64, i64, i64);
+
+fn totals((requests, prompt, completion, cost, unpriced): Totals) -> aniate_proto::api::UsageTotals {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
     aniate_proto::api::UsageTotals {
-        requests: requests.max(0) as u64,
-        prompt_tokens: prompt.max(0) as u64,
-        completion_tokens: completion.max(0) as u64,
+        requests: count(requests),
+        prompt_tokens: count(prompt),
+        completion_tokens: count(completion),
+        cost_micro_usd: count(cost),
+        unpriced: count(unpriced),
     }
 }
 
@@ -319,25 +355,55 @@ impl Db {
         Ok(tokens.max(0) as u64)
     }
 
+    /// What a user's runs since `since_ms` cost, in micro-dollars (runs in flight at their
+    /// reservation), for the message of a refused run.
+    pub async fn cost_since(&self, user_id: i64, since_ms: i64) -> DbResult<u64> {
+        let (cost,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage WHERE user_id = $1 AND created_at >= $2",
+        )
+        .bind(user_id)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(cost).unwrap_or(0))
+    }
+
     pub async fn usage_totals(&self, user_id: i64, since_ms: i64) -> DbResult<aniate_proto::api::UsageTotals> {
         let sql = format!("SELECT {TOTALS} FROM usage WHERE user_id = $1 AND created_at >= $2");
-        let (requests, prompt, completion): (i64, i64, i64) =
-            sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_one(&self.pool).await?;
-        Ok(totals(requests, prompt, completion))
+        let row: Totals = sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_one(&self.pool).await?;
+        Ok(totals(row))
     }
 
     pub async fn usage_by_tool(&self, user_id: i64, since_ms: i64) -> DbResult<Vec<aniate_proto::api::ToolUsage>> {
         let sql = format!(
             "SELECT tool, {TOTALS}, {BLOCKED} FROM usage WHERE user_id = $1 AND created_at >= $2 GROUP BY tool ORDER BY tool"
         );
-        let rows: Vec<(String, i64, i64, i64, i64)> =
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> =
             sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(tool, r, p, c, blocked)| aniate_proto::api::ToolUsage {
+            .map(|(tool, r, p, c, cost, unpriced, blocked)| aniate_proto::api::ToolUsage {
                 tool,
-                totals: totals(r, p, c),
+                totals: totals((r, p, c, cost, unpriced)),
                 blocked: blocked.max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// Usage by provider and model.
+    pub async fn usage_by_model(&self, user_id: i64, since_ms: i64) -> DbResult<Vec<aniate_proto::api::ModelUsage>> {
+        let sql = format!(
+            "SELECT provider, model, {TOTALS} FROM usage WHERE user_id = $1 AND created_at >= $2 \
+             GROUP BY provider, model ORDER BY provider, model"
+        );
+        let rows: Vec<(String, String, i64, i64, i64, i64, i64)> =
+            sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(provider, model, r, p, c, cost, unpriced)| aniate_proto::api::ModelUsage {
+                provider,
+                model,
+                totals: totals((r, p, c, cost, unpriced)),
             })
             .collect())
     }
@@ -351,29 +417,34 @@ impl Db {
         let sql = format!(
             "SELECT created_at / 86400000 AS day, {TOTALS} FROM usage WHERE user_id = $1 AND created_at >= $2 GROUP BY created_at / 86400000 ORDER BY day"
         );
-        let rows: Vec<(i64, i64, i64, i64)> =
+        let rows: Vec<(i64, i64, i64, i64, i64, i64)> =
             sqlx::query_as(&sql).bind(user_id).bind(since_ms).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|(day, r, p, c)| (day, totals(r, p, c))).collect())
+        Ok(rows.into_iter().map(|(day, r, p, c, cost, unpriced)| (day, totals((r, p, c, cost, unpriced)))).collect())
     }
 
-    /// Everyone's usage between two times, by user and tool, for invoicing.
+    /// Everyone's usage between two times, by user, tool, provider and model, for invoicing.
     pub async fn admin_usage(&self, from_ms: i64, to_ms: i64) -> DbResult<Vec<aniate_proto::api::AdminUsageRow>> {
-        let sql = "SELECT u.email, u.plan, usage.tool, COUNT(*), CAST(COALESCE(SUM(usage.prompt_tokens), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(usage.completion_tokens), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN usage.status = 'blocked' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+        let sql = format!(
+            "SELECT u.email, u.plan, usage.tool, usage.provider, usage.model, {TOTALS}, {BLOCKED} \
              FROM usage JOIN users u ON u.id = usage.user_id \
              WHERE usage.created_at >= $1 AND usage.created_at < $2 \
-             GROUP BY u.email, u.plan, usage.tool ORDER BY u.email, usage.tool";
-        let rows: Vec<(String, String, String, i64, i64, i64, i64)> =
-            sqlx::query_as(sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
+             GROUP BY u.email, u.plan, usage.tool, usage.provider, usage.model \
+             ORDER BY u.email, usage.tool, usage.provider, usage.model"
+        );
+        type Row = (String, String, String, String, String, i64, i64, i64, i64, i64, i64);
+        let rows: Vec<Row> = sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(email, plan, tool, r, p, c, blocked)| aniate_proto::api::AdminUsageRow {
-                email,
-                plan,
-                tool,
-                totals: totals(r, p, c),
-                blocked: blocked.max(0) as u64,
+            .map(|(email, plan, tool, provider, model, r, p, c, cost, unpriced, blocked)| {
+                aniate_proto::api::AdminUsageRow {
+                    email,
+                    plan,
+                    tool,
+                    provider,
+                    model,
+                    totals: totals((r, p, c, cost, unpriced)),
+                    blocked: blocked.max(0) as u64,
+                }
             })
             .collect())
     }

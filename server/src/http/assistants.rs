@@ -31,6 +31,7 @@ pub fn view(brew: &StoredAssistant, user_id: i64) -> Assistant {
         name: brew.name.clone(),
         description: brew.description.clone(),
         model: brew.model.clone(),
+        fallbacks: brew.fallbacks.clone(),
         visibility: brew.visibility,
         mine,
         created_at: rfc3339(brew.created_at),
@@ -77,10 +78,38 @@ fn check_fields(
             ));
         }
     }
-    if model.is_some_and(|m| m.trim().is_empty() || m.chars().count() > 128) {
-        return Err(ApiError::invalid("model: 1 to 128 characters"));
+    if let Some(model) = model {
+        crate::providers::check_model_ref(model).map_err(|err| ApiError::invalid(format!("model: {err}")))?;
     }
     Ok(())
+}
+
+/// Refuses a brew whose model or fallbacks the user's plan does not allow (422 listing the
+/// allowed patterns). Brews are the one place users choose models, and the operator's key pays.
+pub async fn check_plan_models(state: &AppState, user: &AuthUser, models: &[&str]) -> ApiResult<()> {
+    let plan = state.limiter.plan(&state.db, &user.plan).await?;
+    let Some(allowed) = &plan.allowed_models else {
+        return Ok(());
+    };
+    for model in models {
+        let resolved = state.providers.resolve(model).to_string();
+        let ok = allowed.iter().any(|pattern| {
+            crate::providers::glob_matches(pattern, model) || crate::providers::glob_matches(pattern, &resolved)
+        });
+        if !ok {
+            let listed = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
+            return Err(ApiError::invalid(format!(
+                "model: the {} plan does not allow `{model}`; it allows {listed}",
+                plan.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The model and fallbacks of a brew, as one list to check against the plan.
+fn brew_models<'a>(model: Option<&'a str>, fallbacks: Option<&'a [String]>) -> Vec<&'a str> {
+    model.into_iter().chain(fallbacks.unwrap_or_default().iter().map(String::as_str)).collect()
 }
 
 fn check_visibility(user: &AuthUser, visibility: Option<Visibility>) -> ApiResult<()> {
@@ -105,7 +134,12 @@ pub async fn create(
     ApiJson(body): ApiJson<AssistantCreate>,
 ) -> ApiResult<(StatusCode, Json<Assistant>)> {
     check_fields(Some(&body.name), body.description.as_deref(), Some(&body.system_prompt), body.model.as_deref())?;
+    if let Some(fallbacks) = &body.fallbacks {
+        crate::providers::check_fallbacks(fallbacks).map_err(ApiError::invalid)?;
+    }
     check_visibility(&user, body.visibility)?;
+    let model = body.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+    check_plan_models(&state, &user, &brew_models(Some(model.as_str()), body.fallbacks.as_deref())).await?;
     let slug = body.slug.clone().unwrap_or_else(|| slug_from_name(&body.name));
     if !is_valid_slug(&slug) {
         return Err(ApiError::invalid(format!("slug: `{slug}` is not a slug (1 to 32 of a-z, 0-9 and -)")));
@@ -116,7 +150,8 @@ pub async fn create(
         name: body.name.trim().to_owned(),
         description: body.description.unwrap_or_default(),
         system_prompt: body.system_prompt,
-        model: body.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
+        model,
+        fallbacks: body.fallbacks.unwrap_or_default(),
         visibility: body.visibility.unwrap_or_default(),
     };
     match state.db.create_assistant(&new).await {
@@ -171,7 +206,11 @@ pub async fn update(
         patch.system_prompt.as_deref(),
         patch.model.as_deref(),
     )?;
+    if let Some(fallbacks) = &patch.fallbacks {
+        crate::providers::check_fallbacks(fallbacks).map_err(ApiError::invalid)?;
+    }
     check_visibility(&user, patch.visibility)?;
+    check_plan_models(&state, &user, &brew_models(patch.model.as_deref(), patch.fallbacks.as_deref())).await?;
     let updated = state.db.update_assistant(brew.id, &patch).await?;
     Ok(Json(view(&updated, user.user_id)))
 }

@@ -54,7 +54,7 @@ pub async fn chat(
     if request.messages.last().is_some_and(|m| m.content.trim().is_empty()) {
         return Err(ApiError::invalid("messages: the last message is empty"));
     }
-    let (label, model, prompt, guard) = match request.assistant.as_deref() {
+    let (label, model, fallbacks, prompt, guard) = match request.assistant.as_deref() {
         Some(id) => {
             let brew = state
                 .db
@@ -68,11 +68,18 @@ pub async fn chat(
                     RunGuard::new(&state, &key, &brew.system_prompt, None, GuardMode::Block)
                 })
                 .flatten();
-            (format!("chat:{}", brew.slug), brew.model, brew.system_prompt, guard)
+            // The plan may have changed since the user saved their brew: checked on every chat.
+            // A global brew's models are an admin's choice, not the user's.
+            if brew.owner_id == user.user_id {
+                let models: Vec<&str> =
+                    std::iter::once(brew.model.as_str()).chain(brew.fallbacks.iter().map(String::as_str)).collect();
+                super::assistants::check_plan_models(&state, &user, &models).await?;
+            }
+            (format!("chat:{}", brew.slug), brew.model, brew.fallbacks, brew.system_prompt, guard)
         }
         None => {
             let guard = RunGuard::new(&state, "chat", DEFAULT_PROMPT, None, GuardMode::Block);
-            ("chat".to_owned(), DEFAULT_MODEL.to_owned(), DEFAULT_PROMPT.to_owned(), guard)
+            ("chat".to_owned(), DEFAULT_MODEL.to_owned(), Vec::new(), DEFAULT_PROMPT.to_owned(), guard)
         }
     };
     enforce_limits(&state, &user, &label).await?;
@@ -82,6 +89,7 @@ pub async fn chat(
         label,
         version: 0,
         model,
+        fallbacks,
         kind: OutputKind::Text,
         messages,
         temperature: None,

@@ -31,7 +31,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
 use self::error::ApiError;
-use crate::{db::Db, metrics::Metrics, upstream::Provider};
+use crate::{db::Db, metrics::Metrics, providers::ProviderRouter};
 
 /// Limits on what clients may send.
 #[derive(Debug, Clone)]
@@ -49,7 +49,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct AppInner {
     pub db: Db,
-    pub provider: Provider,
+    /// The providers of the catalogue and their health: who answers a run.
+    pub providers: ProviderRouter,
     pub metrics: Metrics,
     pub limits: Limits,
     pub limiter: crate::limits::Limiter,

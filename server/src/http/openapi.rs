@@ -34,7 +34,7 @@ use utoipa::{
         api::RunToolRequest, api::Credentials, api::TokenResponse, api::Me, api::Role, api::ToolUpsert,
         api::ToolUpsertResponse, api::UpsertOutcome, api::AdminTool, api::Health, api::Assistant, api::AssistantCreate,
         api::AssistantPatch, api::Visibility, api::ChatRequest, api::ChatMessage, api::ChatRole, api::FileMeta,
-        api::UsageReport, api::UsageTotals, api::ToolUsage, api::DayUsage, api::StorageUsage, api::AdminUsageRow,
+        api::UsageReport, api::UsageTotals, api::ToolUsage, api::DayUsage, api::StorageUsage, api::AdminUsageRow, api::ModelUsage,
         api::ToolVersionInfo, api::ToolVersion, api::RollbackRequest,
         event::Meta, event::Delta, event::Done, event::Usage, error::ErrorBody, error::ErrorDetail, error::ErrorCode,
         SseEvent,

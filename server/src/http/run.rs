@@ -38,6 +38,7 @@ use crate::{
     limits::{self, Decision},
     metrics::{RunLabels, TokenLabels, ToolLabels, tool_label},
     output, prompt,
+    providers::{ModelRef, RouteFailure},
     upstream::{ProviderError, UpstreamEvent, UpstreamStream},
 };
 
@@ -97,6 +98,7 @@ pub async fn run_tool(
         label: tool.slug.clone(),
         version: tool.version,
         model: tool.model.clone(),
+        fallbacks: tool.fallbacks.clone(),
         kind: tool.output,
         messages: prompt::tool_messages(&tool, &request),
         temperature: prompt::temperature(tool.output),
@@ -158,11 +160,16 @@ async fn reserve_tokens(
     request_id: &str,
     prompt_chars: usize,
     max_tokens: u32,
+    route: &[ModelRef],
 ) -> ApiResult<(i64, i64)> {
     let plan = state.limiter.plan(&state.db, &user.plan).await?;
     let now = crate::db::now_ms();
     let (month_start, next_month) = limits::month_bounds(now);
     let prompt_estimate = prompt_chars.div_ceil(4) as u64;
+    // The plan's cost limit is held like its tokens: the most the run may cost, reserved.
+    let cost_estimate = state
+        .providers
+        .max_cost(route, Usage { prompt_tokens: prompt_estimate, completion_tokens: u64::from(max_tokens) });
     let reservation = TokenReservation {
         user_id: user.user_id,
         tool: answer.label.clone(),
@@ -170,19 +177,48 @@ async fn reserve_tokens(
         request_id: request_id.to_owned(),
         tokens: prompt_estimate + u64::from(max_tokens),
         tokens_per_month: plan.tokens_per_month,
+        cost_micro_usd: cost_estimate,
+        cost_limit_micro_usd: plan.cost_micro_usd_per_month,
         month_start_ms: month_start,
     };
     if let Some(usage_id) = state.db.reserve_tokens(&reservation).await? {
         return Ok((usage_id, month_start));
+    }
+    let retry_after = u64::try_from((next_month - now) / 1000).unwrap_or(1).max(1);
+    let used = state.db.tokens_since(user.user_id, month_start).await?;
+    // Which limit refused the run: the tokens if they do not fit, else the cost.
+    if let Some(limit) = plan.cost_micro_usd_per_month
+        && used.saturating_add(reservation.tokens) <= plan.tokens_per_month
+    {
+        let spent = state.db.cost_since(user.user_id, month_start).await?;
+        {
+            state
+                .metrics
+                .rate_limited
+                .get_or_create(&RunLabels { tool: tool_label(&answer.label), status: "monthly_cost".to_owned() })
+                .inc();
+            let usd = |micro: u64| format!("${}.{:06}", micro / 1_000_000, micro % 1_000_000);
+            return Err(ApiError {
+                code: ErrorCode::RateLimited,
+                message: format!(
+                    "cost limit: this run may cost up to {}; the {} plan has {} of its {} left this month \
+                     (runs in progress count at their reservation); it resets at {}",
+                    usd(cost_estimate),
+                    plan.name,
+                    usd(limit.saturating_sub(spent)),
+                    usd(limit),
+                    crate::db::rfc3339(next_month)
+                ),
+                retry_after: Some(retry_after),
+            });
+        }
     }
     state
         .metrics
         .rate_limited
         .get_or_create(&RunLabels { tool: tool_label(&answer.label), status: "monthly_tokens".to_owned() })
         .inc();
-    let used = state.db.tokens_since(user.user_id, month_start).await?;
     let left = plan.tokens_per_month.saturating_sub(used);
-    let retry_after = u64::try_from((next_month - now) / 1000).unwrap_or(1).max(1);
     Err(ApiError {
         code: ErrorCode::RateLimited,
         message: format!(
@@ -203,7 +239,11 @@ pub struct Answer {
     /// [`tool_label`] makes it.
     pub label: String,
     pub version: i64,
+    /// `provider/model`, or a bare model of the default provider.
     pub model: String,
+    /// Tried in order when the model's provider fails before the first token; empty means the
+    /// catalogue's own fallbacks.
+    pub fallbacks: Vec<String>,
     pub kind: OutputKind,
     pub messages: Vec<crate::upstream::ChatMessage>,
     pub temperature: Option<f32>,
@@ -241,15 +281,16 @@ pub async fn stream_answer(
 ) -> ApiResult<Response> {
     let prompt_chars: usize = answer.messages.iter().map(|m| m.content.chars().count()).sum();
     let max_tokens = prompt::max_tokens(answer.kind);
+    let route = state.providers.route(&answer.model, &answer.fallbacks);
     let (usage_id, month_start_ms) =
-        reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens).await?;
+        reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens, &route).await?;
     let mut recorder = RunRecorder {
         state: state.clone(),
         usage_id,
         month_start_ms,
         user_id: user.user_id,
         tool: answer.label.clone(),
-        model: answer.model.clone(),
+        answered_by: route[0].clone(),
         request_id: request_id.clone(),
         started: Instant::now(),
         ttft_ms: None,
@@ -260,31 +301,36 @@ pub async fn stream_answer(
         finished: false,
     };
 
-    let mut upstream =
-        match state.provider.stream_chat(&answer.model, &answer.messages, answer.temperature, max_tokens).await {
-            Ok(upstream) => {
-                recorder.provider_started = true;
-                upstream
-            }
-            Err(err) => {
-                recorder.finish(err.label());
-                return Err(provider_api_error(&err));
-            }
-        };
-    // Wait for the answer to start, so that a provider that fails before its first token gets
-    // a real HTTP status rather than a 200 with an error event.
-    let first = match upstream.next().await {
-        Some(Err(err)) => {
-            recorder.finish(err.label());
-            return Err(provider_api_error(&err));
+    // The router waits for the answer to start, so that a provider that fails before its first
+    // token gets a real HTTP status rather than a 200 with an error event, and so that the run
+    // can move to its next fallback until then.
+    let deadline = state.providers.run_deadline();
+    let opened = match state
+        .providers
+        .open(&route, &answer.messages, answer.temperature, max_tokens, deadline, &state.metrics)
+        .await
+    {
+        Ok(opened) => opened,
+        Err(failure) => {
+            recorder.provider_started = failure.provider_started;
+            recorder.finish(failure.error.label());
+            return Err(route_api_error(&failure));
         }
-        first => first,
     };
+    recorder.provider_started = true;
+    recorder.answered_by = opened.answered_by;
+    let (upstream, first) = (opened.stream, opened.first);
     if matches!(first, Some(Ok(UpstreamEvent::Delta(_)))) {
         recorder.mark_first_token();
     }
 
-    let meta = Meta { request_id, tool: answer.label.clone(), version: answer.version, model: answer.model.clone() };
+    let meta = Meta {
+        request_id,
+        tool: answer.label.clone(),
+        version: answer.version,
+        model: recorder.answered_by.model.clone(),
+        provider: Some(recorder.answered_by.provider.clone()),
+    };
     let guard = answer.guard.map(|guard| ActiveGuard { guard: Guard::new(guard.index, guard.mode), mode: guard.mode });
     let run = RunStream {
         guard,
@@ -314,6 +360,16 @@ pub async fn stream_answer(
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     }
     Ok(response)
+}
+
+/// The client-facing error when every entry of a run's route failed: the first entry's class
+/// (429, 502, 504), naming what was tried.
+fn route_api_error(failure: &RouteFailure) -> ApiError {
+    let mut error = provider_api_error(&failure.error);
+    if failure.tried.len() > 1 {
+        error.message = format!("{} (tried {})", error.message, failure.tried.join(", "));
+    }
+    error
 }
 
 /// The client-facing error for a provider failure. Never the provider's own words.
@@ -567,7 +623,8 @@ struct RunRecorder {
     month_start_ms: i64,
     user_id: i64,
     tool: String,
-    model: String,
+    /// The provider and model that answer: the route's first entry until one starts answering.
+    answered_by: ModelRef,
     request_id: String,
     started: Instant,
     ttft_ms: Option<u64>,
@@ -622,6 +679,8 @@ impl RunRecorder {
         tracing::info!(
             request_id = %self.request_id,
             tool = %self.tool,
+            provider = %self.answered_by.provider,
+            model = %self.answered_by.model,
             status,
             latency_ms,
             ttft_ms = self.ttft_ms,
@@ -629,10 +688,14 @@ impl RunRecorder {
             completion_tokens = usage.completion_tokens,
             "tool run finished"
         );
+        let (cost_micro_usd, priced) = self.state.providers.cost(&self.answered_by, usage);
         let record = UsageRecord {
             user_id: self.user_id,
             tool: self.tool.clone(),
-            model: self.model.clone(),
+            provider: self.answered_by.provider.clone(),
+            model: self.answered_by.model.clone(),
+            cost_micro_usd,
+            priced,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             latency_ms,

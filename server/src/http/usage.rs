@@ -30,6 +30,7 @@ pub async fn usage_report(state: &AppState, user: &AuthUser) -> ApiResult<UsageR
         .into_iter()
         .map(|(day, totals)| DayUsage { day: rfc3339(day * 86_400_000)[..10].to_owned(), totals })
         .collect();
+    let by_model = state.db.usage_by_model(user.user_id, start).await?;
     let (stored_bytes, stored_files) = state.db.stored_by(user.user_id).await?;
     let storage = aniate_proto::api::StorageUsage {
         stored_bytes,
@@ -48,6 +49,8 @@ pub async fn usage_report(state: &AppState, user: &AuthUser) -> ApiResult<UsageR
         totals,
         by_tool,
         by_day,
+        by_model,
+        cost_limit_micro_usd: plan.cost_micro_usd_per_month,
         storage,
     })
 }

@@ -13,6 +13,7 @@ mod hot_path;
 mod limits;
 mod ops;
 mod outage;
+mod providers;
 mod registry;
 mod runs;
 mod schema_fuzz;

@@ -39,7 +39,7 @@ pub const TARGET_GUARD_ADDED_TTFT_MS: f64 = 1.0;
 
 /// The seed tool the bench runs; a text tool, so the server relays the answer unchanged.
 const TOOL_SLUG: &str = "what";
-const INSTRUCTIONS: &str = "benchmark question";
+pub(crate) const INSTRUCTIONS: &str = "benchmark question";
 /// Length of the `what` tool's system prompt, so the direct requests are as large as the
 /// ones ant-server sends and the fake parses and records as much in both modes.
 const SYSTEM_PROMPT_CHARS: usize = 2_635;
@@ -47,12 +47,12 @@ const BENCH_PASSWORD: &str = "bench-password-1";
 /// Runs through the server per bench user. Users start on the `free` plan, whose monthly
 /// token quota (500 000 when this was written) would stop one user after about 700 of
 /// these runs; the per-minute limit is lifted with `ANIATE_RATE_LIMIT_PER_MIN` instead.
-const SERVER_RUNS_PER_USER: usize = 300;
+pub(crate) const SERVER_RUNS_PER_USER: usize = 300;
 /// Requests a minute allowed on the `free` plan during the bench: never the limit.
-const RATE_LIMIT_PER_MIN: &str = "1000000000";
+pub(crate) const RATE_LIMIT_PER_MIN: &str = "1000000000";
 
-const FAKE_LISTENING: &str = "aniate-fake-llm listening on ";
-const SERVER_LISTENING: &str = "ant-server listening on ";
+pub(crate) const FAKE_LISTENING: &str = "aniate-fake-llm listening on ";
+pub(crate) const SERVER_LISTENING: &str = "ant-server listening on ";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to run and how hard.
@@ -272,7 +272,7 @@ fn run_in(config: &Config, scratch: &Path, started: Instant) -> anyhow::Result<R
 }
 
 /// The URL a spawned process announces on the stdout line starting with `prefix`.
-fn listening_url(process: &TestProcess, prefix: &str) -> anyhow::Result<String> {
+pub(crate) fn listening_url(process: &TestProcess, prefix: &str) -> anyhow::Result<String> {
     let line = process.wait_for_stdout_line(prefix, STARTUP_TIMEOUT)?;
     Ok(line[prefix.len()..].trim().to_owned())
 }
@@ -400,7 +400,7 @@ async fn run_phase(
     Ok(phase)
 }
 
-fn http_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn http_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)
@@ -415,7 +415,7 @@ fn http_client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
 /// dir the server will use, and returns the tokens. Not through `POST /auth/signup`: each
 /// sign-up hashes a password with Argon2 (19 MiB of working memory), and the server's
 /// memory should show the streaming load, not the set-up.
-fn create_users(server_bin: &Path, data_dir: &str, n_users: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) fn create_users(server_bin: &Path, data_dir: &str, n_users: usize) -> anyhow::Result<Vec<String>> {
     let admin = |args: &[&str], stdin: Option<&str>| -> anyhow::Result<String> {
         let mut command = Command::new(server_bin);
         command.arg("admin").args(args);
@@ -504,20 +504,20 @@ fn stand_in_system_prompt() -> String {
 }
 
 /// A directory under the system temp dir, removed on drop unless `keep` is set.
-struct ScratchDir {
+pub(crate) struct ScratchDir {
     path: PathBuf,
-    keep: bool,
+    pub(crate) keep: bool,
 }
 
 impl ScratchDir {
-    fn create() -> anyhow::Result<ScratchDir> {
+    pub(crate) fn create() -> anyhow::Result<ScratchDir> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let path = std::env::temp_dir().join(format!("aniate-bench-server-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(ScratchDir { path, keep: false })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

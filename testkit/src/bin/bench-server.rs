@@ -67,6 +67,11 @@ struct Args {
     /// by side as a third mode, to measure the guard's cost; `none` skips it
     #[arg(long, value_name = "FILE.toml", default_value = "server/tools/what.toml")]
     guard_file: String,
+
+    /// Instead: measure a provider fallback, one run at a time (--sequential-runs per mode):
+    /// a first provider that answers 500 at once, then the second, against the second alone
+    #[arg(long)]
+    fallback: bool,
 }
 
 /// Share of the CPUs busy with other work above which the results are called disturbed.
@@ -76,6 +81,21 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let command = shell_command(std::env::args());
     let config = build_config(&args)?;
+    if args.fallback {
+        let report = aniate_testkit::bench::fallback::run(aniate_testkit::bench::fallback::FallbackConfig {
+            server_bin: config.server_bin,
+            fake_bin: config.fake_bin,
+            runs: config.sequential_runs.max(1),
+            warmup_runs: if args.quick { 10 } else { 100 },
+            reply_chars: config.reply_chars,
+            chunk_chars: config.chunk_chars,
+        })?;
+        println!("{}", report.to_text());
+        if !report.errors.is_empty() {
+            bail!("{} runs failed, so the figures are not trustworthy: {}", report.errors.len(), report.errors[0]);
+        }
+        return Ok(());
+    }
     let machine = Machine::detect();
     let report = server::run(config)?;
     let markdown = report.to_markdown(&machine, &command);
