@@ -37,6 +37,8 @@ pub struct TokenReservation {
     pub tokens_per_month: u64,
     /// The first instant of this month (Unix milliseconds).
     pub month_start_ms: i64,
+    /// The door the run came in by: `aniate` or `openai`.
+    pub via: &'static str,
 }
 
 impl Db {
@@ -54,8 +56,8 @@ impl Db {
                 .await?;
         }
         let id: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at) \
-             SELECT $1, $2, $3, $4, 0, 0, NULL, $5, $6, $7 \
+            "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at, via) \
+             SELECT $1, $2, $3, $4, 0, 0, NULL, $5, $6, $7, $10 \
              WHERE (SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage \
                     WHERE user_id = $1 AND created_at >= $8) + $4 <= $9 \
              RETURNING id",
@@ -69,6 +71,7 @@ impl Db {
         .bind(now_ms())
         .bind(reservation.month_start_ms)
         .bind(to_i64(reservation.tokens_per_month))
+        .bind(reservation.via)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -9,6 +9,7 @@ mod files;
 mod guard;
 mod hostile;
 mod limits;
+mod openai;
 mod ops;
 mod outage;
 mod registry;
