@@ -108,37 +108,39 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             let db = open(&db).await?;
             let rows = db.admin_usage(from, to).await?;
             if csv {
-                writeln!(out, "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked")?;
+                writeln!(out, "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked,via")?;
                 for row in &rows {
                     writeln!(
                         out,
-                        "{},{},{},{},{},{},{}",
+                        "{},{},{},{},{},{},{},{}",
                         csv_field(&row.email),
                         csv_field(&row.plan),
                         csv_field(&row.tool),
                         row.totals.requests,
                         row.totals.prompt_tokens,
                         row.totals.completion_tokens,
-                        row.blocked
+                        row.blocked,
+                        csv_field(&row.via)
                     )?;
                 }
             } else {
                 writeln!(
                     out,
-                    "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12} {:>8}",
-                    "EMAIL", "PLAN", "TOOL", "REQUESTS", "PROMPT", "COMPLETION", "BLOCKED"
+                    "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12} {:>8} {:<6}",
+                    "EMAIL", "PLAN", "TOOL", "REQUESTS", "PROMPT", "COMPLETION", "BLOCKED", "VIA"
                 )?;
                 for row in &rows {
                     writeln!(
                         out,
-                        "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12} {:>8}",
+                        "{:<32} {:<8} {:<20} {:>9} {:>12} {:>12} {:>8} {:<6}",
                         row.email,
                         row.plan,
                         row.tool,
                         row.totals.requests,
                         row.totals.prompt_tokens,
                         row.totals.completion_tokens,
-                        row.blocked
+                        row.blocked,
+                        row.via
                     )?;
                 }
             }

@@ -174,20 +174,21 @@ impl Db {
     pub async fn admin_usage(&self, from_ms: i64, to_ms: i64) -> DbResult<Vec<aniate_proto::api::AdminUsageRow>> {
         let sql = "SELECT u.email, u.plan, usage.tool, COUNT(*), CAST(COALESCE(SUM(usage.prompt_tokens), 0) AS BIGINT), \
              CAST(COALESCE(SUM(usage.completion_tokens), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(CASE WHEN usage.status = 'blocked' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             CAST(COALESCE(SUM(CASE WHEN usage.status = 'blocked' THEN 1 ELSE 0 END), 0) AS BIGINT), usage.via \
              FROM usage JOIN users u ON u.id = usage.user_id \
              WHERE usage.created_at >= $1 AND usage.created_at < $2 \
-             GROUP BY u.email, u.plan, usage.tool ORDER BY u.email, usage.tool";
-        let rows: Vec<(String, String, String, i64, i64, i64, i64)> =
+             GROUP BY u.email, u.plan, usage.tool, usage.via ORDER BY u.email, usage.tool, usage.via";
+        let rows: Vec<(String, String, String, i64, i64, i64, i64, String)> =
             sqlx::query_as(sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(email, plan, tool, r, p, c, blocked)| aniate_proto::api::AdminUsageRow {
+            .map(|(email, plan, tool, r, p, c, blocked, via)| aniate_proto::api::AdminUsageRow {
                 email,
                 plan,
                 tool,
                 totals: totals(r, p, c),
                 blocked: blocked.max(0) as u64,
+                via,
             })
             .collect())
     }

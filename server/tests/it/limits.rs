@@ -135,7 +135,8 @@ async fn admin_usage_and_plans(backend: Backend) {
     let csv = h.admin(&["usage", "--csv"], "");
     let csv = String::from_utf8(csv.stdout).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked");
+    assert_eq!(lines[0], "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked,via");
+    assert!(lines[1..].iter().all(|line| line.ends_with(",aniate")), "{csv}");
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[1].starts_with("billed@example.test,free,fix,1,"), "{csv}");
     let future = h.admin(&["usage", "--from", "2999-01-01"], "");

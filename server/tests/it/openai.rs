@@ -354,6 +354,12 @@ async fn limits_usage_and_the_guard_are_the_same_by_either_door(backend: Backend
     }
     let metrics = h.http.get(h.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("aniate_prompt_guard_blocks_total{tool=\"what\"} 2"), "{metrics}");
+    // Admins see the door in the usage breakdown.
+    let admin = h.admin_token().await;
+    let rows: Vec<Value> =
+        h.http.get(h.url("/admin/usage")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    let openai_row = rows.iter().find(|row| row["via"] == "openai").unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!((openai_row["tool"].as_str(), openai_row["blocked"].as_u64()), (Some("what"), Some(2)), "{rows:?}");
 
     // The per-minute limit counts runs by both doors: two by this one, one by `/tool/{slug}`,
     // and the fourth in the minute, by either door, is a 429 with Retry-After.
