@@ -105,6 +105,10 @@ impl Db {
     }
 }
 
+/// One row of [`Db::admin_usage`]: email, plan, tool, requests, prompt and completion tokens,
+/// blocked runs, door.
+type AdminUsageTuple = (String, String, String, i64, i64, i64, i64, String);
+
 /// Sums as `BIGINT` in both dialects (PostgreSQL's `SUM(BIGINT)` is `NUMERIC`).
 const TOTALS: &str =
     "COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT)";
@@ -178,8 +182,7 @@ impl Db {
              FROM usage JOIN users u ON u.id = usage.user_id \
              WHERE usage.created_at >= $1 AND usage.created_at < $2 \
              GROUP BY u.email, u.plan, usage.tool, usage.via ORDER BY u.email, usage.tool, usage.via";
-        let rows: Vec<(String, String, String, i64, i64, i64, i64, String)> =
-            sqlx::query_as(sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
+        let rows: Vec<AdminUsageTuple> = sqlx::query_as(sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|(email, plan, tool, r, p, c, blocked, via)| aniate_proto::api::AdminUsageRow {
