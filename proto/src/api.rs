@@ -425,7 +425,7 @@ pub struct StorageUsage {
     pub max_stored_files: u64,
 }
 
-/// One line of `GET /admin/usage`: a user's use of a tool in the period.
+/// One line of `GET /admin/usage`: a user's use of a tool, by one door, in the period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminUsageRow {
@@ -442,4 +442,12 @@ pub struct AdminUsageRow {
     /// Runs the prompt guard stopped (usage status `blocked`): who is probing for prompts.
     #[serde(default)]
     pub blocked: u64,
+    /// The door the runs came in by: `aniate` (`/tool/{slug}`, `/chat`) or `openai`
+    /// (`/v1/chat/completions`); `aniate` from servers before it.
+    #[serde(default = "aniate_door")]
+    pub via: String,
+}
+
+fn aniate_door() -> String {
+    "aniate".to_owned()
 }

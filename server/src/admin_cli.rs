@@ -131,12 +131,12 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
                 writeln!(
                     out,
                     // New columns go at the end, so scripts reading the older ones by position keep working.
-                    "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked,provider,model,cost_usd,unpriced"
+                    "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked,provider,model,cost_usd,unpriced,via"
                 )?;
                 for row in &rows {
                     writeln!(
                         out,
-                        "{},{},{},{},{},{},{},{},{},{},{}",
+                        "{},{},{},{},{},{},{},{},{},{},{},{}",
                         csv_field(&row.email),
                         csv_field(&row.plan),
                         csv_field(&row.tool),
@@ -148,13 +148,14 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
                         csv_field(&row.model),
                         usd_plain(row.totals.cost_micro_usd),
                         row.totals.unpriced,
+                        csv_field(&row.via),
                     )?;
                 }
             } else {
                 writeln!(
                     out,
-                    "{:<32} {:<8} {:<20} {:<36} {:>9} {:>12} {:>12} {:>12} {:>8}",
-                    "EMAIL", "PLAN", "TOOL", "MODEL", "REQUESTS", "PROMPT", "COMPLETION", "COST", "BLOCKED"
+                    "{:<32} {:<8} {:<20} {:<36} {:>9} {:>12} {:>12} {:>12} {:>8} {:<6}",
+                    "EMAIL", "PLAN", "TOOL", "MODEL", "REQUESTS", "PROMPT", "COMPLETION", "COST", "BLOCKED", "VIA"
                 )?;
                 for row in &rows {
                     // An unpriced model's runs cost 0 here: marked so nobody invoices them as free.
@@ -165,7 +166,7 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
                     };
                     writeln!(
                         out,
-                        "{:<32} {:<8} {:<20} {:<36} {:>9} {:>12} {:>12} {:>12} {:>8}",
+                        "{:<32} {:<8} {:<20} {:<36} {:>9} {:>12} {:>12} {:>12} {:>8} {:<6}",
                         row.email,
                         row.plan,
                         row.tool,
@@ -174,7 +175,8 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
                         row.totals.prompt_tokens,
                         row.totals.completion_tokens,
                         cost,
-                        row.blocked
+                        row.blocked,
+                        row.via
                     )?;
                 }
             }

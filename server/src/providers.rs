@@ -517,8 +517,7 @@ impl ProviderRouter {
         &self,
         route: &[ModelRef],
         messages: &[ChatMessage],
-        temperature: Option<f32>,
-        max_tokens: u32,
+        sampling: &crate::upstream::Sampling,
         deadline: Instant,
         metrics: &Metrics,
     ) -> Result<Opened, RouteFailure> {
@@ -527,7 +526,7 @@ impl ProviderRouter {
         let tried: Vec<String> = route.iter().map(ToString::to_string).collect();
         for (idx, target) in route.iter().enumerate() {
             let is_last = idx + 1 == route.len();
-            let outcome = self.attempt(target, messages, temperature, max_tokens, deadline, is_last, metrics).await;
+            let outcome = self.attempt(target, messages, sampling, deadline, is_last, metrics).await;
             match outcome {
                 Ok(opened) => return Ok(opened),
                 Err((err, started)) => {
@@ -567,8 +566,7 @@ impl ProviderRouter {
         &self,
         target: &ModelRef,
         messages: &[ChatMessage],
-        temperature: Option<f32>,
-        max_tokens: u32,
+        sampling: &crate::upstream::Sampling,
         deadline: Instant,
         is_last: bool,
         metrics: &Metrics,
@@ -628,7 +626,7 @@ impl ProviderRouter {
             (err, accepted)
         };
         let mut stream =
-            match entry.client.stream_chat(&target.model, messages, temperature, max_tokens, deadline).await {
+            match entry.client.stream_chat(&target.model, messages, sampling, deadline).await {
                 Ok(stream) => stream,
                 Err(err) => return Err(fail(err, false)),
             };

@@ -72,16 +72,30 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// The sampling settings of one completion. The server sets them per output kind; the
+/// OpenAI-compatible door lets a client narrow them within those caps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Sampling {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// The answer's length cap, so that a run cannot cost more than it reserved.
+    pub max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+}
+
 #[derive(Serialize)]
 struct CompletionRequest<'a> {
     model: &'a str,
     messages: &'a [ChatMessage],
     stream: bool,
     stream_options: StreamOptions,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f32>,
-    /// The answer's length cap, so that a run cannot cost more than it reserved.
-    max_tokens: u32,
+    #[serde(flatten)]
+    sampling: &'a Sampling,
 }
 
 #[derive(Serialize)]
@@ -174,8 +188,7 @@ impl Provider {
         &self,
         model: &str,
         messages: &[ChatMessage],
-        temperature: Option<f32>,
-        max_tokens: u32,
+        sampling: &Sampling,
         deadline: Instant,
     ) -> Result<UpstreamStream, ProviderError> {
         let first_deadline = (Instant::now() + self.first_token_timeout).min(deadline);
@@ -184,8 +197,7 @@ impl Provider {
             messages,
             stream: true,
             stream_options: StreamOptions { include_usage: true },
-            temperature,
-            max_tokens,
+            sampling,
         };
         let mut request = self.client.post(&self.chat_url).json(&body).header("accept", "text/event-stream");
         if let Some(key) = &self.api_key {

@@ -227,7 +227,12 @@ pub async fn save_plan(
     session.require_admin()?;
     let name = form.name.trim().to_owned();
     crate::admin_cli::check_plan_name(&name).map_err(ApiError::invalid)?;
+    // The console's form has no allowed models or cost limit (define-plan sets them): an edit
+    // here keeps what the plan has.
+    let existing = state.db.plan(&name).await?;
     let plan = Plan {
+        allowed_models: existing.as_ref().and_then(|plan| plan.allowed_models.clone()),
+        cost_micro_usd_per_month: existing.and_then(|plan| plan.cost_micro_usd_per_month),
         name,
         requests_per_minute: number(&form.requests_per_minute, "requests_per_minute", None)?,
         tokens_per_month: number(&form.tokens_per_month, "tokens_per_month", None)?,

@@ -134,6 +134,8 @@ impl ToolForm {
             active: None,
             guard: Some(guard),
             message: (!message.is_empty()).then(|| message.to_owned()),
+            // The console's form has no fallbacks: an edit keeps the stored list.
+            fallbacks: None,
         })
     }
 }
@@ -268,6 +270,7 @@ pub async fn set_active(
             active: Some(true),
             guard: Some(tool.guard),
             message: Some("activated".to_owned()),
+            fallbacks: None,
         };
         admin::push_tool(&state, &session.user.email, &upsert).await?;
     } else {

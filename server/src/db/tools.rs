@@ -299,6 +299,8 @@ impl Db {
             active: Some(old.active),
             guard: Some(old.guard),
             message: Some(message),
+            // Versions do not record fallbacks (yet): a rollback keeps the current list.
+            fallbacks: None,
         };
         self.upsert_tool(&upsert, author).await.map(Some)
     }

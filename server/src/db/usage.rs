@@ -47,6 +47,8 @@ pub struct TokenReservation {
     pub cost_limit_micro_usd: Option<u64>,
     /// The first instant of this month (Unix milliseconds).
     pub month_start_ms: i64,
+    /// The door the run came in by: `aniate` or `openai`.
+    pub via: &'static str,
 }
 
 /// A run in flight longer than this no longer holds its reservation: a server killed mid-run
@@ -230,8 +232,8 @@ impl Db {
         let in_flight_since = reservation.month_start_ms.max(now - STALE_RESERVATION_MS);
         let insert = || {
             sqlx::query_as::<_, (i64,)>(
-                "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at, cost_micro_usd) \
-                 SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6, $10 \
+                "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at, cost_micro_usd, via) \
+                 SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6, $10, $12 \
                  WHERE (SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $7) \
                      + (SELECT CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) FROM usage \
                         WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
@@ -254,6 +256,7 @@ impl Db {
             .bind(to_i64(reservation.cost_micro_usd))
             // No limit is a limit no sum reaches, so the statement keeps one shape.
             .bind(reservation.cost_limit_micro_usd.map_or(i64::MAX, to_i64))
+            .bind(reservation.via)
         };
         let month = sqlx::query("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2 FOR UPDATE")
             .bind(reservation.user_id)
@@ -425,17 +428,17 @@ impl Db {
     /// Everyone's usage between two times, by user, tool, provider and model, for invoicing.
     pub async fn admin_usage(&self, from_ms: i64, to_ms: i64) -> DbResult<Vec<aniate_proto::api::AdminUsageRow>> {
         let sql = format!(
-            "SELECT u.email, u.plan, usage.tool, usage.provider, usage.model, {TOTALS}, {BLOCKED} \
+            "SELECT u.email, u.plan, usage.tool, usage.provider, usage.model, {TOTALS}, {BLOCKED}, usage.via \
              FROM usage JOIN users u ON u.id = usage.user_id \
              WHERE usage.created_at >= $1 AND usage.created_at < $2 \
-             GROUP BY u.email, u.plan, usage.tool, usage.provider, usage.model \
-             ORDER BY u.email, usage.tool, usage.provider, usage.model"
+             GROUP BY u.email, u.plan, usage.tool, usage.provider, usage.model, usage.via \
+             ORDER BY u.email, usage.tool, usage.provider, usage.model, usage.via"
         );
-        type Row = (String, String, String, String, String, i64, i64, i64, i64, i64, i64);
+        type Row = (String, String, String, String, String, i64, i64, i64, i64, i64, i64, String);
         let rows: Vec<Row> = sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(email, plan, tool, provider, model, r, p, c, cost, unpriced, blocked)| {
+            .map(|(email, plan, tool, provider, model, r, p, c, cost, unpriced, blocked, via)| {
                 aniate_proto::api::AdminUsageRow {
                     email,
                     plan,
@@ -444,6 +447,7 @@ impl Db {
                     model,
                     totals: totals((r, p, c, cost, unpriced)),
                     blocked: blocked.max(0) as u64,
+                    via,
                 }
             })
             .collect())
@@ -510,7 +514,8 @@ impl UsageSummary {
 
 fn summary(requests: i64, prompt: i64, completion: i64, errors: i64, blocked: i64) -> UsageSummary {
     UsageSummary {
-        totals: totals(requests, prompt, completion),
+        // The console's summaries count tokens, not cost (`admin usage` and `/usage` show cost).
+        totals: totals((requests, prompt, completion, 0, 0)),
         errors: errors.max(0) as u64,
         blocked: blocked.max(0) as u64,
     }

@@ -66,10 +66,12 @@ impl From<DbError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response = (status, Json(ErrorBody::new(self.code, self.message))).into_response();
+        let mut response = (status, Json(ErrorBody::new(self.code, self.message.clone()))).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        // For a door that answers errors in another shape (`openai::openai_errors`).
+        response.extensions_mut().insert(self);
         response
     }
 }

@@ -2,7 +2,8 @@
 //! (request id, access log, metrics).
 //!
 //! Handlers live one area per module: [`tools`] (public registry), [`run`] (streamed tool
-//! runs), [`account`] (signup, login, `/me`), [`admin`], [`ops`] (`/healthz`, `/metrics`).
+//! runs), [`openai`] (the OpenAI-compatible door, `/v1/*`), [`account`] (signup, login, `/me`),
+//! [`admin`], [`ops`] (`/healthz`, `/metrics`).
 
 pub mod account;
 pub mod admin;
@@ -11,6 +12,7 @@ pub mod chat;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod openai;
 pub mod openapi;
 pub mod ops;
 pub mod run;
@@ -24,7 +26,7 @@ use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
+    routing::{any, delete, get, post},
 };
 use http::{HeaderValue, StatusCode};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -115,6 +117,10 @@ pub fn router(state: AppState) -> Router {
         .route("/assistants", get(assistants::list).post(assistants::create))
         .route("/assistants/{id}", get(assistants::show).patch(assistants::update).delete(assistants::delete))
         .route("/chat", post(chat::chat))
+        .route("/v1/models", get(openai::models).layer(middleware::from_fn(openai::openai_errors)))
+        .route("/v1/models/{model}", get(openai::model).layer(middleware::from_fn(openai::openai_errors)))
+        .route("/v1/chat/completions", post(openai::chat_completions).layer(middleware::from_fn(openai::openai_errors)))
+        .route("/v1/{*rest}", any(openai::unknown_endpoint).layer(middleware::from_fn(openai::openai_errors)))
         .route(
             "/files",
             get(files::list)

@@ -7,6 +7,8 @@
 //! live server against this document with schemathesis.
 
 use aniate_proto::{api, error, event, tool};
+
+use super::openai;
 use axum::Json;
 use utoipa::{
     OpenApi, PartialSchema, ToSchema,
@@ -27,7 +29,7 @@ use utoipa::{
         super::assistants::list, super::assistants::create, super::assistants::show, super::assistants::update,
         super::assistants::delete, super::files::upload, super::files::list, super::files::show, super::files::content,
         super::files::delete, super::usage::usage, super::usage::admin_usage, super::ops::healthz, super::ops::metrics,
-        document,
+        super::openai::models, super::openai::model, super::openai::chat_completions, document,
     ),
     components(schemas(
         tool::ToolMeta, tool::OutputKind, tool::Finding, tool::Severity, tool::CommandSuggestion, tool::ToolResult,
@@ -37,13 +39,17 @@ use utoipa::{
         api::UsageReport, api::UsageTotals, api::ToolUsage, api::DayUsage, api::StorageUsage, api::AdminUsageRow, api::ModelUsage,
         api::ToolVersionInfo, api::ToolVersion, api::RollbackRequest,
         event::Meta, event::Delta, event::Done, event::Usage, error::ErrorBody, error::ErrorDetail, error::ErrorCode,
-        SseEvent,
+        SseEvent, openai::ModelList, openai::Model, openai::ChatCompletionRequest, openai::StreamOptions, openai::Stop,
+        openai::RequestMessage, openai::MessageRole, openai::MessageContent, openai::ContentPart, openai::ChatCompletion,
+        openai::CompletionChoice, openai::AssistantMessage, openai::CompletionUsage, openai::ChatCompletionChunk,
+        openai::ChunkChoice, openai::ChunkDelta, openai::OpenAiErrorBody, openai::OpenAiErrorDetail, OpenAiStreamEvent,
     )),
     modifiers(&BearerToken, &ExtractorErrors, &OptionalBinaryBodies),
     tags(
         (name = "tools", description = "The public registry: metadata only, never a prompt"),
         (name = "runs", description = "Streamed tool runs and chats"),
         (name = "accounts"), (name = "brews"), (name = "files"), (name = "usage"), (name = "admin"), (name = "ops"),
+        (name = "openai", description = "The OpenAI-compatible door: tools and brews as models, errors in OpenAI's shape"),
     )
 )]
 pub struct ApiDoc;
@@ -65,12 +71,14 @@ impl utoipa::Modify for BearerToken {
 /// Adds the errors of the shared extractors to every operation that uses them: `AuthUser`
 /// (operations with a `security` entry) answers 401, `ApiJson` (a JSON request body) answers
 /// 400 for malformed JSON, 413 for a body over the limit and 422 for a missing or mistyped
-/// field. A handler's own annotation wins where it describes the same status.
+/// field. A handler's own annotation wins where it describes the same status. Under `/v1` the
+/// errors have OpenAI's shape (`OpenAiErrorBody`).
 struct ExtractorErrors;
 
 impl utoipa::Modify for ExtractorErrors {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let error_schema = if path.starts_with("/v1/") { "OpenAiErrorBody" } else { "ErrorBody" };
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -87,7 +95,7 @@ impl utoipa::Modify for ExtractorErrors {
                         .responses
                         .responses
                         .entry(status.to_owned())
-                        .or_insert_with(|| error_response(description));
+                        .or_insert_with(|| error_response(description, error_schema));
                 };
                 if operation.security.as_ref().is_some_and(|security| !security.is_empty()) {
                     add("401", "No token, or an unknown or revoked one");
@@ -125,9 +133,9 @@ impl utoipa::Modify for OptionalBinaryBodies {
     }
 }
 
-/// A response with the `{"error": {"code", "message"}}` body.
-fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
-    let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+/// A response with the `{"error": {...}}` body of `schema`.
+fn error_response(description: &str, schema: &str) -> RefOr<utoipa::openapi::Response> {
+    let body = ContentBuilder::new().schema(Some(Ref::from_schema_name(schema))).build();
     ResponseBuilder::new().description(description).content("application/json", body).build().into()
 }
 
@@ -178,6 +186,36 @@ impl PartialSchema for SseEvent {
 }
 
 impl ToSchema for SseEvent {}
+
+/// One event of an OpenAI stream: `data` is a `ChatCompletionChunk` (JSON), an error body, or
+/// `[DONE]` at the end. Events have no `event` name.
+pub struct OpenAiStreamEvent;
+
+impl PartialSchema for OpenAiStreamEvent {
+    fn schema() -> RefOr<Schema> {
+        let json_data = |schema: &str| {
+            let mut data =
+                ObjectBuilder::new().schema_type(Type::String).content_media_type("application/json").build();
+            let content_schema = serde_json::json!({ "$ref": format!("#/components/schemas/{schema}") });
+            data.extensions.get_or_insert_with(Default::default).insert("contentSchema".to_owned(), content_schema);
+            data
+        };
+        // anyOf, not oneOf: a validator that does not decode `contentSchema` sees every branch
+        // match a string.
+        let data = utoipa::openapi::schema::AnyOfBuilder::new()
+            .item(json_data("ChatCompletionChunk"))
+            .item(json_data("OpenAiErrorBody"))
+            .item(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["[DONE]"])));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("data", data)
+            .required("data")
+            .description(Some("One `data:` event of a streamed completion"))
+            .into()
+    }
+}
+
+impl ToSchema for OpenAiStreamEvent {}
 
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", operation_id = "openapi_document",
     responses((status = 200, description = "This document", body = Object)))]

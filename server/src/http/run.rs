@@ -2,10 +2,11 @@
 //!
 //! The path of a run: authenticate, find the active tool, check the input, build the messages
 //! (system prompt + tagged user input), open a streamed completion at the provider, wait for it
-//! to start (so provider failures still get a proper HTTP status), then relay the answer as SSE
-//! events or plain text. The response body owns the provider stream: when the client goes away,
-//! hyper drops the body, which drops the provider connection (cancelling the request there) and
-//! records the run as `cancelled`.
+//! to start (so provider failures still get a proper HTTP status), then relay the answer in the
+//! door's [`Encoding`]: Aniate SSE events, plain text, OpenAI chunks, or one OpenAI JSON body.
+//! The response body owns the provider stream: when the client goes away, hyper drops the body,
+//! which drops the provider connection (cancelling the request there) and records the run as
+//! `cancelled`.
 
 use aniate_proto::error::ErrorBody;
 use std::time::Instant;
@@ -29,6 +30,7 @@ use super::{
     AppState, RequestId,
     error::{ApiError, ApiResult},
     extract::{ApiJson, SlugPath},
+    openai::OpenAiFormat,
     openapi::SseEvent,
 };
 use crate::{
@@ -101,7 +103,7 @@ pub async fn run_tool(
         fallbacks: tool.fallbacks.clone(),
         kind: tool.output,
         messages: prompt::tool_messages(&tool, &request),
-        temperature: prompt::temperature(tool.output),
+        sampling: prompt::sampling(tool.output),
         guard: RunGuard::new(
             &state,
             &format!("tool:{}:{}", tool.slug, tool.version),
@@ -110,8 +112,52 @@ pub async fn run_tool(
             tool.guard,
         ),
         original: std::mem::take(&mut request.content),
+        via: Via::Aniate,
     };
-    stream_answer(&state, &user, request_id, answer, wants_sse(&headers)).await
+    stream_answer(&state, &user, request_id, answer, Encoding::from_accept(&headers)).await
+}
+
+/// How an answer is written to its client: the one thing that differs between the doors.
+pub enum Encoding {
+    /// Aniate's SSE events: `meta`, `delta`s, then `done` (with the structured result) or `error`.
+    Sse,
+    /// The answer's text as it comes, an error as a last line (curl-friendly).
+    Plain,
+    /// OpenAI `chat.completion.chunk` events, then `data: [DONE]`.
+    OpenAiChunks(OpenAiFormat),
+    /// One OpenAI `chat.completion` body, written once the answer is complete. The stream is
+    /// read to its end inside the handler, so that a provider failure or a guard block is a
+    /// proper HTTP status rather than a 200.
+    OpenAiJson(OpenAiFormat),
+}
+
+impl Encoding {
+    /// SSE when the client accepts `text/event-stream`, else plain text.
+    pub fn from_accept(headers: &HeaderMap) -> Encoding {
+        if wants_sse(headers) { Encoding::Sse } else { Encoding::Plain }
+    }
+
+    fn is_stream_of_events(&self) -> bool {
+        matches!(self, Encoding::Sse | Encoding::OpenAiChunks(_))
+    }
+}
+
+/// The door a run came in by, kept in its usage row (`usage.via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `/tool/{slug}` and `/chat`: `ant`, `ant-lsp`, the daemon, curl.
+    Aniate,
+    /// `/v1/chat/completions`: any OpenAI client.
+    OpenAi,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Aniate => "aniate",
+            Via::OpenAi => "openai",
+        }
+    }
 }
 
 /// Whether the client asked for Server-Sent Events.
@@ -180,6 +226,7 @@ async fn reserve_tokens(
         cost_micro_usd: cost_estimate,
         cost_limit_micro_usd: plan.cost_micro_usd_per_month,
         month_start_ms: month_start,
+        via: answer.via.as_str(),
     };
     if let Some(usage_id) = state.db.reserve_tokens(&reservation).await? {
         return Ok((usage_id, month_start));
@@ -246,12 +293,14 @@ pub struct Answer {
     pub fallbacks: Vec<String>,
     pub kind: OutputKind,
     pub messages: Vec<crate::upstream::ChatMessage>,
-    pub temperature: Option<f32>,
+    /// Temperature, the answer's token cap (which the quota reservation counts) and the rest.
+    pub sampling: crate::upstream::Sampling,
     /// The content the user sent, which a structured result is checked against.
     pub original: String,
     /// The prompt guard for this answer; `None` when the answer may repeat its prompt (guard
     /// off, or a brew's owner reading their own brew).
     pub guard: Option<RunGuard>,
+    pub via: Via,
 }
 
 /// The prompt guard of one answer: the index of its private prompt and what to do on a hit.
@@ -271,16 +320,16 @@ impl RunGuard {
 /// What the client is told when the guard stops an answer.
 pub const PROMPT_PROTECTED_MESSAGE: &str = "the answer was stopped: it repeated the tool's private instructions";
 
-/// Opens the provider stream, waits for it to start, and relays it as SSE or plain text.
+/// Opens the provider stream, waits for it to start, and relays it in `encoding`.
 pub async fn stream_answer(
     state: &AppState,
     user: &AuthUser,
     request_id: String,
     answer: Answer,
-    sse: bool,
+    encoding: Encoding,
 ) -> ApiResult<Response> {
     let prompt_chars: usize = answer.messages.iter().map(|m| m.content.chars().count()).sum();
-    let max_tokens = prompt::max_tokens(answer.kind);
+    let max_tokens = answer.sampling.max_tokens;
     let route = state.providers.route(&answer.model, &answer.fallbacks);
     let (usage_id, month_start_ms) =
         reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens, &route).await?;
@@ -307,7 +356,7 @@ pub async fn stream_answer(
     let deadline = state.providers.run_deadline();
     let opened = match state
         .providers
-        .open(&route, &answer.messages, answer.temperature, max_tokens, deadline, &state.metrics)
+        .open(&route, &answer.messages, &answer.sampling, deadline, &state.metrics)
         .await
     {
         Ok(opened) => opened,
@@ -332,7 +381,7 @@ pub async fn stream_answer(
         provider: Some(recorder.answered_by.provider.clone()),
     };
     let guard = answer.guard.map(|guard| ActiveGuard { guard: Guard::new(guard.index, guard.mode), mode: guard.mode });
-    let run = RunStream {
+    let mut run = RunStream {
         guard,
         upstream,
         replay: first,
@@ -341,10 +390,24 @@ pub async fn stream_answer(
         original: answer.original,
         answer: String::new(),
         finish_reason: None,
-        sse,
+        encoding,
         meta: Some(meta),
         ended: false,
+        collected: String::new(),
+        failure: None,
     };
+    if let Encoding::OpenAiJson(_) = run.encoding {
+        // Read the whole answer here; dropping this future (the client left) drops the run, which
+        // cancels the provider request and records `cancelled`, as for a stream.
+        let body = run.next_bytes().await.unwrap_or_default();
+        if let Some(failure) = run.failure.take() {
+            return Err(failure);
+        }
+        let mut response = Body::from(body).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(response);
+    }
+    let sse = run.encoding.is_stream_of_events();
     let body = Body::from_stream(futures_util::stream::unfold(run, |mut run| async move {
         let bytes = run.next_bytes().await?;
         Some((Ok::<Bytes, std::convert::Infallible>(bytes), run))
@@ -400,10 +463,14 @@ struct RunStream {
     original: String,
     answer: String,
     finish_reason: Option<String>,
-    sse: bool,
+    encoding: Encoding,
     meta: Option<Meta>,
     ended: bool,
     guard: Option<ActiveGuard>,
+    /// [`Encoding::OpenAiJson`]: the text released so far, sent as one body at the end.
+    collected: String,
+    /// [`Encoding::OpenAiJson`]: why the answer failed, to become the response's status.
+    failure: Option<ApiError>,
 }
 
 struct ActiveGuard {
@@ -416,10 +483,12 @@ impl RunStream {
         if self.ended {
             return None;
         }
-        if let Some(meta) = self.meta.take()
-            && self.sse
-        {
-            return Some(Bytes::from(StreamEvent::Meta(meta).to_sse()));
+        if let Some(meta) = self.meta.take() {
+            match &self.encoding {
+                Encoding::Sse => return Some(Bytes::from(StreamEvent::Meta(meta).to_sse())),
+                Encoding::OpenAiChunks(format) => return Some(Bytes::from(format.role_chunk())),
+                Encoding::Plain | Encoding::OpenAiJson(_) => {}
+            }
         }
         loop {
             let event = match self.replay.take() {
@@ -466,10 +535,18 @@ impl RunStream {
                     }
                     self.ended = true;
                     let usage = self.recorder.finish("ok");
-                    if !self.sse {
-                        return (!out.is_empty()).then(|| Bytes::from(out));
-                    }
                     let finish_reason = self.finish_reason.take().unwrap_or_else(|| "stop".to_owned());
+                    match &self.encoding {
+                        Encoding::Sse => {}
+                        Encoding::Plain => return (!out.is_empty()).then(|| Bytes::from(out)),
+                        Encoding::OpenAiChunks(format) => {
+                            format.finish_chunks(&mut out, &finish_reason, usage);
+                            return Some(Bytes::from(out));
+                        }
+                        Encoding::OpenAiJson(format) => {
+                            return Some(format.completion_body(&self.collected, &finish_reason, usage));
+                        }
+                    }
                     // Checking an answer against a file of up to a few MiB is CPU work: off the
                     // async workers. A failed check (it does not panic) would give no result.
                     let (kind, answer, original) =
@@ -504,12 +581,7 @@ impl RunStream {
                     self.ended = true;
                     self.recorder.finish(err.label());
                     let api_error = provider_api_error(&err);
-                    let detail = ErrorDetail { code: api_error.code, message: api_error.message };
-                    if self.sse {
-                        out.push_str(&StreamEvent::Error(detail).to_sse());
-                    } else {
-                        out.push_str(&format!("\n[aniate error: {}: {}]\n", detail.code, detail.message));
-                    }
+                    self.fail(&mut out, api_error);
                     return Some(Bytes::from(out));
                 }
             }
@@ -552,15 +624,30 @@ impl RunStream {
         Ok(())
     }
 
-    /// Appends answer text to `out`, as an SSE event or as plain text.
-    fn emit(&self, out: &mut String, text: String) {
+    /// Appends answer text to `out` in the run's encoding (or, for one JSON body, keeps it).
+    fn emit(&mut self, out: &mut String, text: String) {
         if text.is_empty() {
             return;
         }
-        if self.sse {
-            out.push_str(&StreamEvent::Delta(Delta { text }).to_sse());
-        } else {
-            out.push_str(&text);
+        match &self.encoding {
+            Encoding::Sse => out.push_str(&StreamEvent::Delta(Delta { text }).to_sse()),
+            Encoding::Plain => out.push_str(&text),
+            Encoding::OpenAiChunks(format) => format.delta_chunk(out, &text),
+            Encoding::OpenAiJson(_) => self.collected.push_str(&text),
+        }
+    }
+
+    /// Ends the answer with `error` in the run's encoding: an event, a last line, or (one JSON
+    /// body) the failure the handler answers with.
+    fn fail(&mut self, out: &mut String, error: ApiError) {
+        match &self.encoding {
+            Encoding::Sse => {
+                let detail = ErrorDetail { code: error.code, message: error.message };
+                out.push_str(&StreamEvent::Error(detail).to_sse());
+            }
+            Encoding::Plain => out.push_str(&format!("\n[aniate error: {}: {}]\n", error.code, error.message)),
+            Encoding::OpenAiChunks(format) => format.error_event(out, &error),
+            Encoding::OpenAiJson(_) => self.failure = Some(error),
         }
     }
 
@@ -574,12 +661,7 @@ impl RunStream {
         self.upstream.cancel();
         self.report_hit(GuardMode::Block);
         self.recorder.finish("blocked");
-        if self.sse {
-            let detail = ErrorDetail { code: ErrorCode::PromptProtected, message: PROMPT_PROTECTED_MESSAGE.to_owned() };
-            out.push_str(&StreamEvent::Error(detail).to_sse());
-        } else {
-            out.push_str(&format!("\n[aniate error: {}: {PROMPT_PROTECTED_MESSAGE}]\n", ErrorCode::PromptProtected));
-        }
+        self.fail(&mut out, ApiError::new(ErrorCode::PromptProtected, PROMPT_PROTECTED_MESSAGE));
         Bytes::from(out)
     }
 

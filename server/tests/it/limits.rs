@@ -137,8 +137,9 @@ async fn admin_usage_and_plans(backend: Backend) {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked,provider,model,cost_usd,unpriced"
+        "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked,provider,model,cost_usd,unpriced,via"
     );
+    assert!(lines[1..].iter().all(|line| line.ends_with(",aniate")), "{csv}");
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[1].starts_with("billed@example.test,free,fix,1,"), "{csv}");
     let future = h.admin(&["usage", "--from", "2999-01-01"], "");

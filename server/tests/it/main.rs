@@ -11,6 +11,7 @@ mod guard;
 mod hostile;
 mod hot_path;
 mod limits;
+mod openai;
 mod ops;
 mod outage;
 mod providers;

@@ -39,6 +39,8 @@ async fn previous_release_database_upgrades_with_nothing_lost(backend: Backend) 
     assert_eq!(files[0]["name"], "calc.py");
     let usage = harness.query_strings("SELECT tool, status FROM usage").await;
     assert_eq!(usage, [[Some("what".to_owned()), Some("ok".to_owned())]]);
+    // 0008 (usage.via): the runs before it came in by Aniate's own API.
+    assert_eq!(harness.query_strings("SELECT via FROM usage").await, [[Some("aniate".to_owned())]]);
 
     // 0003 (prompt guard): every existing tool guards by default and has a canary of its own,
     // which reaches the model with the prompt.

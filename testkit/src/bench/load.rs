@@ -1,6 +1,7 @@
 //! The load generator: streamed runs through ant-server (`POST /tool/{slug}`, Aniate SSE
-//! events) or straight at an OpenAI-compatible provider (`POST /chat/completions`), timed
-//! from just before the request is sent to the first token and to the end of the stream.
+//! events, or its OpenAI door, `POST /v1/chat/completions`) or straight at an OpenAI-compatible
+//! provider (`POST /chat/completions`), timed from just before the request is sent to the first
+//! token and to the end of the stream.
 //!
 //! Both modes read their streams the same way (body chunks through [`SseParser`], every
 //! event's JSON decoded), so the client's own cost is about equal on both sides.
@@ -23,6 +24,9 @@ pub enum Mode {
     /// Through ant-server, to a copy of the tool with its prompt guard off: the guard's cost
     /// is the difference from [`Mode::Server`].
     Unguarded,
+    /// Through ant-server's OpenAI door, to the same tool: the door's cost is the difference
+    /// from [`Mode::Server`].
+    OpenAi,
 }
 
 impl Mode {
@@ -31,6 +35,7 @@ impl Mode {
             Mode::Direct => "direct",
             Mode::Server => "server",
             Mode::Unguarded => "server, guard off",
+            Mode::OpenAi => "server, OpenAI door",
         }
     }
 }
@@ -67,6 +72,25 @@ impl Target {
             mode: if slug.ends_with(UNGUARDED_SUFFIX) { Mode::Unguarded } else { Mode::Server },
             client,
             url: format!("{}/tool/{slug}", server_url.trim_end_matches('/')),
+            authorizations: tokens.iter().map(|token| format!("Bearer {token}")).collect(),
+            n_sent: AtomicUsize::new(0),
+            body,
+        }
+    }
+
+    /// A target through ant-server's OpenAI door: `POST {server_url}/v1/chat/completions`,
+    /// streamed, the tool as the model and `question` as the one user message.
+    pub fn openai(client: reqwest::Client, server_url: &str, slug: &str, tokens: &[String], question: &str) -> Target {
+        let body = serde_json::json!({
+            "model": slug,
+            "messages": [{ "role": "user", "content": question }],
+            "stream": true,
+        })
+        .to_string();
+        Target {
+            mode: Mode::OpenAi,
+            client,
+            url: format!("{}/v1/chat/completions", server_url.trim_end_matches('/')),
             authorizations: tokens.iter().map(|token| format!("Bearer {token}")).collect(),
             n_sent: AtomicUsize::new(0),
             body,
@@ -136,7 +160,7 @@ impl Target {
         if !reader.finished {
             return Err(match self.mode {
                 Mode::Server | Mode::Unguarded => "the stream ended without a `done` event".to_owned(),
-                Mode::Direct => "the stream ended without `data: [DONE]`".to_owned(),
+                Mode::Direct | Mode::OpenAi => "the stream ended without `data: [DONE]`".to_owned(),
             });
         }
         Ok(Sample {
@@ -161,7 +185,7 @@ struct StreamReader {
     mode: Mode,
     parser: SseParser,
     first_token: Option<Instant>,
-    /// Saw `done` (server) or `[DONE]` (direct).
+    /// Saw `done` (server) or `[DONE]` (direct, OpenAI door).
     finished: bool,
 }
 
@@ -204,7 +228,7 @@ impl StreamReader {
                 }
                 StreamEvent::Error(detail) => Err(format!("error event: {}: {}", detail.code, detail.message)),
             },
-            Mode::Direct => {
+            Mode::Direct | Mode::OpenAi => {
                 let data = event.data.trim();
                 if data == "[DONE]" {
                     self.finished = true;

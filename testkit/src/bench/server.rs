@@ -36,6 +36,10 @@ pub const TARGET_SERVER_RSS_BYTES: u64 = 40_000_000;
 /// The prompt guard's budget: server CPU per stream, and time to first text, over the guard off.
 pub const TARGET_GUARD_EXTRA_CPU: f64 = 0.05;
 pub const TARGET_GUARD_ADDED_TTFT_MS: f64 = 1.0;
+/// The OpenAI door's budget (issue 14): time to first token, and server CPU per stream, over
+/// `POST /tool/{slug}` with the same tool.
+pub const TARGET_OPENAI_ADDED_TTFT_MS: f64 = 0.1;
+pub const TARGET_OPENAI_EXTRA_CPU: f64 = 0.05;
 
 /// The seed tool the bench runs; a text tool, so the server relays the answer unchanged.
 const TOOL_SLUG: &str = "what";
@@ -126,10 +130,13 @@ pub struct Phase {
     pub server: ModeTotals,
     /// The same tool with its prompt guard off (empty when the bench ran without it).
     pub unguarded: ModeTotals,
+    /// The same tool through the OpenAI door, `/v1/chat/completions`.
+    pub openai: ModeTotals,
     /// CPU used while each mode's streams were in flight.
     pub direct_cpu: CpuUse,
     pub server_cpu: CpuUse,
     pub unguarded_cpu: CpuUse,
+    pub openai_cpu: CpuUse,
 }
 
 impl Phase {
@@ -147,6 +154,10 @@ impl Phase {
                 self.unguarded.add(round);
                 self.unguarded_cpu.add(cpu);
             }
+            Mode::OpenAi => {
+                self.openai.add(round);
+                self.openai_cpu.add(cpu);
+            }
         }
     }
 
@@ -160,13 +171,15 @@ impl Phase {
     /// programs, the kernel's own threads, interrupts not charged to the processes) while
     /// this phase's rounds ran; `None` without CPU figures.
     pub fn other_load(&self, n_cpus: usize) -> Option<f64> {
-        let capacity = (self.direct.wall + self.server.wall + self.unguarded.wall).as_secs_f64() * n_cpus.max(1) as f64;
-        let [direct, server, unguarded] = [self.direct_cpu, self.server_cpu, self.unguarded_cpu];
-        let machine = direct.machine + server.machine + unguarded.machine;
+        let capacity = (self.direct.wall + self.server.wall + self.unguarded.wall + self.openai.wall).as_secs_f64()
+            * n_cpus.max(1) as f64;
+        let [direct, server, unguarded, openai] =
+            [self.direct_cpu, self.server_cpu, self.unguarded_cpu, self.openai_cpu];
+        let machine = direct.machine + server.machine + unguarded.machine + openai.machine;
         if capacity <= 0.0 || machine.is_zero() {
             return None;
         }
-        let processes = direct.processes() + server.processes() + unguarded.processes();
+        let processes = direct.processes() + server.processes() + unguarded.processes() + openai.processes();
         Some(machine.saturating_sub(processes).as_secs_f64() / capacity)
     }
 
@@ -238,7 +251,9 @@ fn run_in(config: &Config, scratch: &Path, started: Instant) -> anyhow::Result<R
     let data_dir = scratch.join("server-data");
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.to_string_lossy().into_owned();
-    let n_server_runs = 1 + config.warmup_runs + config.runs + config.sequential_runs;
+    // Every mode through the server spreads its runs over all users.
+    let n_server_modes = 2 + usize::from(config.guard_file.is_some());
+    let n_server_runs = (1 + config.warmup_runs + config.runs + config.sequential_runs) * n_server_modes;
     let n_users = n_server_runs.div_ceil(SERVER_RUNS_PER_USER);
     eprintln!("bench-server: creating {n_users} users");
     let tokens = create_users(&config.server_bin, &data_dir, n_users)?;
@@ -313,6 +328,7 @@ async fn drive(
     let direct =
         Arc::new(Target::direct(direct_client.clone(), fake_url, DEFAULT_MODEL, &system_prompt, &user_message));
     let server = Arc::new(Target::server(server_client.clone(), server_url, TOOL_SLUG, tokens, INSTRUCTIONS));
+    let openai = Arc::new(Target::openai(server_client.clone(), server_url, TOOL_SLUG, tokens, INSTRUCTIONS));
     let unguarded = config.guard_file.as_ref().map(|_| {
         let slug = format!("{TOOL_SLUG}{UNGUARDED_SUFFIX}");
         Arc::new(Target::server(server_client, server_url, &slug, tokens, INSTRUCTIONS))
@@ -322,6 +338,7 @@ async fn drive(
     // One run each first, so a broken setup fails with its own error instead of as thousands.
     direct.run_once().await.map_err(|err| anyhow!("a direct run failed: {err}"))?;
     server.run_once().await.map_err(|err| anyhow!("a run through ant-server failed: {err}"))?;
+    openai.run_once().await.map_err(|err| anyhow!("a run through the OpenAI door failed: {err}"))?;
     if let Some(unguarded) = &unguarded {
         unguarded.run_once().await.map_err(|err| anyhow!("a run with the guard off failed: {err}"))?;
     }
@@ -329,7 +346,7 @@ async fn drive(
     let peak_covers_load_only = procfs::reset_peak_rss(pids.server).is_ok();
 
     eprintln!("bench-server: warming up ({} runs per mode)", config.warmup_runs);
-    let mut targets = vec![&direct, &server];
+    let mut targets = vec![&direct, &server, &openai];
     targets.extend(&unguarded);
     for target in targets {
         let warmup = run_round(target, config.warmup_runs, config.concurrency).await;
@@ -344,7 +361,7 @@ async fn drive(
     }
     fake.clear_record().await?;
 
-    let mut targets = vec![direct, server];
+    let mut targets = vec![direct, server, openai];
     targets.extend(unguarded);
     let concurrent = run_phase(&targets, &fake, pids, config.concurrency, config.runs, config.rounds).await?;
     let sequential = if config.sequential_runs > 0 {
@@ -538,7 +555,15 @@ impl Report {
         phases.extend(&self.sequential);
         phases
             .iter()
-            .flat_map(|phase| phase.direct.errors.iter().chain(&phase.server.errors).chain(&phase.unguarded.errors))
+            .flat_map(|phase| {
+                phase
+                    .direct
+                    .errors
+                    .iter()
+                    .chain(&phase.server.errors)
+                    .chain(&phase.unguarded.errors)
+                    .chain(&phase.openai.errors)
+            })
             .map(String::as_str)
             .collect()
     }
@@ -637,6 +662,36 @@ impl Report {
                 }
             }
         }
+        if !concurrent.openai.samples.is_empty() {
+            for phase in std::iter::once(concurrent).chain(&self.sequential) {
+                let tool = phase.server.summary();
+                let door = phase.openai.summary();
+                let added = added_ms(door.ttft_p50, tool.ttft_p50);
+                line(&format!(
+                    "| OpenAI door: added time to first token over `/tool/{TOOL_SLUG}`, p50, {} at a time | {} | ≤ +{TARGET_OPENAI_ADDED_TTFT_MS} ms | {} |",
+                    phase.concurrency,
+                    format_signed_ms(added),
+                    verdict(added <= TARGET_OPENAI_ADDED_TTFT_MS)
+                ));
+                if self.cpu_measured {
+                    let per_stream = |cpu: CpuUse, totals: &ModeTotals| {
+                        cpu.server.as_secs_f64() / totals.samples.len().max(1) as f64
+                    };
+                    let door = per_stream(phase.openai_cpu, &phase.openai);
+                    let tool = per_stream(phase.server_cpu, &phase.server);
+                    let extra = if tool > 0.0 { door / tool - 1.0 } else { 0.0 };
+                    line(&format!(
+                        "| OpenAI door: ant-server CPU per stream, `/v1` / `/tool/{TOOL_SLUG}`, {} at a time | {:.0} / {:.0} µs ({:+.1} %) | ≤ +{:.0} % | {} |",
+                        phase.concurrency,
+                        door * 1e6,
+                        tool * 1e6,
+                        extra * 100.0,
+                        TARGET_OPENAI_EXTRA_CPU * 100.0,
+                        verdict(extra <= TARGET_OPENAI_EXTRA_CPU)
+                    ));
+                }
+            }
+        }
         if let Some(sequential) = &self.sequential {
             let direct = sequential.direct.summary();
             let server = sequential.server.summary();
@@ -682,6 +737,7 @@ impl Report {
                     (Mode::Direct, &phase.direct, phase.direct_cpu),
                     (Mode::Server, &phase.server, phase.server_cpu),
                     (Mode::Unguarded, &phase.unguarded, phase.unguarded_cpu),
+                    (Mode::OpenAi, &phase.openai, phase.openai_cpu),
                 ] {
                     if totals.samples.is_empty() {
                         continue;
@@ -753,6 +809,9 @@ fn phase_table(line: &mut impl FnMut(&str), phase: &Phase) {
     if !phase.unguarded.samples.is_empty() {
         line(&summary_row(Mode::Unguarded.name(), &phase.unguarded.summary()));
     }
+    if !phase.openai.samples.is_empty() {
+        line(&summary_row(Mode::OpenAi.name(), &phase.openai.summary()));
+    }
     line(&format!(
         "| server − direct | | | {} | {} | {} | {} | {:.1} % |",
         format_signed_ms(added_ms(server.ttft_p50, direct.ttft_p50)),
@@ -818,6 +877,7 @@ mod tests {
         concurrent.add(Mode::Direct, round(2, 100), CpuUse::default());
         concurrent.add(Mode::Server, round(3, 200), CpuUse { server: ms(5), ..CpuUse::default() });
         concurrent.add(Mode::Unguarded, round(3, 200), CpuUse { server: ms(4), ..CpuUse::default() });
+        concurrent.add(Mode::OpenAi, round(3, 200), CpuUse { server: ms(5), ..CpuUse::default() });
         let report = Report {
             config: Config {
                 server_bin: PathBuf::from("ant-server"),
@@ -862,6 +922,13 @@ mod tests {
             "{markdown}"
         );
         assert!(markdown.contains("| server, guard off | 10 |"), "{markdown}");
+        assert!(
+            markdown.contains(
+                "| OpenAI door: ant-server CPU per stream, `/v1` / `/tool/what`, 64 at a time | 500 / 500 µs (+0.0 %) | ≤ +5 % | pass |"
+            ),
+            "{markdown}"
+        );
+        assert!(markdown.contains("| server, OpenAI door | 10 |"), "{markdown}");
         assert!(report.errors().is_empty());
     }
 }

@@ -23,6 +23,10 @@ pub struct RecordedRequest {
     /// `max_tokens` as sent; `None` when absent.
     #[serde(default)]
     pub max_tokens: Option<u64>,
+    /// The other sampling settings as sent (`temperature`, `top_p`, `stop`, `seed`), by name;
+    /// absent ones are left out.
+    #[serde(default)]
+    pub sampling: std::collections::BTreeMap<String, serde_json::Value>,
     /// The `Authorization` header exactly as received, e.g. `Bearer sk-...`.
     pub authorization: Option<String>,
     /// Unix epoch milliseconds at which the request (head and body) had been read.
@@ -235,6 +239,7 @@ mod tests {
             stream: true,
             include_usage: false,
             max_tokens: None,
+            sampling: Default::default(),
             authorization: None,
             received_at_ms: 0,
             outcome: Outcome::InProgress,

@@ -27,6 +27,15 @@ pub(crate) struct ChatRequest {
     /// The answer's length cap; recorded, not enforced.
     #[serde(default)]
     pub(crate) max_tokens: Option<u64>,
+    /// Recorded, not used: `temperature`, `top_p`, `stop`, `seed`.
+    #[serde(default)]
+    temperature: Option<serde_json::Value>,
+    #[serde(default)]
+    top_p: Option<serde_json::Value>,
+    #[serde(default)]
+    stop: Option<serde_json::Value>,
+    #[serde(default)]
+    seed: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,6 +61,14 @@ impl ChatRequest {
 
     pub(crate) fn include_usage(&self) -> bool {
         self.stream_options.as_ref().and_then(|options| options.include_usage).unwrap_or(false)
+    }
+
+    /// The sampling settings that were sent, by name, as recorded.
+    pub(crate) fn sampling(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        [("temperature", &self.temperature), ("top_p", &self.top_p), ("stop", &self.stop), ("seed", &self.seed)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_owned(), value.clone()?)))
+            .collect()
     }
 
     /// The messages with their content flattened to text, as recorded and as matched.

@@ -220,6 +220,7 @@ where
         stream: chat.stream(),
         include_usage: chat.include_usage(),
         max_tokens: chat.max_tokens,
+        sampling: chat.sampling(),
         authorization: request.header("authorization").map(str::to_owned),
         received_at_ms: now_ms(),
         outcome: Outcome::InProgress,
