@@ -26,14 +26,11 @@ fn main() -> ExitCode {
     }
     aniated::init_logging(&home, args.foreground);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // One thread runs every connection: the daemon relays bytes between sockets and does little
-    // work per event, and on one thread a reply passes from the server connection to the client
-    // socket without waking another worker thread on the way (a futex wake and a context switch
-    // each time, which on a busy two-core machine cost more than the relay itself; issue 15).
     // Blocking work is small file and cache I/O: a few threads do it. Tokio's default (up to
     // 512, one per concurrent call) let the soak's 64 streams grow the daemon's threads, and
     // with them its memory, for thousands of runs.
-    let runtime = tokio::runtime::Builder::new_current_thread().max_blocking_threads(4).enable_all().build();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).max_blocking_threads(4).enable_all().build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {

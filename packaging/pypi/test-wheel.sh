@@ -48,7 +48,7 @@ echo "built the aniate wheel in ${client_secs} s and the aniate-server wheel in 
 for wheel in "$dist"/*.whl; do
   name=$(basename "$wheel")
   case "$name" in
-    *-manylinux_2_17_x86_64*.whl) ok "$name is tagged manylinux_2_17 (manylinux2014)" ;;
+    *manylinux_2_17_x86_64*.whl) ok "$name is tagged manylinux_2_17 (manylinux2014)" ;;
     *) fail "$name is not tagged manylinux_2_17_x86_64" ;;
   esac
 done
