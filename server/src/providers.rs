@@ -625,11 +625,10 @@ impl ProviderRouter {
             }
             (err, accepted)
         };
-        let mut stream =
-            match entry.client.stream_chat(&target.model, messages, sampling, deadline).await {
-                Ok(stream) => stream,
-                Err(err) => return Err(fail(err, false)),
-            };
+        let mut stream = match entry.client.stream_chat(&target.model, messages, sampling, deadline).await {
+            Ok(stream) => stream,
+            Err(err) => return Err(fail(err, false)),
+        };
         let first = match stream.next().await {
             Some(Err(err)) => return Err(fail(err, true)),
             first => first,

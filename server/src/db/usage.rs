@@ -461,9 +461,12 @@ impl Db {
              WHERE created_at >= $1 AND created_at < $2 AND status <> 'running' \
              GROUP BY created_at / 86400000 ORDER BY day"
         );
-        let rows: Vec<(i64, i64, i64, i64, i64, i64)> =
+        let rows: Vec<(i64, i64, i64, i64, i64, i64, i64, i64)> =
             sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|(day, r, p, c, e, b)| (day, summary(r, p, c, e, b))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(day, r, p, c, cost, unpriced, e, b)| (day, summary((r, p, c, cost, unpriced), e, b)))
+            .collect())
     }
 
     /// Everyone's usage between two times, by tool, by user (email) or by model, the largest
@@ -484,9 +487,12 @@ impl Db {
              WHERE usage.created_at >= $1 AND usage.created_at < $2 AND usage.status <> 'running' \
              GROUP BY {key} ORDER BY CAST(COALESCE(SUM(usage.prompt_tokens + usage.completion_tokens), 0) AS BIGINT) DESC, k"
         );
-        let rows: Vec<(String, i64, i64, i64, i64, i64)> =
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64, i64)> =
             sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|(key, r, p, c, e, b)| (key, summary(r, p, c, e, b))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(key, r, p, c, cost, unpriced, e, b)| (key, summary((r, p, c, cost, unpriced), e, b)))
+            .collect())
     }
 }
 
@@ -512,13 +518,9 @@ impl UsageSummary {
     }
 }
 
-fn summary(requests: i64, prompt: i64, completion: i64, errors: i64, blocked: i64) -> UsageSummary {
-    UsageSummary {
-        // The console's summaries count tokens, not cost (`admin usage` and `/usage` show cost).
-        totals: totals((requests, prompt, completion, 0, 0)),
-        errors: errors.max(0) as u64,
-        blocked: blocked.max(0) as u64,
-    }
+/// `sums` as [`TOTALS`] reads them: requests, prompt and completion tokens, cost, unpriced runs.
+fn summary(sums: (i64, i64, i64, i64, i64), errors: i64, blocked: i64) -> UsageSummary {
+    UsageSummary { totals: totals(sums), errors: errors.max(0) as u64, blocked: blocked.max(0) as u64 }
 }
 
 /// Runs that failed (neither answered, cancelled by their client nor stopped by the guard), as `BIGINT`.

@@ -105,9 +105,8 @@ impl Conversation {
                 // The plan may have changed since the user saved their brew: checked on every
                 // chat. A global brew's models are an admin's choice, not the user's.
                 if brew.owner_id == user.user_id {
-                    let models: Vec<&str> = std::iter::once(brew.model.as_str())
-                        .chain(brew.fallbacks.iter().map(String::as_str))
-                        .collect();
+                    let models: Vec<&str> =
+                        std::iter::once(brew.model.as_str()).chain(brew.fallbacks.iter().map(String::as_str)).collect();
                     super::assistants::check_plan_models(state, user, &models).await?;
                 }
                 Conversation {

@@ -354,10 +354,7 @@ pub async fn stream_answer(
     // token gets a real HTTP status rather than a 200 with an error event, and so that the run
     // can move to its next fallback until then.
     let deadline = state.providers.run_deadline();
-    let opened = match state
-        .providers
-        .open(&route, &answer.messages, &answer.sampling, deadline, &state.metrics)
-        .await
+    let opened = match state.providers.open(&route, &answer.messages, &answer.sampling, deadline, &state.metrics).await
     {
         Ok(opened) => opened,
         Err(failure) => {

@@ -323,14 +323,17 @@ async fn cost_is_computed_from_the_catalogue_and_shown_in_usage(backend: Backend
     let csv = String::from_utf8(output.stdout).unwrap();
     assert!(
         csv.starts_with(
-            "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked,provider,model,cost_usd,unpriced\n"
+            "email,plan,tool,requests,prompt_tokens,completion_tokens,blocked,provider,model,cost_usd,unpriced,via\n"
         ),
         "{csv}"
     );
     let dollars = format!("{}.{:06}", expected_cost / 1_000_000, expected_cost % 1_000_000);
     let priced_line = csv.lines().find(|line| line.starts_with("ada@example.test,free,priced,2,")).expect(&csv);
-    assert!(priced_line.ends_with(&format!(",0,second,m2,{dollars},0")), "{csv}");
-    assert!(csv.lines().any(|line| line.contains(",unpriced,") && line.ends_with(",first,m1,0.000000,1")), "{csv}");
+    assert!(priced_line.ends_with(&format!(",0,second,m2,{dollars},0,aniate")), "{csv}");
+    assert!(
+        csv.lines().any(|line| line.contains(",unpriced,") && line.ends_with(",first,m1,0.000000,1,aniate")),
+        "{csv}"
+    );
     let table = String::from_utf8(p.h.admin(&["usage"], "").stdout).unwrap();
     assert!(table.contains("(unpriced)") && table.contains(&format!("${dollars}")), "{table}");
 }
