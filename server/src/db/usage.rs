@@ -461,8 +461,7 @@ impl Db {
              WHERE created_at >= $1 AND created_at < $2 AND status <> 'running' \
              GROUP BY created_at / 86400000 ORDER BY day"
         );
-        let rows: Vec<(i64, i64, i64, i64, i64, i64, i64, i64)> =
-            sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
+        let rows: Vec<SummaryRow<i64>> = sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
             .map(|(day, r, p, c, cost, unpriced, e, b)| (day, summary((r, p, c, cost, unpriced), e, b)))
@@ -487,7 +486,7 @@ impl Db {
              WHERE usage.created_at >= $1 AND usage.created_at < $2 AND usage.status <> 'running' \
              GROUP BY {key} ORDER BY CAST(COALESCE(SUM(usage.prompt_tokens + usage.completion_tokens), 0) AS BIGINT) DESC, k"
         );
-        let rows: Vec<(String, i64, i64, i64, i64, i64, i64, i64)> =
+        let rows: Vec<SummaryRow<String>> =
             sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
@@ -517,6 +516,9 @@ impl UsageSummary {
         self.totals.prompt_tokens + self.totals.completion_tokens
     }
 }
+
+/// A console summary's row: its key, then `{TOTALS}, {ERRORS}, {BLOCKED}`.
+type SummaryRow<K> = (K, i64, i64, i64, i64, i64, i64, i64);
 
 /// `sums` as [`TOTALS`] reads them: requests, prompt and completion tokens, cost, unpriced runs.
 fn summary(sums: (i64, i64, i64, i64, i64), errors: i64, blocked: i64) -> UsageSummary {
