@@ -10,8 +10,9 @@ CREATE TABLE usage_months (
     PRIMARY KEY (user_id, month_start)
 );
 
--- Runs in flight, which hold their reservation until settled.
-CREATE INDEX usage_running ON usage (user_id) WHERE status = 'running';
+-- Runs in flight, which hold their reservation until settled. With `created_at` in it, SQLite
+-- picks it over usage_user_created, which would read every run of the user's last hour.
+CREATE INDEX usage_running ON usage (user_id, created_at) WHERE status = 'running';
 
 -- Bumped by every change that a server's in-memory caches depend on (`auth`: tokens, users'
 -- roles, plans and accounts; `tools`: the tool registry); every server polls them and drops

@@ -143,7 +143,12 @@ impl Db {
                         // Writers wait for each other instead of failing with SQLITE_BUSY. Each
                         // connection caches 512 KiB of pages: SQLite's default, 2 MiB each, let
                         // the server grow by 28 MB over a 60,000-run soak as the usage table grew.
-                        conn.execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512;")
+                        // `synchronous` is per connection too: NORMAL (no fsync at each commit
+                        // in WAL mode, durable at checkpoints) on every connection, not only the
+                        // first; a connection left at FULL made each reservation wait for an fsync.
+                        conn.execute(
+                            "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512; PRAGMA synchronous = NORMAL;",
+                        )
                             .await?;
                     }
                     Ok(())
@@ -154,7 +159,7 @@ impl Db {
         if backend == Backend::Sqlite {
             // WAL lets readers run while a request records its usage. The mode is stored in the
             // file, so setting it once per start is enough.
-            pool.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;").await?;
+            pool.execute("PRAGMA journal_mode = WAL;").await?;
         }
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
