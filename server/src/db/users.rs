@@ -18,6 +18,20 @@ pub struct User {
     pub disabled_at: Option<i64>,
 }
 
+impl User {
+    /// A row of `SELECT id, email, password_hash, role, plan, disabled_at FROM users`.
+    fn from_row(row: &sqlx::any::AnyRow) -> DbResult<User> {
+        Ok(User {
+            id: row.try_get(0)?,
+            email: row.try_get(1)?,
+            password_hash: row.try_get(2)?,
+            role: parse_role(row.try_get::<&str, _>(3)?)?,
+            plan: row.try_get(4)?,
+            disabled_at: row.try_get(5)?,
+        })
+    }
+}
+
 pub(super) fn parse_role(role: &str) -> DbResult<Role> {
     match role {
         "user" => Ok(Role::User),
@@ -47,17 +61,7 @@ impl Db {
             .bind(email)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            Ok(User {
-                id: row.try_get(0)?,
-                email: row.try_get(1)?,
-                password_hash: row.try_get(2)?,
-                role: parse_role(row.try_get::<&str, _>(3)?)?,
-                plan: row.try_get(4)?,
-                disabled_at: row.try_get(5)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(User::from_row).transpose()
     }
 
     /// Disables (`true`) or enables a user; false when there is no such user. Disabling an
@@ -78,18 +82,7 @@ impl Db {
         let rows = sqlx::query("SELECT id, email, password_hash, role, plan, disabled_at FROM users ORDER BY email")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(User {
-                    id: row.try_get(0)?,
-                    email: row.try_get(1)?,
-                    password_hash: row.try_get(2)?,
-                    role: parse_role(row.try_get::<&str, _>(3)?)?,
-                    plan: row.try_get(4)?,
-                    disabled_at: row.try_get(5)?,
-                })
-            })
-            .collect()
+        rows.iter().map(User::from_row).collect()
     }
 
     /// Sets a user's role; false when there is no such user.
