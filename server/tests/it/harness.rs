@@ -352,6 +352,29 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
     message
 }
 
+/// Unix milliseconds, the clock the fake LLM records its requests' ends with.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Waits for the fake's first request to end cancelled, and asserts it ended within 100 ms of
+/// `left_at`, when the client went away (invariant 3). Returns the fake's requests.
+pub async fn assert_cancelled_within_100ms(fake: &FakeLlm, left_at: u64) -> Vec<aniate_testkit::RecordedRequest> {
+    let (requests, cancelled) = fake
+        .wait_until(Duration::from_secs(2), |requests| {
+            requests.first().is_some_and(|r| r.outcome == aniate_testkit::Outcome::Cancelled)
+        })
+        .await;
+    assert!(cancelled, "{requests:?}");
+    let ended = requests[0].ended_at_ms.unwrap();
+    assert!(
+        ended.saturating_sub(left_at) < 100,
+        "cancelled {} ms after the client left",
+        ended.saturating_sub(left_at)
+    );
+    requests
+}
+
 /// Polls `check` until it holds, and returns how long that took; fails after a second, the
 /// longest a change made by another replica or by `ant-server admin` may take to reach a
 /// running server (tokens' users and tools are cached: docs/architecture.md, `db::cache`).

@@ -4,16 +4,13 @@
 //! [`openai_sdk_and_llm_drive_every_seed_tool`] runs clients nobody here wrote: the official
 //! `openai` Python package and `llm` (versions pinned in `server/tests/openai-requirements.txt`).
 
-use std::{
-    process::Stdio,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{process::Stdio, time::Duration};
 
 use aniate_proto::sse::SseParser;
 use aniate_testkit::{FakeLlmConfig, Fault, Outcome, Rule, fake_llm::LEAK_DISGUISES};
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Harness, ServerOptions, db_tests};
+use crate::harness::{Backend, Harness, ServerOptions, assert_cancelled_within_100ms, db_tests, now_ms};
 
 db_tests!(
     models_list_tools_and_the_brews_a_caller_may_use,
@@ -28,10 +25,6 @@ const REPLY: &str = "Recursion is when a function calls itself.\nEach call gets 
 
 fn rule(when: &str, reply: &str) -> Rule {
     Rule { when_contains: when.to_owned(), reply: reply.to_owned() }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 async fn completion(h: &Harness, token: &str, body: Value) -> reqwest::Response {
@@ -396,19 +389,7 @@ async fn a_client_that_leaves_cancels_the_provider_request(backend: Backend) {
     assert!(String::from_utf8_lossy(&first).contains("chat.completion.chunk"));
     drop(response);
     let dropped_at = now_ms();
-    let (requests, cancelled) = h
-        .fake
-        .wait_until(Duration::from_secs(2), |requests| {
-            requests.first().is_some_and(|r| r.outcome == Outcome::Cancelled)
-        })
-        .await;
-    assert!(cancelled, "{requests:?}");
-    let ended = requests[0].ended_at_ms.unwrap();
-    assert!(
-        ended.saturating_sub(dropped_at) < 100,
-        "cancelled {} ms after the client left",
-        ended.saturating_sub(dropped_at)
-    );
+    assert_cancelled_within_100ms(&h.fake, dropped_at).await;
     assert_eq!(h.usage_status(&request_id).await, "cancelled");
 
     // Whole: the server is reading the answer for its one body when the client leaves.
@@ -422,15 +403,7 @@ async fn a_client_that_leaves_cancels_the_provider_request(backend: Backend) {
     assert!(streaming);
     pending.abort();
     let aborted_at = now_ms();
-    let (requests, cancelled) =
-        h.fake.wait_until(Duration::from_secs(2), |requests| requests[0].outcome == Outcome::Cancelled).await;
-    assert!(cancelled, "{requests:?}");
-    let ended = requests[0].ended_at_ms.unwrap();
-    assert!(
-        ended.saturating_sub(aborted_at) < 100,
-        "cancelled {} ms after the client left",
-        ended.saturating_sub(aborted_at)
-    );
+    assert_cancelled_within_100ms(&h.fake, aborted_at).await;
 }
 
 /// `python3` with the pinned `openai` and `llm`, or `None` (skip) outside CI when they are missing.

@@ -1,7 +1,7 @@
 //! Tool runs: streaming in both formats, output kinds, what reaches the provider, provider
 //! faults, and cancellation when the client goes away.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aniate_proto::{
     event::{Done, StreamEvent},
@@ -10,7 +10,10 @@ use aniate_proto::{
 use aniate_testkit::{FakeLlmConfig, Fault, Outcome, Rule};
 use serde_json::json;
 
-use crate::harness::{Backend, Harness, ServerOptions, UPSTREAM_KEY, assert_error, db_tests, delta_text, sse_events};
+use crate::harness::{
+    Backend, Harness, ServerOptions, UPSTREAM_KEY, assert_cancelled_within_100ms, assert_error, db_tests, delta_text,
+    now_ms, sse_events,
+};
 
 db_tests!(
     streams_sse_and_plain_text,
@@ -298,10 +301,6 @@ async fn provider_faults_mid_stream_end_with_error_events(backend: Backend) {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 async fn dropped_client_cancels_the_provider_request(backend: Backend) {
     let fake = FakeLlmConfig {
         default_reply: Some("word ".repeat(400)),
@@ -319,19 +318,7 @@ async fn dropped_client_cancels_the_provider_request(backend: Backend) {
     assert!(String::from_utf8_lossy(&first).contains("event: meta"));
     drop(response);
     let dropped_at = now_ms();
-    let (requests, cancelled) = h
-        .fake
-        .wait_until(Duration::from_secs(2), |requests| {
-            requests.first().is_some_and(|r| r.outcome == Outcome::Cancelled)
-        })
-        .await;
-    assert!(cancelled, "{requests:?}");
-    let ended = requests[0].ended_at_ms.unwrap();
-    assert!(
-        ended.saturating_sub(dropped_at) < 100,
-        "cancelled {} ms after the client left",
-        ended.saturating_sub(dropped_at)
-    );
+    let requests = assert_cancelled_within_100ms(&h.fake, dropped_at).await;
     assert!(requests[0].chunks_sent < 400, "the provider did not send the whole answer");
     assert_eq!(h.usage_status(&request_id).await, "cancelled");
 
@@ -348,15 +335,7 @@ async fn dropped_client_cancels_the_provider_request(backend: Backend) {
     assert!(arrived);
     pending.abort();
     let aborted_at = now_ms();
-    let (requests, cancelled) =
-        h.fake.wait_until(Duration::from_secs(2), |requests| requests[0].outcome == Outcome::Cancelled).await;
-    assert!(cancelled, "{requests:?}");
-    let ended = requests[0].ended_at_ms.unwrap();
-    assert!(
-        ended.saturating_sub(aborted_at) < 100,
-        "cancelled {} ms after the client left",
-        ended.saturating_sub(aborted_at)
-    );
+    assert_cancelled_within_100ms(&h.fake, aborted_at).await;
 }
 
 async fn input_is_checked_before_the_provider(backend: Backend) {
