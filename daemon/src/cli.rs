@@ -1,4 +1,4 @@
-//! The command line of `aniated` (here rather than in main.rs so `ant manpages` can render it).
+//! The command line of `aniated` (here rather than in its `main`, packaging/pypi/src/bin/aniated.rs, so `ant manpages` can render it).
 
 use clap::Parser;
 
