@@ -124,6 +124,10 @@ pub struct ToolVersionInfo {
     pub output: OutputKind,
     pub active: bool,
     pub guard: crate::tool::GuardMode,
+    /// The models tried when `model`'s provider fails before the first token; absent for a
+    /// version recorded before versions kept them (a rollback to it keeps the current list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<Vec<String>>,
     /// Who made this version: an admin's email, `admin-cli`, `seed`, or `upgrade` for the state
     /// a tool had when version history began.
     pub author: String,

@@ -13,6 +13,14 @@ pub fn fields(version: &StoredToolVersion) -> Vec<(&'static str, String)> {
         ("name", version.name.clone()),
         ("description", version.description.clone()),
         ("model", version.model.clone()),
+        (
+            "fallbacks",
+            match version.fallbacks.as_deref() {
+                None => "(not recorded)".to_owned(),
+                Some([]) => "(none)".to_owned(),
+                Some(list) => list.join(", "),
+            },
+        ),
         ("output", version.output.as_str().to_owned()),
         ("requires_file", version.requires_file.to_string()),
         ("guard", version.guard.as_str().to_owned()),
@@ -122,6 +130,7 @@ mod tests {
             output: OutputKind::Text,
             active: true,
             guard: GuardMode::Block,
+            fallbacks: Some(Vec::new()),
             author: "a@x.y".to_owned(),
             message: String::new(),
             created_at: 0,
@@ -138,6 +147,10 @@ mod tests {
         assert!(text.contains("-two\n+TWO\n"), "{text}");
         assert!(unified(&old, &old).ends_with("no difference\n"));
         assert!(unified(&old, &version(3, "one\ntwo\nthree\n", "m2")).ends_with("system_prompt: unchanged\n"));
+        let with_fallbacks = StoredToolVersion { fallbacks: Some(vec!["a/x".into(), "b/y".into()]), ..old.clone() };
+        assert!(unified(&old, &with_fallbacks).contains("fallbacks: (none) -> a/x, b/y\n"));
+        let unrecorded = StoredToolVersion { fallbacks: None, ..old.clone() };
+        assert!(unified(&unrecorded, &old).contains("fallbacks: (not recorded) -> (none)\n"));
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub struct StoredToolVersion {
     pub output: OutputKind,
     pub active: bool,
     pub guard: GuardMode,
+    /// `None` for a version recorded before versions kept their fallbacks (migration 0011).
+    pub fallbacks: Option<Vec<String>>,
     pub author: String,
     pub message: String,
     pub created_at: i64,
@@ -115,6 +117,7 @@ impl StoredToolVersion {
             output: self.output,
             active: self.active,
             guard: self.guard,
+            fallbacks: self.fallbacks.clone(),
             author: self.author.clone(),
             message: self.message.clone(),
             created_at: rfc3339(self.created_at),
@@ -139,6 +142,11 @@ impl StoredToolVersion {
             output: output.parse().map_err(DbError::Corrupt)?,
             active: row.try_get::<i64, _>("active")? != 0,
             guard: row.try_get::<String, _>("guard")?.parse().map_err(DbError::Corrupt)?,
+            fallbacks: row
+                .try_get::<Option<String>, _>("fallbacks")?
+                .as_deref()
+                .map(super::parse_model_list)
+                .transpose()?,
             author: row.try_get("author")?,
             message: row.try_get("message")?,
             created_at: row.try_get("created_at")?,
@@ -146,7 +154,7 @@ impl StoredToolVersion {
     }
 }
 
-const VERSION_COLUMNS: &str = "slug, version, name, description, system_prompt, model, requires_file, output, active, guard, author, message, created_at";
+const VERSION_COLUMNS: &str = "slug, version, name, description, system_prompt, model, requires_file, output, active, guard, fallbacks, author, message, created_at";
 
 /// Keeps the tool's current state as its version row, inside the transaction that changed it,
 /// so a version is never lost and never recorded for a change that did not commit.
@@ -158,8 +166,8 @@ async fn record_version(
     now: i64,
 ) -> DbResult<()> {
     sqlx::query(
-        "INSERT INTO tool_versions (slug, version, name, description, system_prompt, model, requires_file, output, active, guard, author, message, created_at) \
-         SELECT slug, version, name, description, system_prompt, model, requires_file, output, active, guard, $2, $3, $4 \
+        "INSERT INTO tool_versions (slug, version, name, description, system_prompt, model, requires_file, output, active, guard, fallbacks, author, message, created_at) \
+         SELECT slug, version, name, description, system_prompt, model, requires_file, output, active, guard, fallbacks, $2, $3, $4 \
          FROM global_tools WHERE slug = $1",
     )
     .bind(slug)
@@ -273,8 +281,8 @@ impl Db {
         Ok(result)
     }
 
-    /// Makes a new version of `slug` equal to its version `version` (prompt, model, description,
-    /// output, guard, active), through [`Db::upsert_tool`]. `None` when the tool or that version
+    /// Makes a new version of `slug` equal to its version `version` (prompt, model, fallbacks,
+    /// description, output, guard, active), through [`Db::upsert_tool`]. `None` when the tool or that version
     /// does not exist; `Unchanged` when the tool already is in that state.
     pub async fn rollback_tool(
         &self,
@@ -299,8 +307,8 @@ impl Db {
             active: Some(old.active),
             guard: Some(old.guard),
             message: Some(message),
-            // Versions do not record fallbacks (yet): a rollback keeps the current list.
-            fallbacks: None,
+            // A version from before versions kept fallbacks (None) keeps the current list.
+            fallbacks: old.fallbacks,
         };
         self.upsert_tool(&upsert, author).await.map(Some)
     }

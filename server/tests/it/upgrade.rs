@@ -126,6 +126,9 @@ async fn previous_release_database_upgrades_with_nothing_lost(backend: Backend) 
     assert_eq!(history.len(), 5, "{history:?}");
     assert!(history.iter().all(|row| row[1].as_deref() == Some("1") && row[2].as_deref() == Some("upgrade")));
     assert!(history[0][3].as_deref().unwrap().starts_with("FIXTURE-PROMPT: you explain SQL queries"));
+    // 0011: a tool's newest version records the fallbacks the tool has (none, before 0010).
+    let fallbacks = harness.query_strings("SELECT fallbacks FROM tool_versions").await;
+    assert!(fallbacks.iter().all(|row| row[0].as_deref() == Some("[]")), "{fallbacks:?}");
     let changed = json!({"slug": "explain-sql", "name": "Explain SQL", "description": "d", "system_prompt": "new"});
     let response = harness.http.post(harness.url("/admin/tools")).bearer_auth(&admin).json(&changed).send().await;
     assert_eq!(response.unwrap().status(), 200);

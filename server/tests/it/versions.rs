@@ -19,12 +19,14 @@ async fn every_change_is_a_version_and_rollback_is_a_new_one(backend: Backend) {
     let user = h.signup("user@example.test").await;
     let tool = json!({
         "slug": "haiku", "name": "Haiku", "description": "Answers in a haiku",
-        "system_prompt": "PROMPT-ONE: answer as a haiku.", "message": "first cut"
+        "system_prompt": "PROMPT-ONE: answer as a haiku.", "message": "first cut",
+        "fallbacks": ["backup/model-a"]
     });
     assert_eq!(h.push_tool(&admin, tool.clone()).await.status(), 201);
     let mut second = tool.clone();
     second["system_prompt"] = json!("PROMPT-TWO: answer as a limerick.");
     second["model"] = json!("test-model-2");
+    second["fallbacks"] = json!(["backup/model-b", "backup/model-c"]);
     second.as_object_mut().unwrap().remove("message");
     let updated: Value = h.push_tool(&admin, second.clone()).await.json().await.unwrap();
     assert_eq!(updated["tool"]["version"], 2);
@@ -38,6 +40,8 @@ async fn every_change_is_a_version_and_rollback_is_a_new_one(backend: Backend) {
     assert_eq!(listed[0]["message"], "");
     assert_eq!(listed[0]["author"], ADMIN_EMAIL);
     assert_eq!(listed[0]["model"], "test-model-2");
+    assert_eq!(listed[0]["fallbacks"], json!(["backup/model-b", "backup/model-c"]));
+    assert_eq!(listed[1]["fallbacks"], json!(["backup/model-a"]));
     assert!(listed.iter().all(|v| v.get("system_prompt").is_none()), "the list has no prompts");
     assert!(!serde_json::to_string(&listed).unwrap().contains("PROMPT-"));
 
@@ -74,6 +78,10 @@ async fn every_change_is_a_version_and_rollback_is_a_new_one(backend: Backend) {
     let public: Value = h.http.get(h.url("/tools/haiku")).send().await.unwrap().json().await.unwrap();
     assert_eq!(public["version"], 3, "clients see a newer version, never an older one");
     assert_ne!(public["model"], "test-model-2", "the model went back too");
+    let tools: Value =
+        h.http.get(h.url("/admin/tools")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+    let haiku = tools.as_array().unwrap().iter().find(|tool| tool["slug"] == "haiku").unwrap();
+    assert_eq!(haiku["fallbacks"], json!(["backup/model-a"]), "the fallbacks went back too: {haiku}");
     let run = h.run(&user, "haiku", json!({"instructions": "autumn"}), false).await;
     assert_eq!(run.status(), 200);
     run.text().await.unwrap();
