@@ -69,16 +69,14 @@ pub async fn run(command: AdminCommand, stdin: &mut dyn BufRead, out: &mut dyn W
             db,
         } => {
             check_plan_name(&name).map_err(anyhow::Error::msg)?;
-            let cost_micro_usd_per_month = match cost_limit_usd {
-                None => None,
-                Some(usd) if usd.is_finite() && (0.0..=1e9).contains(&usd) => Some((usd * 1e6).round() as u64),
-                Some(usd) => bail!("--cost-limit-usd: `{usd}` is not an amount of dollars from 0 to 1e9"),
-            };
-            let allowed_models: Option<Vec<String>> = allowed_models
-                .map(|patterns| patterns.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect());
-            for pattern in allowed_models.iter().flatten() {
-                crate::providers::check_model_ref(pattern).map_err(|err| anyhow::anyhow!("--allowed-models: {err}"))?;
-            }
+            let cost_micro_usd_per_month = cost_limit_usd
+                .map(cost_limit_micro_usd)
+                .transpose()
+                .map_err(|err| anyhow::anyhow!("--cost-limit-usd: {err}"))?;
+            let allowed_models = allowed_models
+                .map(allowed_model_patterns)
+                .transpose()
+                .map_err(|err| anyhow::anyhow!("--allowed-models: {err}"))?;
             let db = open(&db).await?;
             db.upsert_plan(&Plan {
                 name: name.clone(),
@@ -325,7 +323,28 @@ async fn set_disabled(db: &DbArgs, email: &str, disabled: bool, out: &mut dyn Wr
 /// runs a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return (an email like
 /// `=HYPERLINK(…)@x.y` is valid), so such a cell gets a leading `'` and is shown as text.
 /// Micro-dollars as `$1.234567`.
-fn usd(micro_usd: u64) -> String {
+/// A plan's monthly cost limit in dollars, as micro-dollars: `define-plan --cost-limit-usd` and
+/// the console's plan form.
+pub fn cost_limit_micro_usd(usd: f64) -> Result<u64, String> {
+    if usd.is_finite() && (0.0..=1e9).contains(&usd) {
+        Ok((usd * 1e6).round() as u64)
+    } else {
+        Err(format!("`{usd}` is not an amount of dollars from 0 to 1e9"))
+    }
+}
+
+/// A plan's allowed models, trimmed, blanks dropped, each a model reference or glob pattern:
+/// `define-plan --allowed-models` and the console's plan form.
+pub fn allowed_model_patterns(patterns: Vec<String>) -> Result<Vec<String>, String> {
+    let patterns: Vec<String> = patterns.into_iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+    for pattern in &patterns {
+        crate::providers::check_model_ref(pattern)?;
+    }
+    Ok(patterns)
+}
+
+/// Dollars from micro-dollars, as `$1.234567`.
+pub fn usd(micro_usd: u64) -> String {
     format!("${}", usd_plain(micro_usd))
 }
 

@@ -170,11 +170,14 @@ pub async fn plans(State(state): State<AppState>, AdminSession(session): AdminSe
         .iter()
         .map(|plan| {
             html!(
-                "<tr data-plan=\"{}\"><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                "<tr data-plan=\"{}\"><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                 <td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
                 plan.name,
                 plan.name,
                 plan.requests_per_minute,
                 plan.tokens_per_month,
+                plan.cost_micro_usd_per_month.map_or_else(|| "no limit".to_owned(), crate::admin_cli::usd),
+                plan.allowed_models.as_ref().map_or_else(|| "any".to_owned(), |models| models.join(", ")),
                 plan.max_stored_bytes,
                 plan.max_stored_files
             )
@@ -182,11 +185,14 @@ pub async fn plans(State(state): State<AppState>, AdminSession(session): AdminSe
         .collect();
     let body = html!(
         "<h1>Plans</h1><table id=\"plans\"><thead><tr><th>Plan</th><th class=\"num\">Requests a minute</th>\
-         <th class=\"num\">Tokens a month</th><th class=\"num\">Stored bytes</th><th class=\"num\">Stored files</th></tr></thead>\
+         <th class=\"num\">Tokens a month</th><th class=\"num\">Cost limit a month</th><th>Models of brews</th>\
+         <th class=\"num\">Stored bytes</th><th class=\"num\">Stored files</th></tr></thead>\
          <tbody>{}</tbody></table><h2>Define or change a plan</h2><form id=\"plan-form\" method=\"post\" action=\"/console/plans\">{}\
          <label>Name <input name=\"name\" required maxlength=\"32\"></label>\
          <label>Requests a minute <input name=\"requests_per_minute\" type=\"number\" min=\"0\" required></label>\
          <label>Tokens a month <input name=\"tokens_per_month\" type=\"number\" min=\"0\" required></label>\
+         <label>Cost limit a month, US dollars <input name=\"cost_limit_usd\" inputmode=\"decimal\" placeholder=\"no limit\"></label>\
+         <label>Models its users' brews may name <input name=\"allowed_models\" placeholder=\"any (e.g. groq/*, local/llama3.1)\"></label>\
          <label>Stored bytes <input name=\"max_stored_bytes\" type=\"number\" min=\"0\" value=\"{}\"></label>\
          <label>Stored files <input name=\"max_stored_files\" type=\"number\" min=\"0\" value=\"{}\"></label>\
          <button type=\"submit\">Save plan</button></form>",
@@ -210,6 +216,12 @@ pub struct PlanForm {
     max_stored_bytes: String,
     #[serde(default)]
     max_stored_files: String,
+    /// Empty: no limit.
+    #[serde(default)]
+    cost_limit_usd: String,
+    /// Comma-separated patterns; empty: any model.
+    #[serde(default)]
+    allowed_models: String,
 }
 
 fn number<T: std::str::FromStr>(text: &str, field: &str, default: Option<T>) -> Result<T, ApiError> {
@@ -227,12 +239,28 @@ pub async fn save_plan(
     session.require_admin()?;
     let name = form.name.trim().to_owned();
     crate::admin_cli::check_plan_name(&name).map_err(ApiError::invalid)?;
-    // The console's form has no allowed models or cost limit (define-plan sets them): an edit
-    // here keeps what the plan has.
-    let existing = state.db.plan(&name).await?;
+    // As `define-plan`: the form states the whole plan, and a blank field is no limit.
+    let cost_micro_usd_per_month = match form.cost_limit_usd.trim().trim_start_matches('$') {
+        "" => None,
+        text => {
+            let usd =
+                text.parse().map_err(|_| ApiError::invalid(format!("cost_limit_usd: `{text}` is not an amount")))?;
+            Some(
+                crate::admin_cli::cost_limit_micro_usd(usd)
+                    .map_err(|err| ApiError::invalid(format!("cost_limit_usd: {err}")))?,
+            )
+        }
+    };
+    let allowed_models = match form.allowed_models.trim() {
+        "" => None,
+        text => Some(
+            crate::admin_cli::allowed_model_patterns(text.split(',').map(str::to_owned).collect())
+                .map_err(|err| ApiError::invalid(format!("allowed_models: {err}")))?,
+        ),
+    };
     let plan = Plan {
-        allowed_models: existing.as_ref().and_then(|plan| plan.allowed_models.clone()),
-        cost_micro_usd_per_month: existing.and_then(|plan| plan.cost_micro_usd_per_month),
+        allowed_models,
+        cost_micro_usd_per_month,
         name,
         requests_per_minute: number(&form.requests_per_minute, "requests_per_minute", None)?,
         tokens_per_month: number(&form.tokens_per_month, "tokens_per_month", None)?,

@@ -244,7 +244,7 @@ async fn reserve_tokens(
                 .rate_limited
                 .get_or_create(&RunLabels { tool: tool_label(&answer.label), status: "monthly_cost".to_owned() })
                 .inc();
-            let usd = |micro: u64| format!("${}.{:06}", micro / 1_000_000, micro % 1_000_000);
+            let usd = crate::admin_cli::usd;
             return Err(ApiError {
                 code: ErrorCode::RateLimited,
                 message: format!(

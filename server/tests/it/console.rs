@@ -448,12 +448,42 @@ async fn admin_manages_users_and_plans(backend: Backend) {
                 ("tokens_per_month", "12345"),
                 ("max_stored_bytes", ""),
                 ("max_stored_files", ""),
+                ("cost_limit_usd", "2.50"),
+                ("allowed_models", "groq/*, local/llama3.1"),
             ],
         )
         .await;
     assert_eq!(saved.status, 303);
     let plans = browser.get("/console/plans").await;
-    assert!(plans.body.contains("<td>team</td><td class=\"num\">7</td><td class=\"num\">12345</td>"), "{}", plans.body);
+    assert!(
+        plans.body.contains(
+            "<td>team</td><td class=\"num\">7</td><td class=\"num\">12345</td><td class=\"num\">$2.500000</td><td>groq/*, local/llama3.1</td>"
+        ),
+        "{}",
+        plans.body
+    );
+    // The same plan as `define-plan` stores it; blank fields are no limit and any model.
+    let stored =
+        h.query_strings("SELECT allowed_models, cost_micro_usd_per_month FROM plans WHERE name = 'team'").await;
+    assert_eq!(stored[0], [Some("[\"groq/*\",\"local/llama3.1\"]".to_owned()), Some("2500000".to_owned())]);
+    let cleared =
+        [("csrf", csrf.as_str()), ("name", "team"), ("requests_per_minute", "7"), ("tokens_per_month", "12345")];
+    assert_eq!(browser.post("/console/plans", &cleared).await.status, 303);
+    let stored =
+        h.query_strings("SELECT allowed_models, cost_micro_usd_per_month FROM plans WHERE name = 'team'").await;
+    assert_eq!(stored[0], [None, None]);
+    let too_long = format!("groq/{}", "m".repeat(130));
+    for (field, value, says) in [
+        ("cost_limit_usd", "lots", "cost_limit_usd"),
+        ("cost_limit_usd", "-1", "cost_limit_usd"),
+        ("allowed_models", &too_long, "longer than 128"),
+    ] {
+        let mut form = cleared.to_vec();
+        form.push((field, value));
+        let bad = browser.post("/console/plans", &form).await;
+        assert_eq!(bad.status, 422, "{field}={value}");
+        assert!(bad.body.contains(says), "{}", bad.body);
+    }
     let bad = browser
         .post(
             "/console/plans",
