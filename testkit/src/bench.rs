@@ -21,3 +21,4 @@ pub mod procfs;
 pub mod report;
 pub mod server;
 pub mod stats;
+pub mod versus;

@@ -72,6 +72,12 @@ struct Args {
     /// a first provider that answers 500 at once, then the second, against the second alone
     #[arg(long)]
     fallback: bool,
+
+    /// Instead: compare this ant-server with another build of it (an earlier commit's, say),
+    /// side by side on the normal path: both at --concurrency and one at a time, alternating
+    /// round by round, each build's CPU per stream, throughput and time to first token
+    #[arg(long, value_name = "PATH", conflicts_with = "fallback")]
+    versus: Option<PathBuf>,
 }
 
 /// Share of the CPUs busy with other work above which the results are called disturbed.
@@ -97,6 +103,25 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let machine = Machine::detect();
+    if let Some(baseline_bin) = args.versus {
+        let report = aniate_testkit::bench::versus::run(aniate_testkit::bench::versus::VersusConfig {
+            server_bin: config.server_bin,
+            baseline_bin,
+            fake_bin: config.fake_bin,
+            concurrency: config.concurrency,
+            runs: config.runs,
+            rounds: config.rounds,
+            warmup_runs: config.warmup_runs,
+            sequential_runs: config.sequential_runs,
+            reply_chars: config.reply_chars,
+            chunk_chars: config.chunk_chars,
+        })?;
+        println!("{}", report.to_markdown(&machine, &command));
+        if let Some(err) = report.errors().first() {
+            bail!("{} runs failed, so the figures are not trustworthy: {err}", report.errors().len());
+        }
+        return Ok(());
+    }
     let report = server::run(config)?;
     let markdown = report.to_markdown(&machine, &command);
     println!("{markdown}");
