@@ -17,8 +17,8 @@ use anyhow::{Context, anyhow, bail};
 use super::load::{Target, run_round};
 use super::procfs::ClockTicks;
 use super::server::{
-    FAKE_LISTENING, INSTRUCTIONS, RATE_LIMIT_PER_MIN, SERVER_LISTENING, SERVER_RUNS_PER_USER, ScratchDir, create_users,
-    http_client, listening_url, reply_text,
+    Config, FAKE_LISTENING, INSTRUCTIONS, RATE_LIMIT_PER_MIN, SERVER_LISTENING, SERVER_RUNS_PER_USER, ScratchDir,
+    create_users, http_client, listening_url, reply_text,
 };
 use super::stats::{ModeTotals, Summary, added_ms};
 use crate::TestProcess;
@@ -27,20 +27,11 @@ const TOOL_SLUG: &str = "what";
 
 #[derive(Clone, Debug)]
 pub struct VersusConfig {
-    /// The build under test.
-    pub server_bin: PathBuf,
+    /// The build under test (`server_bin`), the fake, and the load: `concurrency`, `runs` and
+    /// `sequential_runs` per build, spread over `rounds`; `guard_file` is not used.
+    pub load: Config,
     /// The build to compare it with.
     pub baseline_bin: PathBuf,
-    pub fake_bin: PathBuf,
-    pub concurrency: usize,
-    /// Streams per build at `concurrency`, spread over `rounds`.
-    pub runs: usize,
-    pub rounds: usize,
-    pub warmup_runs: usize,
-    /// Streams per build one at a time, spread over `rounds`; 0 skips them.
-    pub sequential_runs: usize,
-    pub reply_chars: usize,
-    pub chunk_chars: usize,
 }
 
 /// One build's figures in one phase.
@@ -124,7 +115,7 @@ impl VersusReport {
             machine.describe(),
             self.elapsed.as_secs_f64(),
             self.config.baseline_bin.display(),
-            self.config.server_bin.display(),
+            self.config.load.server_bin.display(),
         );
         let mut phases = vec![&self.concurrent];
         phases.extend(&self.sequential);
@@ -174,7 +165,8 @@ pub fn run(config: VersusConfig) -> anyhow::Result<VersusReport> {
     Ok(VersusReport { elapsed: started.elapsed(), ..result? })
 }
 
-fn run_in(config: &VersusConfig, scratch: &ScratchDir) -> anyhow::Result<VersusReport> {
+fn run_in(versus: &VersusConfig, scratch: &ScratchDir) -> anyhow::Result<VersusReport> {
+    let config = &versus.load;
     let dir = scratch.path();
     let reply = reply_text(config.reply_chars);
     let chunk_chars = config.chunk_chars.to_string();
@@ -186,7 +178,7 @@ fn run_in(config: &VersusConfig, scratch: &ScratchDir) -> anyhow::Result<VersusR
 
     let n_runs = 1 + config.warmup_runs + config.runs + config.sequential_runs;
     let mut servers = Vec::new();
-    for (name, bin) in [("current", &config.server_bin), ("baseline", &config.baseline_bin)] {
+    for (name, bin) in [("current", &config.server_bin), ("baseline", &versus.baseline_bin)] {
         let data_dir = dir.join(format!("{name}-data"));
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         let data_dir = data_dir.to_string_lossy().into_owned();
@@ -248,7 +240,7 @@ fn run_in(config: &VersusConfig, scratch: &ScratchDir) -> anyhow::Result<VersusR
         };
         let concurrent = phase(config.concurrency, config.runs).await;
         let sequential = if config.sequential_runs > 0 { Some(phase(1, config.sequential_runs).await) } else { None };
-        anyhow::Ok(VersusReport { config: config.clone(), concurrent, sequential, elapsed: Duration::ZERO })
+        anyhow::Ok(VersusReport { config: versus.clone(), concurrent, sequential, elapsed: Duration::ZERO })
     });
     for (mut process, _, _) in servers {
         let _ = process.terminate(Duration::from_secs(5));

@@ -105,16 +105,8 @@ fn main() -> anyhow::Result<()> {
     let machine = Machine::detect();
     if let Some(baseline_bin) = args.versus {
         let report = aniate_testkit::bench::versus::run(aniate_testkit::bench::versus::VersusConfig {
-            server_bin: config.server_bin,
+            load: config,
             baseline_bin,
-            fake_bin: config.fake_bin,
-            concurrency: config.concurrency,
-            runs: config.runs,
-            rounds: config.rounds,
-            warmup_runs: config.warmup_runs,
-            sequential_runs: config.sequential_runs,
-            reply_chars: config.reply_chars,
-            chunk_chars: config.chunk_chars,
         })?;
         println!("{}", report.to_markdown(&machine, &command));
         if let Some(err) = report.errors().first() {
