@@ -33,6 +33,7 @@ import heapq
 import http.client
 import json
 import math
+import tomllib
 import os
 import platform
 import queue
@@ -327,7 +328,13 @@ class Client:
         return int((self.home / "aniated.lock").read_text().split()[0])
 
     def token(self) -> str:
-        return (self.home / "credentials").read_text().strip()
+        """The API token `ant` stored: `credentials` is TOML (`origin` and `token`) since tokens
+        were bound to the server that issued them; a bare token is the older form."""
+        text = (self.home / "credentials").read_text()
+        try:
+            return tomllib.loads(text)["token"]
+        except (tomllib.TOMLDecodeError, KeyError):
+            return text.strip()
 
     def stop_daemon(self, prefix: list[str] | None = None) -> None:
         """`ant daemon stop`; kills the daemon by its pid if that did not stop it."""
