@@ -63,7 +63,7 @@ fn footprint(pid: u32) -> Footprint {
 }
 
 /// What one phase did.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Phase {
     runs_so_far: usize,
     elapsed: Duration,
@@ -237,7 +237,20 @@ async fn soak_many_concurrent_runs_leave_no_errors_and_no_growth() {
 
     assert_eq!(tally.n_errors, 0, "errors: {:?}", tally.errors);
     assert_eq!(tally.total.len(), runs);
-    let (warm, last) = (&phases[0], &phases[PHASES - 1]);
+    // Descriptors are read the moment the last run of a phase ends, when up to `concurrency`
+    // sockets may still be closing (seen: 82 to 87 through a run, then 97 at its end). A leak
+    // stays; a closing socket goes: give the last reading a second to come back within bounds.
+    let mut last = phases[PHASES - 1].clone();
+    for _ in 0..40 {
+        let within = |now: Footprint, warm: Footprint| now.fds <= warm.fds + FD_SLACK;
+        if within(last.server, phases[0].server) && within(last.daemon, phases[0].daemon) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        last.server = footprint(stack.server.pid());
+        last.daemon = footprint(daemon.pid());
+    }
+    let (warm, last) = (&phases[0], &last);
     for (name, warm, last) in [("server", warm.server, last.server), ("daemon", warm.daemon, last.daemon)] {
         assert!(warm.rss > 0 && warm.fds > 0, "could not read the {name}'s footprint");
         assert!(

@@ -37,7 +37,16 @@ async fn binary_prints_its_address_serves_and_exits_on_sigterm() {
     assert_eq!(models["data"][0]["owned_by"], "aniate-fake-llm (offline fake)");
     let response = client::request(addr, "POST", "/v1/chat/completions", Some(&chat_body("x", true))).await;
     assert_eq!(response.streamed_content(), "from the binary");
-    let requests = client::request(addr, "GET", "/_fake/requests", None).await.json();
+    // The fake records the outcome once its side of the stream has ended, which can be a moment
+    // after the client has read the last byte: wait for it (a loaded CI machine took >0 ms).
+    let mut requests = client::request(addr, "GET", "/_fake/requests", None).await.json();
+    for _ in 0..100 {
+        if requests[0]["outcome"] != "in_progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        requests = client::request(addr, "GET", "/_fake/requests", None).await.json();
+    }
     assert_eq!(requests[0]["outcome"], "completed");
 
     let status = tokio::task::spawn_blocking(move || process.terminate(Duration::from_secs(5))).await.unwrap().unwrap();
