@@ -11,9 +11,9 @@ use anyhow::Context;
 
 use crate::exit::{Exit, Failure};
 
-const SOCKET_UNIT: &str = include_str!("../../packaging/systemd/aniated.socket");
-const SERVICE_UNIT: &str = include_str!("../../packaging/systemd/aniated.service");
-const LAUNCHD_PLIST: &str = include_str!("../../packaging/launchd/com.aniate.aniated.plist");
+const SOCKET_UNIT: &str = include_str!("../units/aniated.socket");
+const SERVICE_UNIT: &str = include_str!("../units/aniated.service");
+const LAUNCHD_PLIST: &str = include_str!("../units/com.aniate.aniated.plist");
 const LAUNCHD_LABEL: &str = "com.aniate.aniated";
 
 /// The `aniated` that the service runs: the one next to this `ant`.

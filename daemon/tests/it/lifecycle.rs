@@ -105,20 +105,23 @@ fn unit_files_verify() {
         eprintln!("skipping: systemd-analyze is not installed");
         return;
     }
-    let packaging = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The daemon's units live with the code that installs them (cli/units, inside the crate so
+    // that the aniate sdist carries them); the server's with its packaging.
+    let (units, packaging) = (root.join("cli/units"), root.join("packaging/systemd"));
     let dir = tempfile::tempdir().unwrap();
     let runtime = dir.path().join("runtime");
     std::fs::create_dir_all(&runtime).unwrap();
     // ExecStart must name an existing binary; the units name their installed paths.
-    let copy = |name: &str, from: &str, to: &str| {
-        let text = std::fs::read_to_string(packaging.join(name)).unwrap().replace(from, to);
+    let copy = |dir_of: &std::path::Path, name: &str, from: &str, to: &str| {
+        let text = std::fs::read_to_string(dir_of.join(name)).unwrap().replace(from, to);
         std::fs::write(dir.path().join(name), text).unwrap();
         dir.path().join(name).display().to_string()
     };
-    let socket = copy("aniated.socket", "", "");
+    let socket = copy(&units, "aniated.socket", "", "");
     let daemon = daemon_bin();
-    let service = copy("aniated.service", "%h/.local/bin/aniated", &daemon);
-    let server = copy("ant-server.service", "/usr/local/bin/ant-server", "/bin/true");
+    let service = copy(&units, "aniated.service", "%h/.local/bin/aniated", &daemon);
+    let server = copy(&packaging, "ant-server.service", "/usr/local/bin/ant-server", "/bin/true");
     for (user, units) in [(true, vec![socket, service]), (false, vec![server])] {
         let mut command = std::process::Command::new(analyze);
         command.arg("verify");
