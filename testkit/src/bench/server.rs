@@ -260,22 +260,7 @@ fn run_in(config: &Config, scratch: &Path, started: Instant) -> anyhow::Result<R
     if let Some(file) = &config.guard_file {
         push_unguarded_copy(&config.server_bin, &data_dir, file, scratch)?;
     }
-    let server_env = [
-        ("ANIATE_BIND", "127.0.0.1:0"),
-        ("ANIATE_DATA_DIR", data_dir.as_str()),
-        ("ANIATE_UPSTREAM_URL", fake_url.as_str()),
-        ("ANIATE_UPSTREAM_API_KEY", "bench"),
-        ("ANIATE_RATE_LIMIT_PER_MIN", RATE_LIMIT_PER_MIN),
-        ("ANIATE_LOG", "warn"),
-    ];
-    let mut server = TestProcess::spawn(&config.server_bin, &["serve"], &server_env, &scratch.join("server.log"))
-        .with_context(|| {
-            format!(
-                "cannot start ant-server {} (build it with `cargo build --release -p ant-server`, or pass --server-bin)",
-                config.server_bin.display()
-            )
-        })?;
-    let server_url = listening_url(&server, SERVER_LISTENING)?;
+    let (mut server, server_url) = spawn_server(&config.server_bin, &data_dir, &fake_url, &scratch.join("server.log"))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     let pids = Pids { fake: fake.pid(), server: server.pid(), clock: ClockTicks::detect() };
@@ -284,6 +269,32 @@ fn run_in(config: &Config, scratch: &Path, started: Instant) -> anyhow::Result<R
     let _ = server.terminate(Duration::from_secs(5));
     let _ = fake.terminate(Duration::from_secs(5));
     Ok(Report { elapsed: started.elapsed(), ..report })
+}
+
+/// Starts `ant-server serve` on a free loopback port, on `data_dir`, with the fake at `fake_url`
+/// as its one provider and no rate limit to speak of; returns it and its URL.
+pub(crate) fn spawn_server(
+    server_bin: &Path,
+    data_dir: &str,
+    fake_url: &str,
+    log: &Path,
+) -> anyhow::Result<(TestProcess, String)> {
+    let env = [
+        ("ANIATE_BIND", "127.0.0.1:0"),
+        ("ANIATE_DATA_DIR", data_dir),
+        ("ANIATE_UPSTREAM_URL", fake_url),
+        ("ANIATE_UPSTREAM_API_KEY", "bench"),
+        ("ANIATE_RATE_LIMIT_PER_MIN", RATE_LIMIT_PER_MIN),
+        ("ANIATE_LOG", "warn"),
+    ];
+    let server = TestProcess::spawn(server_bin, &["serve"], &env, log).with_context(|| {
+        format!(
+            "cannot start ant-server {} (build it with `cargo build --release -p ant-server`, or pass --server-bin)",
+            server_bin.display()
+        )
+    })?;
+    let url = listening_url(&server, SERVER_LISTENING)?;
+    Ok((server, url))
 }
 
 /// The URL a spawned process announces on the stdout line starting with `prefix`.

@@ -17,8 +17,8 @@ use anyhow::{Context, anyhow, bail};
 use super::load::{Target, run_round};
 use super::procfs::ClockTicks;
 use super::server::{
-    Config, FAKE_LISTENING, INSTRUCTIONS, RATE_LIMIT_PER_MIN, SERVER_LISTENING, SERVER_RUNS_PER_USER, ScratchDir,
-    create_users, http_client, listening_url, reply_text,
+    Config, FAKE_LISTENING, INSTRUCTIONS, SERVER_RUNS_PER_USER, ScratchDir, create_users, http_client, listening_url,
+    reply_text, spawn_server,
 };
 use super::stats::{ModeTotals, Summary, added_ms};
 use crate::TestProcess;
@@ -184,17 +184,7 @@ fn run_in(versus: &VersusConfig, scratch: &ScratchDir) -> anyhow::Result<VersusR
         let data_dir = data_dir.to_string_lossy().into_owned();
         eprintln!("bench-server --versus: creating the {name} build's users");
         let tokens = create_users(bin, &data_dir, n_runs.div_ceil(SERVER_RUNS_PER_USER))?;
-        let env = [
-            ("ANIATE_BIND", "127.0.0.1:0"),
-            ("ANIATE_DATA_DIR", data_dir.as_str()),
-            ("ANIATE_UPSTREAM_URL", fake_url.as_str()),
-            ("ANIATE_UPSTREAM_API_KEY", "bench"),
-            ("ANIATE_RATE_LIMIT_PER_MIN", RATE_LIMIT_PER_MIN),
-            ("ANIATE_LOG", "warn"),
-        ];
-        let process = TestProcess::spawn(bin, &["serve"], &env, &dir.join(format!("{name}.log")))
-            .with_context(|| format!("cannot start ant-server {}", bin.display()))?;
-        let url = listening_url(&process, SERVER_LISTENING)?;
+        let (process, url) = spawn_server(bin, &data_dir, &fake_url, &dir.join(format!("{name}.log")))?;
         servers.push((process, url, tokens));
     }
     let clock = ClockTicks::detect();
