@@ -93,7 +93,34 @@ pub struct Limiter {
     /// `ANIATE_RATE_LIMIT_PER_MIN`: replaces the default plan's per-minute limit.
     default_plan_override: Option<u32>,
     plans: Mutex<(Option<Instant>, HashMap<String, Plan>)>,
+    /// See [`Limiter::overlap_reservation`].
+    overlap: Mutex<Overlap>,
 }
+
+#[derive(Debug, Default)]
+struct Overlap {
+    /// Users whose monthly quota or cost limit refused a run lately, and when.
+    refused: HashMap<i64, Instant>,
+    /// Users with a run whose reservation and provider call overlap now.
+    in_flight: std::collections::HashSet<i64>,
+}
+
+/// A run's leave to reserve while it calls the provider; see [`Limiter::overlap_reservation`].
+#[derive(Debug)]
+pub struct OverlapGuard<'a> {
+    limiter: &'a Limiter,
+    user_id: i64,
+}
+
+impl Drop for OverlapGuard<'_> {
+    fn drop(&mut self) {
+        let mut overlap = self.limiter.overlap.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        overlap.in_flight.remove(&self.user_id);
+    }
+}
+
+/// How long after a refusal a user's runs reserve before they call the provider.
+pub const REFUSAL_MEMORY: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct RedisLimiter {
     url: String,
@@ -133,7 +160,28 @@ impl Limiter {
             redis,
             default_plan_override,
             plans: Mutex::new((None, HashMap::new())),
+            overlap: Mutex::default(),
         }
+    }
+
+    /// Whether a run of this user may call the provider while its monthly reservation is being
+    /// made, rather than after: yes, holding the returned guard, unless a reservation of theirs
+    /// was refused on this replica in the last [`REFUSAL_MEMORY`] or another of their runs is
+    /// overlapping right now. A refused reservation cancels the provider call before anything
+    /// reaches the client, so a user over their quota costs the provider at most one cancelled
+    /// request per replica and [`REFUSAL_MEMORY`], however many runs they send at once.
+    pub fn overlap_reservation(&self, user_id: i64) -> Option<OverlapGuard<'_>> {
+        let mut overlap = self.overlap.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let recently_refused = overlap.refused.get(&user_id).is_some_and(|at| at.elapsed() < REFUSAL_MEMORY);
+        (!recently_refused && overlap.in_flight.insert(user_id)).then(|| OverlapGuard { limiter: self, user_id })
+    }
+
+    /// Notes that a reservation of this user was refused (and forgets refusals that are old).
+    pub fn note_refusal(&self, user_id: i64) {
+        let mut overlap = self.overlap.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        overlap.refused.retain(|_, at| now.duration_since(*at) < REFUSAL_MEMORY);
+        overlap.refused.insert(user_id, now);
     }
 
     pub fn uses_redis(&self) -> bool {
@@ -320,6 +368,22 @@ mod tests {
             Decision::Allowed => panic!("a fourth request within the minute"),
         }
         assert_eq!(limiter.check(2, 3), Decision::Allowed, "users are limited separately");
+    }
+
+    #[test]
+    fn one_run_of_a_user_overlaps_at_a_time_and_none_after_a_refusal() {
+        let limiter = Limiter::new(None, "test", None);
+        let first = limiter.overlap_reservation(1).expect("the first run overlaps");
+        assert!(limiter.overlap_reservation(1).is_none(), "a second run of the same user reserves first");
+        assert!(limiter.overlap_reservation(1).is_none(), "and so does a third, without freeing the first");
+        let other = limiter.overlap_reservation(2).expect("another user's run overlaps");
+        drop(first);
+        let again = limiter.overlap_reservation(1).expect("the first run's end frees the user");
+        drop(again);
+        limiter.note_refusal(2);
+        drop(other);
+        assert!(limiter.overlap_reservation(2).is_none(), "a refused user reserves first");
+        assert!(limiter.overlap_reservation(1).is_some(), "others are not affected");
     }
 
     #[test]

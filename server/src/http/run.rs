@@ -331,8 +331,32 @@ pub async fn stream_answer(
     let prompt_chars: usize = answer.messages.iter().map(|m| m.content.chars().count()).sum();
     let max_tokens = answer.sampling.max_tokens;
     let route = state.providers.route(&answer.model, &answer.fallbacks);
-    let (usage_id, month_start_ms) =
-        reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens, &route).await?;
+    // The reservation and the provider call overlap, so the first token waits for the slower of
+    // the two rather than for both; nothing reaches the client before the reservation is made,
+    // and a refused one drops (cancels) the provider call. After a refusal this user's runs
+    // reserve first for a while, and only one run of a user overlaps at a time
+    // (`Limiter::overlap_reservation`).
+    let deadline = state.providers.run_deadline();
+    let reserve = reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens, &route);
+    let open = state.providers.open(&route, &answer.messages, &answer.sampling, deadline, &state.metrics);
+    let (reserved, opened) = if let Some(_overlapping) = state.limiter.overlap_reservation(user.user_id) {
+        tokio::join!(reserve, open)
+    } else {
+        let reserved = reserve.await;
+        if let Err(refused) = reserved {
+            return Err(refused);
+        }
+        (reserved, open.await)
+    };
+    let (usage_id, month_start_ms) = match reserved {
+        Ok(reserved) => reserved,
+        Err(refused) => {
+            if refused.code == ErrorCode::RateLimited {
+                state.limiter.note_refusal(user.user_id);
+            }
+            return Err(refused);
+        }
+    };
     let mut recorder = RunRecorder {
         state: state.clone(),
         usage_id,
@@ -353,9 +377,7 @@ pub async fn stream_answer(
     // The router waits for the answer to start, so that a provider that fails before its first
     // token gets a real HTTP status rather than a 200 with an error event, and so that the run
     // can move to its next fallback until then.
-    let deadline = state.providers.run_deadline();
-    let opened = match state.providers.open(&route, &answer.messages, &answer.sampling, deadline, &state.metrics).await
-    {
+    let opened = match opened {
         Ok(opened) => opened,
         Err(failure) => {
             recorder.provider_started = failure.provider_started;
