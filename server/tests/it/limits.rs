@@ -30,6 +30,17 @@ async fn run_ok(h: &Harness, token: &str, base: &str, slug: &str) {
     response.text().await.unwrap();
 }
 
+/// `POST {base}/tool/what` as `token`, for any replica.
+async fn post_what(h: &Harness, base: &str, token: &str, instructions: &str) -> reqwest::Response {
+    h.http
+        .post(format!("{base}/tool/what"))
+        .bearer_auth(token)
+        .json(&json!({"instructions": instructions}))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn usage_of(h: &Harness, base: &str, token: &str) -> Value {
     // Usage rows are written just after the answer; give them a moment.
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -104,14 +115,7 @@ async fn per_minute_limit_and_monthly_quota(backend: Backend) {
     // The plan cache lives 10 s; a fresh replica sees the new plan at once, and the tokens the
     // user already spent this month are over the tiny quota.
     let (_replica, base) = h.extra_server("replica", &[]);
-    let over = h
-        .http
-        .post(format!("{base}/tool/what"))
-        .bearer_auth(&other)
-        .json(&json!({"instructions": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let over = post_what(&h, &base, &other, "x").await;
     assert!(over.headers().contains_key("retry-after"));
     let message = assert_error(over, 429, "rate_limited").await;
     assert!(message.contains("tiny") && message.contains("resets at"), "{message}");
@@ -276,14 +280,7 @@ async fn two_replicas_share_registry_limits_and_usage() {
     run_ok(&h, &token, &a, "what").await;
     run_ok(&h, &token, &b, "what").await;
     run_ok(&h, &token, &a, "shared").await;
-    let fourth = h
-        .http
-        .post(format!("{b}/tool/what"))
-        .bearer_auth(&token)
-        .json(&json!({"instructions": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let fourth = post_what(&h, &b, &token, "x").await;
     assert_error(fourth, 429, "rate_limited").await;
 
     let from_a = usage_of(&h, &a, &token).await;
@@ -351,21 +348,12 @@ async fn a_user_over_quota_costs_the_provider_at_most_one_cancelled_call(backend
     let (_replica, base) = h.extra_server("replica", &[]);
     let before = h.fake.requests().len();
     for _ in 0..3 {
-        let response = h
-            .http
-            .post(format!("{base}/tool/what"))
-            .bearer_auth(&token)
-            .json(&json!({"instructions": "again"}))
-            .send()
-            .await
-            .unwrap();
+        let response = post_what(&h, &base, &token, "again").await;
         assert_error(response, 429, "rate_limited").await;
     }
-    let burst = (0..8).map(|_| {
-        h.http.post(format!("{base}/tool/what")).bearer_auth(&token).json(&json!({"instructions": "at once"})).send()
-    });
+    let burst = (0..8).map(|_| post_what(&h, &base, &token, "at once"));
     for response in futures_util::future::join_all(burst).await {
-        assert_error(response.unwrap(), 429, "rate_limited").await;
+        assert_error(response, 429, "rate_limited").await;
     }
     let calls = h.fake.requests().len() - before;
     assert!(calls <= 1, "{calls} provider calls for 11 refused runs");

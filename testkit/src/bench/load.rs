@@ -120,6 +120,12 @@ impl Target {
         }
     }
 
+    /// The same target, sending `authorization` (a whole header value) with every request.
+    pub fn with_authorization(mut self, authorization: String) -> Target {
+        self.authorizations = vec![authorization];
+        self
+    }
+
     /// Runs one stream to its end.
     pub async fn run_once(&self) -> Result<Sample, String> {
         let mut request = self

@@ -525,7 +525,7 @@ pub fn reply_text(chars: usize) -> String {
 }
 
 /// A system prompt as long as the `what` tool's, which only the server knows.
-fn stand_in_system_prompt() -> String {
+pub(crate) fn stand_in_system_prompt() -> String {
     const PROSE: &str = "You are a stand-in system prompt, as long as the seed tool's, so that the fake LLM \
                          receives, parses and records requests of the same size in both modes. ";
     PROSE.chars().cycle().take(SYSTEM_PROMPT_CHARS).collect()

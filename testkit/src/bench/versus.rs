@@ -7,6 +7,10 @@
 //! It answers "did this change cost anything on the normal path?": each build's CPU per stream
 //! (read from `/proc` around each round), throughput and time to first token, and the ratio of
 //! the two in every round, whose spread says how large a difference this machine can see.
+//!
+//! The baseline may instead be a peer: the LiteLLM proxy (`--versus-litellm`), one worker, in
+//! front of the same fake, driven with the requests the bench sends straight to the fake
+//! (the tool's system prompt is ant-server's secret, so the proxy is sent one as long).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +22,7 @@ use super::load::{Target, run_round};
 use super::procfs::ClockTicks;
 use super::server::{
     Config, FAKE_LISTENING, INSTRUCTIONS, SERVER_RUNS_PER_USER, ScratchDir, create_users, http_client, listening_url,
-    reply_text, spawn_server,
+    reply_text, spawn_server, stand_in_system_prompt,
 };
 use super::stats::{ModeTotals, Summary, added_ms};
 use crate::TestProcess;
@@ -30,9 +34,53 @@ pub struct VersusConfig {
     /// The build under test (`server_bin`), the fake, and the load: `concurrency`, `runs` and
     /// `sequential_runs` per build, spread over `rounds`; `guard_file` is not used.
     pub load: Config,
-    /// The build to compare it with.
-    pub baseline_bin: PathBuf,
+    /// What to compare it with.
+    pub baseline: Baseline,
 }
+
+/// The peers' part of `docs/benchmarks.md`: ant-server against the LiteLLM proxy.
+pub const PEERS_SECTION: super::report::Section<'static> = super::report::Section {
+    heading: "## ant-server and the LiteLLM proxy",
+    start_marker: "<!-- bench-peers:start -->",
+    end_marker: "<!-- bench-peers:end -->",
+};
+
+/// The other side of the comparison.
+#[derive(Clone, Debug)]
+pub enum Baseline {
+    /// Another ant-server build.
+    Build(PathBuf),
+    /// The `litellm` command of a LiteLLM proxy install, run with one worker.
+    LiteLlm(PathBuf),
+}
+
+impl Baseline {
+    /// What the table calls each side: (current, baseline).
+    fn names(&self) -> (&'static str, &'static str) {
+        match self {
+            Baseline::Build(_) => ("current", "baseline"),
+            Baseline::LiteLlm(_) => ("ant-server", "LiteLLM proxy"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Baseline::Build(bin) => format!("`{}`", bin.display()),
+            Baseline::LiteLlm(bin) => format!("the LiteLLM proxy, one worker (`{}`)", bin.display()),
+        }
+    }
+}
+
+/// The model the proxy serves, routed to the fake (which answers any model). Not a Llama name:
+/// for those the proxy fetches a tokenizer from Hugging Face, which this offline machine cannot
+/// reach, and each request would wait for its retries.
+const LITELLM_MODEL: &str = "bench-model";
+
+/// The proxy's master key, for this bench only (it refuses to start without one).
+const LITELLM_KEY: &str = "sk-aniate-bench-only";
+
+/// How long the LiteLLM proxy gets to start (it imports a great deal of Python).
+const LITELLM_STARTUP: Duration = Duration::from_secs(120);
 
 /// One build's figures in one phase.
 #[derive(Debug, Default)]
@@ -109,18 +157,19 @@ impl VersusReport {
     pub fn to_markdown(&self, machine: &super::report::Machine, command: &str) -> String {
         let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1000.0);
         let mut text = format!(
-            "Measured on {}, {:.0} s in all: `{command}`.\nBaseline: `{}`; current: `{}`.\n\n\
-             | build | concurrency | streams | errors | streams/s | server CPU per stream | TTFT p50 | TTFT p99 |\n\
+            "Measured on {}, {:.0} s in all: `{command}`.\nBaseline: {}; current: `{}`.\n\n\
+             | relay | concurrency | streams | errors | streams/s | relay CPU per stream | TTFT p50 | TTFT p99 |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|\n",
             machine.describe(),
             self.elapsed.as_secs_f64(),
-            self.config.baseline_bin.display(),
+            self.config.baseline.describe(),
             self.config.load.server_bin.display(),
         );
         let mut phases = vec![&self.concurrent];
         phases.extend(&self.sequential);
         for phase in &phases {
-            for (name, side) in [("baseline", &phase.baseline), ("current", &phase.current)] {
+            let (current_name, baseline_name) = self.config.baseline.names();
+            for (name, side) in [(baseline_name, &phase.baseline), (current_name, &phase.current)] {
                 let summary: Summary = side.totals.summary();
                 text.push_str(&format!(
                     "| {name} | {} | {} | {} | {:.0} | {} | {} | {} |\n",
@@ -135,6 +184,7 @@ impl VersusReport {
             }
         }
         text.push('\n');
+        let (current_name, baseline_name) = self.config.baseline.names();
         for phase in &phases {
             let (cur, base) = (phase.current.totals.summary(), phase.baseline.totals.summary());
             let ratios = phase.round_cpu_ratios();
@@ -143,7 +193,7 @@ impl VersusReport {
                 _ => "no rounds".to_owned(),
             };
             text.push_str(&format!(
-                "- {} at a time: current/baseline server CPU per stream ×{:.3} ({spread}); throughput ×{:.3}; TTFT p50 {:+.3} ms.\n",
+                "- {} at a time: {current_name} / {baseline_name}: CPU per stream ×{:.3} ({spread}); throughput ×{:.3}; TTFT p50 {:+.3} ms.\n",
                 phase.concurrency,
                 phase.cpu_ratio(),
                 if base.throughput == 0.0 { 0.0 } else { cur.throughput / base.throughput },
@@ -178,7 +228,11 @@ fn run_in(versus: &VersusConfig, scratch: &ScratchDir) -> anyhow::Result<VersusR
 
     let n_runs = 1 + config.warmup_runs + config.runs + config.sequential_runs;
     let mut servers = Vec::new();
-    for (name, bin) in [("current", &config.server_bin), ("baseline", &versus.baseline_bin)] {
+    let mut builds = vec![("current", &config.server_bin)];
+    if let Baseline::Build(bin) = &versus.baseline {
+        builds.push(("baseline", bin));
+    }
+    for (name, bin) in builds {
         let data_dir = dir.join(format!("{name}-data"));
         std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         let data_dir = data_dir.to_string_lossy().into_owned();
@@ -187,16 +241,27 @@ fn run_in(versus: &VersusConfig, scratch: &ScratchDir) -> anyhow::Result<VersusR
         let (process, url) = spawn_server(bin, &data_dir, &fake_url, &dir.join(format!("{name}.log")))?;
         servers.push((process, url, tokens));
     }
+    let litellm = match &versus.baseline {
+        Baseline::Build(_) => None,
+        Baseline::LiteLlm(bin) => Some(spawn_litellm(bin, &fake_url, dir)?),
+    };
     let clock = ClockTicks::detect();
-    let pids = [servers[0].0.pid(), servers[1].0.pid()];
+    let pids = [servers[0].0.pid(), litellm.as_ref().map_or_else(|| servers[1].0.pid(), |(process, _)| process.pid())];
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     let result = runtime.block_on(async {
         let client = http_client(config.concurrency)?;
-        let targets: Vec<Arc<Target>> = servers
+        let mut targets: Vec<Arc<Target>> = servers
             .iter()
             .map(|(_, url, tokens)| Arc::new(Target::server(client.clone(), url, TOOL_SLUG, tokens, INSTRUCTIONS)))
             .collect();
+        if let Some((_, url)) = &litellm {
+            let user_message = format!("<instructions>\n{INSTRUCTIONS}\n</instructions>\n");
+            let system = stand_in_system_prompt();
+            let target = Target::direct(client.clone(), url, LITELLM_MODEL, &system, &user_message)
+                .with_authorization(format!("Bearer {LITELLM_KEY}"));
+            targets.push(Arc::new(target));
+        }
         for (target, name) in targets.iter().zip(["current", "baseline"]) {
             target.run_once().await.map_err(|err| anyhow!("a run through the {name} build failed: {err}"))?;
             let warmup = run_round(target, config.warmup_runs, config.concurrency).await;
@@ -235,8 +300,69 @@ fn run_in(versus: &VersusConfig, scratch: &ScratchDir) -> anyhow::Result<VersusR
     for (mut process, _, _) in servers {
         let _ = process.terminate(Duration::from_secs(5));
     }
+    if let Some((mut process, _)) = litellm {
+        let _ = process.terminate(Duration::from_secs(10));
+    }
     let _ = fake.terminate(Duration::from_secs(5));
     result
+}
+
+/// Starts `litellm` on a free loopback port with one worker, its one model routed to the fake,
+/// and waits until it answers; returns it and its OpenAI-compatible base URL (`…/v1`).
+fn spawn_litellm(
+    bin: &std::path::Path,
+    fake_url: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<(TestProcess, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = dir.join("litellm.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "model_list:\n  - model_name: {LITELLM_MODEL}\n    litellm_params:\n      model: openai/{LITELLM_MODEL}\n      \
+             api_base: {fake_url}\n      api_key: bench\n"
+        ),
+    )?;
+    let (config, port_text) = (config.to_string_lossy().into_owned(), port.to_string());
+    let args = ["--config", &config, "--host", "127.0.0.1", "--port", &port_text, "--num_workers", "1"];
+    eprintln!("bench-server --versus: starting the LiteLLM proxy ({})", bin.display());
+    // Offline: the model price map bundled with the package, no Hugging Face, no telemetry.
+    let envs = [
+        ("LITELLM_LOG", "ERROR"),
+        ("LITELLM_MASTER_KEY", LITELLM_KEY),
+        ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+        ("HF_HUB_OFFLINE", "1"),
+        ("LITELLM_TELEMETRY", "False"),
+    ];
+    let log = dir.join("litellm.log");
+    let process =
+        TestProcess::spawn(bin, &args, &envs, &log).with_context(|| format!("cannot start {}", bin.display()))?;
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        let ready = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut stream| {
+            use std::io::{Read, Write};
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            stream.write_all(b"GET /health/liveliness HTTP/1.0\r\nHost: bench\r\n\r\n").ok()?;
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).ok()?;
+            Some(head.ends_with(b"200"))
+        });
+        if ready == Some(true) {
+            return Ok((process, format!("{base}/v1")));
+        }
+        // A process that exited stays a zombie (state `Z`) until it is reaped.
+        let exited = std::fs::read_to_string(format!("/proc/{}/stat", process.pid()))
+            .map_or(true, |stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')));
+        if started.elapsed() > LITELLM_STARTUP || exited {
+            bail!(
+                "the LiteLLM proxy did not answer on {base} within {} s; its log ends:\n{}",
+                LITELLM_STARTUP.as_secs(),
+                crate::process::read_log_tail(&log, 15)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 impl VersusPhase {

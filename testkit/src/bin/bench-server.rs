@@ -78,6 +78,12 @@ struct Args {
     /// round by round, each build's CPU per stream, throughput and time to first token
     #[arg(long, value_name = "PATH", conflicts_with = "fallback")]
     versus: Option<PathBuf>,
+
+    /// Instead: compare this ant-server with a peer, the LiteLLM proxy (the `litellm` command of
+    /// a `pip install 'litellm[proxy]'`, run with one worker), as --versus does; its requests
+    /// are the ones sent straight to the fake. `bash bench/server.sh --peers` installs it
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["fallback", "versus"])]
+    versus_litellm: Option<PathBuf>,
 }
 
 /// Share of the CPUs busy with other work above which the results are called disturbed.
@@ -103,14 +109,23 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let machine = Machine::detect();
-    if let Some(baseline_bin) = args.versus {
-        let report = aniate_testkit::bench::versus::run(aniate_testkit::bench::versus::VersusConfig {
-            load: config,
-            baseline_bin,
-        })?;
-        println!("{}", report.to_markdown(&machine, &command));
+    use aniate_testkit::bench::versus::{self, Baseline};
+    let baseline = match (args.versus, args.versus_litellm) {
+        (Some(bin), _) => Some(Baseline::Build(bin)),
+        (None, Some(bin)) => Some(Baseline::LiteLlm(bin)),
+        (None, None) => None,
+    };
+    if let Some(baseline) = baseline {
+        let peer = matches!(baseline, Baseline::LiteLlm(_));
+        let report = versus::run(versus::VersusConfig { load: config, baseline })?;
+        let markdown = report.to_markdown(&machine, &command);
+        println!("{markdown}");
         if let Some(err) = report.errors().first() {
             bail!("{} runs failed, so the figures are not trustworthy: {err}", report.errors().len());
+        }
+        if let (true, Some(out)) = (peer, &args.out) {
+            versus::PEERS_SECTION.write(out, &markdown)?;
+            eprintln!("bench-server: wrote the results to {}", out.display());
         }
         return Ok(());
     }
