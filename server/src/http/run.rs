@@ -336,8 +336,30 @@ pub async fn stream_answer(
     // and a refused one drops (cancels) the provider call. After a refusal this user's runs
     // reserve first for a while, and only one run of a user overlaps at a time
     // (`Limiter::overlap_reservation`).
+    // The recorder is made as soon as the reservation is, so that a client that leaves while the
+    // provider is still to answer has its run settled as cancelled rather than left `running`.
+    let started = Instant::now();
     let deadline = state.providers.run_deadline();
-    let reserve = reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens, &route);
+    let reserve = async {
+        let (usage_id, month_start_ms) =
+            reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens, &route).await?;
+        Ok::<_, ApiError>(RunRecorder {
+            state: state.clone(),
+            usage_id,
+            month_start_ms,
+            user_id: user.user_id,
+            tool: answer.label.clone(),
+            answered_by: route[0].clone(),
+            request_id: request_id.clone(),
+            started,
+            ttft_ms: None,
+            prompt_chars,
+            completion_chars: 0,
+            usage: None,
+            provider_started: false,
+            finished: false,
+        })
+    };
     let open = state.providers.open(&route, &answer.messages, &answer.sampling, deadline, &state.metrics);
     let (reserved, opened) = if let Some(_overlapping) = state.limiter.overlap_reservation(user.user_id) {
         tokio::join!(reserve, open)
@@ -348,30 +370,14 @@ pub async fn stream_answer(
         }
         (reserved, open.await)
     };
-    let (usage_id, month_start_ms) = match reserved {
-        Ok(reserved) => reserved,
+    let mut recorder = match reserved {
+        Ok(recorder) => recorder,
         Err(refused) => {
             if refused.code == ErrorCode::RateLimited {
                 state.limiter.note_refusal(user.user_id);
             }
             return Err(refused);
         }
-    };
-    let mut recorder = RunRecorder {
-        state: state.clone(),
-        usage_id,
-        month_start_ms,
-        user_id: user.user_id,
-        tool: answer.label.clone(),
-        answered_by: route[0].clone(),
-        request_id: request_id.clone(),
-        started: Instant::now(),
-        ttft_ms: None,
-        prompt_chars,
-        completion_chars: 0,
-        usage: None,
-        provider_started: false,
-        finished: false,
     };
 
     // The router waits for the answer to start, so that a provider that fails before its first

@@ -336,6 +336,19 @@ async fn dropped_client_cancels_the_provider_request(backend: Backend) {
     pending.abort();
     let aborted_at = now_ms();
     assert_cancelled_within_100ms(&h.fake, aborted_at).await;
+    // The run was reserved while the provider was called (issue 15): its usage row is settled
+    // as cancelled, not left `running` against the user's quota.
+    let newest = "SELECT status FROM usage WHERE user_id = (SELECT id FROM users WHERE email = 'cancel@example.test') \
+                  ORDER BY id DESC LIMIT 1";
+    let mut status = None;
+    for _ in 0..200 {
+        status = h.query_strings(newest).await.first().and_then(|row| row[0].clone());
+        if status.as_deref() != Some("running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(status.as_deref(), Some("cancelled"), "the run that left before its first token");
 }
 
 async fn input_is_checked_before_the_provider(backend: Backend) {
