@@ -231,6 +231,8 @@ async fn reserve_tokens(
     if let Some(usage_id) = state.db.reserve_tokens(&reservation).await? {
         return Ok((usage_id, month_start));
     }
+    // Refused: this user's next runs reserve before they call the provider.
+    state.limiter.note_refusal(user.user_id);
     let retry_after = u64::try_from((next_month - now) / 1000).unwrap_or(1).max(1);
     let used = state.db.tokens_since(user.user_id, month_start).await?;
     // Which limit refused the run: the tokens if they do not fit, else the cost.
@@ -333,11 +335,10 @@ pub async fn stream_answer(
     let route = state.providers.route(&answer.model, &answer.fallbacks);
     // The reservation and the provider call overlap, so the first token waits for the slower of
     // the two rather than for both; nothing reaches the client before the reservation is made,
-    // and a refused one drops (cancels) the provider call. After a refusal this user's runs
-    // reserve first for a while, and only one run of a user overlaps at a time
-    // (`Limiter::overlap_reservation`).
-    // The recorder is made as soon as the reservation is, so that a client that leaves while the
-    // provider is still to answer has its run settled as cancelled rather than left `running`.
+    // and a refused one drops (cancels) the provider call. Only one run of a user overlaps at a
+    // time, and none for a while after a refusal (`Limiter::overlap_reservation`). The recorder
+    // is made as soon as the reservation is, so that a client that leaves while the provider is
+    // still to answer has its run settled as cancelled rather than left `running`.
     let started = Instant::now();
     let deadline = state.providers.run_deadline();
     let reserve = async {
@@ -364,21 +365,10 @@ pub async fn stream_answer(
     let (reserved, opened) = if let Some(_overlapping) = state.limiter.overlap_reservation(user.user_id) {
         tokio::join!(reserve, open)
     } else {
-        let reserved = reserve.await;
-        if let Err(refused) = reserved {
-            return Err(refused);
-        }
-        (reserved, open.await)
+        let recorder = reserve.await?;
+        (Ok(recorder), open.await)
     };
-    let mut recorder = match reserved {
-        Ok(recorder) => recorder,
-        Err(refused) => {
-            if refused.code == ErrorCode::RateLimited {
-                state.limiter.note_refusal(user.user_id);
-            }
-            return Err(refused);
-        }
-    };
+    let mut recorder = reserved?;
 
     // The router waits for the answer to start, so that a provider that fails before its first
     // token gets a real HTTP status rather than a 200 with an error event, and so that the run

@@ -334,10 +334,7 @@ async fn drive(
 ) -> anyhow::Result<Report> {
     let direct_client = http_client(config.concurrency)?;
     let server_client = http_client(config.concurrency)?;
-    let system_prompt = stand_in_system_prompt();
-    let user_message = format!("<instructions>\n{INSTRUCTIONS}\n</instructions>\n");
-    let direct =
-        Arc::new(Target::direct(direct_client.clone(), fake_url, DEFAULT_MODEL, &system_prompt, &user_message));
+    let direct = Arc::new(direct_target(direct_client.clone(), fake_url, DEFAULT_MODEL));
     let server = Arc::new(Target::server(server_client.clone(), server_url, TOOL_SLUG, tokens, INSTRUCTIONS));
     let openai = Arc::new(Target::openai(server_client.clone(), server_url, TOOL_SLUG, tokens, INSTRUCTIONS));
     let unguarded = config.guard_file.as_ref().map(|_| {
@@ -524,8 +521,15 @@ pub fn reply_text(chars: usize) -> String {
     PROSE.chars().cycle().take(chars).collect()
 }
 
+/// A streamed run of `model` straight at the OpenAI-compatible `base_url`, with messages as large
+/// as the ones ant-server sends for the `what` tool (whose system prompt only it knows).
+pub(crate) fn direct_target(client: reqwest::Client, base_url: &str, model: &str) -> Target {
+    let user_message = format!("<instructions>\n{INSTRUCTIONS}\n</instructions>\n");
+    Target::direct(client, base_url, model, &stand_in_system_prompt(), &user_message)
+}
+
 /// A system prompt as long as the `what` tool's, which only the server knows.
-pub(crate) fn stand_in_system_prompt() -> String {
+fn stand_in_system_prompt() -> String {
     const PROSE: &str = "You are a stand-in system prompt, as long as the seed tool's, so that the fake LLM \
                          receives, parses and records requests of the same size in both modes. ";
     PROSE.chars().cycle().take(SYSTEM_PROMPT_CHARS).collect()

@@ -21,8 +21,8 @@ use anyhow::{Context, anyhow, bail};
 use super::load::{Target, run_round};
 use super::procfs::ClockTicks;
 use super::server::{
-    Config, FAKE_LISTENING, INSTRUCTIONS, SERVER_RUNS_PER_USER, ScratchDir, create_users, http_client, listening_url,
-    reply_text, spawn_server, stand_in_system_prompt,
+    Config, FAKE_LISTENING, INSTRUCTIONS, SERVER_RUNS_PER_USER, ScratchDir, create_users, direct_target, http_client,
+    listening_url, reply_text, spawn_server,
 };
 use super::stats::{ModeTotals, Summary, added_ms};
 use crate::TestProcess;
@@ -165,10 +165,10 @@ impl VersusReport {
             self.config.baseline.describe(),
             self.config.load.server_bin.display(),
         );
+        let (current_name, baseline_name) = self.config.baseline.names();
         let mut phases = vec![&self.concurrent];
         phases.extend(&self.sequential);
         for phase in &phases {
-            let (current_name, baseline_name) = self.config.baseline.names();
             for (name, side) in [(baseline_name, &phase.baseline), (current_name, &phase.current)] {
                 let summary: Summary = side.totals.summary();
                 text.push_str(&format!(
@@ -184,7 +184,6 @@ impl VersusReport {
             }
         }
         text.push('\n');
-        let (current_name, baseline_name) = self.config.baseline.names();
         for phase in &phases {
             let (cur, base) = (phase.current.totals.summary(), phase.baseline.totals.summary());
             let ratios = phase.round_cpu_ratios();
@@ -256,17 +255,16 @@ fn run_in(versus: &VersusConfig, scratch: &ScratchDir) -> anyhow::Result<VersusR
             .map(|(_, url, tokens)| Arc::new(Target::server(client.clone(), url, TOOL_SLUG, tokens, INSTRUCTIONS)))
             .collect();
         if let Some((_, url)) = &litellm {
-            let user_message = format!("<instructions>\n{INSTRUCTIONS}\n</instructions>\n");
-            let system = stand_in_system_prompt();
-            let target = Target::direct(client.clone(), url, LITELLM_MODEL, &system, &user_message)
-                .with_authorization(format!("Bearer {LITELLM_KEY}"));
+            let target =
+                direct_target(client.clone(), url, LITELLM_MODEL).with_authorization(format!("Bearer {LITELLM_KEY}"));
             targets.push(Arc::new(target));
         }
-        for (target, name) in targets.iter().zip(["current", "baseline"]) {
-            target.run_once().await.map_err(|err| anyhow!("a run through the {name} build failed: {err}"))?;
+        let (current_name, baseline_name) = versus.baseline.names();
+        for (target, name) in targets.iter().zip([current_name, baseline_name]) {
+            target.run_once().await.map_err(|err| anyhow!("a run through {name} failed: {err}"))?;
             let warmup = run_round(target, config.warmup_runs, config.concurrency).await;
             if let Some(err) = warmup.errors.first() {
-                bail!("{} warm-up runs through the {name} build failed, first: {err}", warmup.errors.len());
+                bail!("{} warm-up runs through {name} failed, first: {err}", warmup.errors.len());
             }
         }
         let phase = |concurrency: usize, runs: usize| {
