@@ -1,7 +1,8 @@
 //! The client of the LLM provider: any OpenAI-compatible `/chat/completions` endpoint (Groq by
 //! default; OpenAI, Ollama, vLLM and LiteLLM work the same way).
 //!
-//! One pooled `reqwest` client serves every request. A run is a streamed completion; dropping
+//! Each provider has one pooled `reqwest` client, except a plain-`http://` one, whose
+//! connections the runs drive themselves ([`inline`]). A run is a streamed completion; dropping
 //! an [`UpstreamStream`] drops the provider connection's body, which is how a client that goes
 //! away cancels the provider request at once.
 //!
@@ -12,9 +13,11 @@ use std::{collections::VecDeque, pin::Pin, time::Duration};
 
 use aniate_proto::{event::Usage, sse::SseParser};
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+
+mod inline;
 
 /// Groq's OpenAI-compatible API, the default provider.
 pub const DEFAULT_UPSTREAM_URL: &str = "https://api.groq.com/openai/v1";
@@ -156,6 +159,9 @@ pub enum UpstreamEvent {
 /// The pooled provider client.
 #[derive(Debug, Clone)]
 pub struct Provider {
+    /// The connections of a plain-`http://` provider, driven by the runs that read them
+    /// ([`inline`]); `None` for the rest, which go through `client`.
+    inline: Option<std::sync::Arc<inline::InlinePool>>,
     client: reqwest::Client,
     chat_url: String,
     api_key: Option<String>,
@@ -170,11 +176,13 @@ impl Provider {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .user_agent(concat!("ant-server/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .build()?;
+        let chat_url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
         Ok(Provider {
+            inline: inline::InlinePool::for_url(&chat_url, config.connect_timeout),
             client,
-            chat_url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
+            chat_url,
             api_key: config.api_key.filter(|key| !key.is_empty()),
             first_token_timeout: config.first_token_timeout,
             idle_timeout: config.idle_timeout,
@@ -192,37 +200,31 @@ impl Provider {
         deadline: Instant,
     ) -> Result<UpstreamStream, ProviderError> {
         let first_deadline = (Instant::now() + self.first_token_timeout).min(deadline);
-        let body = CompletionRequest {
+        let request = CompletionRequest {
             model,
             messages,
             stream: true,
             stream_options: StreamOptions { include_usage: true },
             sampling,
         };
-        let mut request = self.client.post(&self.chat_url).json(&body).header("accept", "text/event-stream");
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
-        }
-        let response = tokio::time::timeout_at(first_deadline, request.send())
+        let body = Bytes::from(serde_json::to_vec(&request).map_err(|err| {
+            tracing::warn!(cause = %err, "provider request could not be encoded");
+            ProviderError::Unreachable
+        })?);
+        let (status, headers, body) = tokio::time::timeout_at(first_deadline, self.post(body))
             .await
-            .map_err(|_| ProviderError::FirstTokenTimeout)?
-            .map_err(|err| {
-                tracing::warn!(cause = %err, "provider request failed");
-                if err.is_timeout() { ProviderError::FirstTokenTimeout } else { ProviderError::Unreachable }
-            })?;
-        let status = response.status();
+            .map_err(|_| ProviderError::FirstTokenTimeout)??;
         if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
+            let retry_after = headers
+                .get(http::header::RETRY_AFTER)
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| value.trim().parse::<u64>().ok());
-            let error_type = provider_error_type(response).await;
+            let error_type = provider_error_type(body).await;
             tracing::warn!(status = status.as_u16(), error_type, "provider refused the request");
             return Err(ProviderError::Status { status: status.as_u16(), retry_after });
         }
         Ok(UpstreamStream {
-            body: Box::pin(response.bytes_stream()),
+            body,
             parser: SseParser::default(),
             pending: VecDeque::new(),
             first_deadline: Some(first_deadline),
@@ -233,11 +235,48 @@ impl Provider {
             saw_done: false,
         })
     }
+
+    /// Sends the completion request and waits for the response head: on a connection of the
+    /// inline pool for a plain-`http://` provider, else through reqwest.
+    async fn post(&self, body: Bytes) -> Result<(http::StatusCode, http::HeaderMap, ByteStream), ProviderError> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("text/event-stream"));
+        headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT));
+        if let Some(key) = &self.api_key {
+            let mut value = http::HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                tracing::warn!("the provider's API key is not a valid header value");
+                ProviderError::Unreachable
+            })?;
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        if let Some(pool) = &self.inline {
+            let (status, headers, body) = pool.post(&headers, body).await.map_err(|err| {
+                tracing::warn!(cause = %err, "provider request failed");
+                ProviderError::Unreachable
+            })?;
+            return Ok((status, headers, Box::pin(body.map_err(BoxError::from))));
+        }
+        let response = self
+            .client
+            .post(&self.chat_url)
+            .headers(headers)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|err| {
+                tracing::warn!(cause = %err, "provider request failed");
+                if err.is_timeout() { ProviderError::FirstTokenTimeout } else { ProviderError::Unreachable }
+            })?;
+        let (status, headers) = (response.status(), response.headers().clone());
+        Ok((status, headers, Box::pin(response.bytes_stream().map_err(BoxError::from))))
+    }
 }
 
 /// Reads the `error.type` (or `error.code`) of an OpenAI-style error body: a short label, safe
 /// to log, unlike the message, which may quote the request.
-async fn provider_error_type(response: reqwest::Response) -> String {
+async fn provider_error_type(mut body: ByteStream) -> String {
     #[derive(Deserialize)]
     struct ErrorEnvelope {
         error: ErrorFields,
@@ -249,9 +288,19 @@ async fn provider_error_type(response: reqwest::Response) -> String {
         #[serde(default)]
         code: Option<serde_json::Value>,
     }
-    let body = match tokio::time::timeout(Duration::from_secs(2), response.bytes()).await {
-        Ok(Ok(body)) if body.len() <= 64 * 1024 => body,
-        _ => return "unreadable".to_owned(),
+    const LIMIT: usize = 64 * 1024;
+    let read = async {
+        let mut collected = Vec::new();
+        while let Some(chunk) = body.next().await {
+            collected.extend_from_slice(&chunk.ok()?);
+            if collected.len() > LIMIT {
+                return None;
+            }
+        }
+        Some(collected)
+    };
+    let Ok(Some(body)) = tokio::time::timeout(Duration::from_secs(2), read).await else {
+        return "unreadable".to_owned();
     };
     let label = serde_json::from_slice::<ErrorEnvelope>(&body)
         .ok()
@@ -264,7 +313,10 @@ async fn provider_error_type(response: reqwest::Response) -> String {
     label.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(48).collect()
 }
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>;
+
+const USER_AGENT: &str = concat!("ant-server/", env!("CARGO_PKG_VERSION"));
 
 /// A provider's streamed answer. Dropping it cancels the provider request.
 pub struct UpstreamStream {
