@@ -253,7 +253,12 @@ impl Provider {
         if let Some(pool) = &self.inline {
             let (status, headers, body) = pool.post(&headers, body).await.map_err(|err| {
                 tracing::warn!(cause = %err, "provider request failed");
-                ProviderError::Unreachable
+                // As reqwest's connect timeout was before.
+                if matches!(err, inline::SendError::ConnectTimeout) {
+                    ProviderError::FirstTokenTimeout
+                } else {
+                    ProviderError::Unreachable
+                }
             })?;
             return Ok((status, headers, Box::pin(body.map_err(BoxError::from))));
         }

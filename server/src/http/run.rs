@@ -202,7 +202,7 @@ pub async fn enforce_limits(state: &AppState, user: &AuthUser, label: &str) -> A
 async fn reserve_tokens(
     state: &AppState,
     user: &AuthUser,
-    answer: &Answer,
+    answer: &RunIdentity,
     request_id: &str,
     prompt_chars: usize,
     max_tokens: u32,
@@ -282,6 +282,14 @@ async fn reserve_tokens(
     })
 }
 
+/// What a reservation records of its run, owned, so that the reservation can finish in a task
+/// of its own after its client left.
+struct RunIdentity {
+    label: String,
+    model: String,
+    via: Via,
+}
+
 /// One model call to stream back: a tool run or a chat.
 pub struct Answer {
     /// The tool slug, or `chat` / `chat:<brew>`; in `meta`, logs and usage, and in metrics as
@@ -341,25 +349,37 @@ pub async fn stream_answer(
     // still to answer has its run settled as cancelled rather than left `running`.
     let started = Instant::now();
     let deadline = state.providers.run_deadline();
-    let reserve = async {
-        let (usage_id, month_start_ms) =
-            reserve_tokens(state, user, &answer, &request_id, prompt_chars, max_tokens, &route).await?;
-        Ok::<_, ApiError>(RunRecorder {
-            state: state.clone(),
-            usage_id,
-            month_start_ms,
-            user_id: user.user_id,
-            tool: answer.label.clone(),
-            answered_by: route[0].clone(),
-            request_id: request_id.clone(),
-            started,
-            ttft_ms: None,
-            prompt_chars,
-            completion_chars: 0,
-            usage: None,
-            provider_started: false,
-            finished: false,
-        })
+    let reserve = {
+        let (state, user, first) = (state.clone(), user.clone(), route[0].clone());
+        let (route, request_id) = (route.clone(), request_id.clone());
+        let identity = RunIdentity { label: answer.label.clone(), model: answer.model.clone(), via: answer.via };
+        let (reserved_tx, reserved_rx) = tokio::sync::oneshot::channel();
+        // The reservation runs to its end in a task of its own: its write may commit after the
+        // client left (a dropped query still runs on sqlx's SQLite worker), and then it must
+        // still be settled. When nobody waits for it any more, the failed send hands the
+        // recorder back, and dropping it settles the run as cancelled.
+        tokio::spawn(async move {
+            let reserved =
+                reserve_tokens(&state, &user, &identity, &request_id, prompt_chars, max_tokens, &route).await;
+            let recorder = reserved.map(|(usage_id, month_start_ms)| RunRecorder {
+                state,
+                usage_id,
+                month_start_ms,
+                user_id: user.user_id,
+                tool: identity.label,
+                answered_by: first,
+                request_id,
+                started,
+                ttft_ms: None,
+                prompt_chars,
+                completion_chars: 0,
+                usage: None,
+                provider_started: false,
+                finished: false,
+            });
+            let _ = reserved_tx.send(recorder);
+        });
+        async move { reserved_rx.await.unwrap_or_else(|_| Err(ApiError::internal())) }
     };
     let open = state.providers.open(&route, &answer.messages, &answer.sampling, deadline, &state.metrics);
     let (reserved, opened) = if let Some(_overlapping) = state.limiter.overlap_reservation(user.user_id) {

@@ -82,7 +82,9 @@ impl std::fmt::Debug for Idle {
 /// A connection lent to one request, with the pool it goes back to.
 struct Lease {
     sender: http1::SendRequest<Full<Bytes>>,
-    connection: Connection,
+    /// `None` once the connection future has finished (closed or failed): it must not be
+    /// polled again, and dropping it hands back a request it never took.
+    connection: Option<Connection>,
     pool: Arc<InlinePool>,
 }
 
@@ -111,6 +113,11 @@ impl InlinePool {
             return None;
         }
         let authority = uri.authority()?;
+        if authority.as_str().contains('@') {
+            // Credentials in the URL: reqwest sends them as basic auth; here they would end up
+            // in the `Host` header.
+            return None;
+        }
         // `[::1]:11434` and `127.0.0.1:8080` parse as addresses; a name is looked up.
         let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
         let path = uri.path_and_query()?.as_str().parse().ok()?;
@@ -139,6 +146,8 @@ impl InlinePool {
             let sent = lease.sender.try_send_request(request);
             match drive(&mut lease.connection, sent).await {
                 Ok(response) => {
+                    // `lease.connection` is `None` here when the provider closed the
+                    // connection with the response (`Connection: close`): the body is all read.
                     let (parts, body) = response.into_parts();
                     return Ok((parts.status, parts.headers, InlineBody { body, lease: Some(lease) }));
                 }
@@ -179,7 +188,7 @@ impl InlinePool {
             // that arrived meanwhile, and see whether it is still ready for a request.
             let mut cx = Context::from_waker(Waker::noop());
             if Pin::new(&mut connection).poll(&mut cx).is_pending() && sender.is_ready() {
-                return Some(Lease { sender, connection, pool: self.clone() });
+                return Some(Lease { sender, connection: Some(connection), pool: self.clone() });
             }
         }
     }
@@ -192,15 +201,19 @@ impl InlinePool {
         // Each event goes out as soon as the provider's answer has it, as in the reqwest path.
         stream.set_nodelay(true).map_err(SendError::Connect)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
-        Ok(Lease { sender, connection, pool: self.clone() })
+        Ok(Lease { sender, connection: Some(connection), pool: self.clone() })
     }
 
     fn check_in(&self, lease: Lease) {
-        let Lease { sender, connection, .. } = lease;
+        let Lease { sender, connection: Some(connection), .. } = lease else { return };
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The oldest come first: close those that waited too long, which the provider has
+        // likely closed on its side already, rather than keep their sockets until a checkout.
+        let expired = idle.iter().take_while(|entry| entry.since.elapsed() >= IDLE_TIMEOUT).count();
+        idle.drain(..expired);
         if idle.len() < MAX_IDLE {
             idle.push(Idle { sender, connection, since: Instant::now() });
         }
@@ -214,17 +227,19 @@ impl InlinePool {
 }
 
 /// Polls the connection and the response future together until the response head is in.
-async fn drive<F, T>(connection: &mut Connection, response: F) -> T
+async fn drive<F, T>(connection: &mut Option<Connection>, response: F) -> T
 where
     F: Future<Output = T>,
 {
     let mut response = std::pin::pin!(response);
-    let mut closed = false;
     std::future::poll_fn(|cx| {
-        if !closed {
-            // A connection that ends (closed, or failed) fails the pending request, which the
-            // response future then reports; it must not be polled again after that.
-            closed = Pin::new(&mut *connection).poll(cx).is_ready();
+        if let Some(open) = connection
+            && Pin::new(open).poll(cx).is_ready()
+        {
+            // The connection ended (closed, failed, or an EOF read on a pooled connection
+            // before it took the request). Dropping it fails the request, handing it back if
+            // it was never written, so the response future below resolves instead of waiting.
+            *connection = None;
         }
         response.as_mut().poll(cx)
     })
@@ -245,7 +260,8 @@ impl Stream for InlineBody {
         let this = self.get_mut();
         loop {
             if let Some(lease) = &mut this.lease
-                && Pin::new(&mut lease.connection).poll(cx).is_ready()
+                && let Some(connection) = &mut lease.connection
+                && Pin::new(connection).poll(cx).is_ready()
             {
                 // The connection ended; the body reports how (its end, or an error).
                 this.lease = None;
@@ -356,6 +372,42 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
+    /// The close of a pooled connection can reach the runtime after the checkout looked at the
+    /// connection but before the connection took the request. The connection then ends without
+    /// writing it; the request must come back unsent (to go out on a new connection) rather
+    /// than wait on a connection that will never take it.
+    #[tokio::test]
+    async fn a_close_seen_after_the_checkout_hands_the_request_back() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/chat/completions", listener.local_addr().unwrap());
+        let (close_tx, close_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") || !request.ends_with(b"{}") {
+                let n = socket.read(&mut chunk).unwrap();
+                assert!(n > 0, "the client closed before sending a whole request");
+                request.extend_from_slice(&chunk[..n]);
+            }
+            socket.write_all(ANSWER.as_bytes()).unwrap();
+            close_rx.recv().unwrap();
+        });
+        let pool = InlinePool::for_url_with(&url, Duration::from_secs(1), |_| None).unwrap();
+        assert_eq!(answer(&pool).await, "hello world");
+        let mut lease = pool.checkout().expect("the connection is pooled and open");
+        close_tx.send(()).unwrap();
+        // The close arrives and the runtime takes note of it, with the connection checked out.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sent = lease.sender.try_send_request(pool.request(&HeaderMap::new(), Bytes::from_static(b"{}")));
+        let result = tokio::time::timeout(Duration::from_secs(5), drive(&mut lease.connection, sent))
+            .await
+            .expect("the request did not wait on a closed connection");
+        let mut err = result.expect_err("a closed connection gave a response");
+        assert!(err.take_message().is_some(), "the request was not handed back unsent");
+    }
+
     #[tokio::test]
     async fn a_body_dropped_before_its_end_closes_its_connection() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -392,5 +444,6 @@ mod tests {
         assert_eq!(pool.path, "/v1/chat/completions");
         let pool = InlinePool::for_url_with("http://ollama/v1/chat/completions", timeout, none).unwrap();
         assert_eq!(pool.address, "ollama:80");
+        assert!(InlinePool::for_url_with("http://user:secret@ollama/v1/chat/completions", timeout, none).is_none());
     }
 }

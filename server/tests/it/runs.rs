@@ -23,6 +23,7 @@ db_tests!(
     provider_faults_map_to_statuses,
     provider_faults_mid_stream_end_with_error_events,
     dropped_client_cancels_the_provider_request,
+    provider_connections_are_reused_but_not_after_a_cancel,
     input_is_checked_before_the_provider,
 );
 
@@ -349,6 +350,41 @@ async fn dropped_client_cancels_the_provider_request(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(status.as_deref(), Some("cancelled"), "the run that left before its first token");
+}
+
+/// A plain-`http://` provider's connections are driven by the runs (`upstream::inline`): one
+/// after another, runs share one connection; a run cancelled mid-answer closes its connection,
+/// so the next run comes on a new one rather than after the rest of the cancelled answer.
+async fn provider_connections_are_reused_but_not_after_a_cancel(backend: Backend) {
+    let fake = FakeLlmConfig { default_reply: Some("word ".repeat(40)), chunk_chars: 5, ..Default::default() };
+    let Some(h) = Harness::start_with(backend, ServerOptions { fake, ..Default::default() }).await else { return };
+    let token = h.signup("reuse@example.test").await;
+    for _ in 0..3 {
+        let text = h.run(&token, "what", json!({"instructions": "talk"}), false).await.text().await.unwrap();
+        assert_eq!(text.trim_end(), "word ".repeat(40).trim_end());
+    }
+    let connections: Vec<u64> = h.fake.requests().iter().map(|request| request.connection).collect();
+    assert_eq!(connections.len(), 3);
+    assert!(
+        connections.iter().all(|&c| c == connections[0]),
+        "one connection for runs one after another: {connections:?}"
+    );
+
+    // Cancelled mid-answer: the provider sees its connection close, and the next run opens another.
+    h.fake.update_config(|config| config.chunk_delay_ms = 20);
+    h.fake.clear_requests();
+    let mut response = h.run(&token, "what", json!({"instructions": "talk"}), true).await;
+    response.chunk().await.unwrap().unwrap();
+    drop(response);
+    assert_cancelled_within_100ms(&h.fake, now_ms()).await;
+    h.fake.update_config(|config| config.chunk_delay_ms = 0);
+    let text = h.run(&token, "what", json!({"instructions": "talk"}), false).await.text().await.unwrap();
+    assert_eq!(text.trim_end(), "word ".repeat(40).trim_end());
+    let requests = h.fake.requests();
+    assert_eq!(requests.len(), 2);
+    let (cancelled, next) = (&requests[0], &requests[1]);
+    assert_eq!(cancelled.connection, connections[0], "the cancelled run went on the pooled connection");
+    assert_ne!(next.connection, cancelled.connection, "a cancelled run's connection is not reused");
 }
 
 async fn input_is_checked_before_the_provider(backend: Backend) {

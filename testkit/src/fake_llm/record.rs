@@ -36,6 +36,10 @@ pub struct RecordedRequest {
     pub ended_at_ms: Option<u64>,
     /// Content chunks written to the socket (streaming only; 0 for non-streaming).
     pub chunks_sent: usize,
+    /// Which TCP connection the request came on: sequential from 1 in the order the fake
+    /// accepted them, so that a test can see a client reuse (or not reuse) a connection.
+    #[serde(default)]
+    pub connection: u64,
 }
 
 /// One message of a recorded request; content arrays are flattened to their text parts.
@@ -78,6 +82,8 @@ struct Inner {
     requests: Mutex<Vec<RecordedRequest>>,
     /// The last id handed out; ids start at 1.
     last_id: AtomicU64,
+    /// The last connection number handed out; they start at 1.
+    last_connection: AtomicU64,
     /// Woken on every change to the record so `wait_until` reacts without waiting a full poll.
     changed: Notify,
 }
@@ -85,6 +91,11 @@ struct Inner {
 impl FakeLlmState {
     pub fn new(config: FakeLlmConfig) -> FakeLlmState {
         FakeLlmState { inner: Arc::new(Inner { config: Mutex::new(config), ..Inner::default() }) }
+    }
+
+    /// The number of a newly accepted connection ([`RecordedRequest::connection`]).
+    pub(crate) fn next_connection(&self) -> u64 {
+        self.inner.last_connection.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
     /// A snapshot of the current config; each request takes one at its start.
@@ -245,6 +256,7 @@ mod tests {
             outcome: Outcome::InProgress,
             ended_at_ms: None,
             chunks_sent: 0,
+            connection: 1,
         }
     }
 

@@ -44,7 +44,8 @@ pub async fn run(listener: TcpListener, state: FakeLlmState, shutdown: impl Futu
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let span = info_span!("connection", %peer);
-                    connections.spawn(serve_connection(stream, state.clone()).instrument(span));
+                    let connection = state.next_connection();
+                    connections.spawn(serve_connection(stream, state.clone(), connection).instrument(span));
                 }
                 Err(err) => {
                     // Typically out of file descriptors; retrying at once would spin.
@@ -66,7 +67,7 @@ enum Next {
     Close,
 }
 
-async fn serve_connection(mut stream: TcpStream, state: FakeLlmState) {
+async fn serve_connection(mut stream: TcpStream, state: FakeLlmState, connection: u64) {
     // Stream events are small writes that must leave at once, not wait for an ACK.
     if let Err(err) = stream.set_nodelay(true) {
         debug!(cause = %err, "could not set TCP_NODELAY");
@@ -92,7 +93,7 @@ async fn serve_connection(mut stream: TcpStream, state: FakeLlmState) {
         let (mut reader, mut writer) = stream.split();
         let next = tokio::select! {
             biased;
-            next = respond(&request, &mut writer, &state) => next,
+            next = respond(&request, &mut writer, &state, connection) => next,
             () = wait_for_client_to_leave(&mut reader, &mut buf) => {
                 debug!("client went away during the response");
                 return;
@@ -124,13 +125,13 @@ where
     std::future::pending().await
 }
 
-async fn respond<W>(request: &Request, writer: &mut W, state: &FakeLlmState) -> std::io::Result<Next>
+async fn respond<W>(request: &Request, writer: &mut W, state: &FakeLlmState, connection: u64) -> std::io::Result<Next>
 where
     W: AsyncWrite + Unpin,
 {
     let keep_alive = request.keep_alive;
     match (request.method.as_str(), request.path.as_str()) {
-        ("POST", "/v1/chat/completions") => chat_completion(request, writer, state).await,
+        ("POST", "/v1/chat/completions") => chat_completion(request, writer, state, connection).await,
         ("GET", "/v1/models") => {
             let data: Vec<_> = state
                 .config()
@@ -196,7 +197,12 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-async fn chat_completion<W>(request: &Request, writer: &mut W, state: &FakeLlmState) -> std::io::Result<Next>
+async fn chat_completion<W>(
+    request: &Request,
+    writer: &mut W,
+    state: &FakeLlmState,
+    connection: u64,
+) -> std::io::Result<Next>
 where
     W: AsyncWrite + Unpin,
 {
@@ -226,6 +232,7 @@ where
         outcome: Outcome::InProgress,
         ended_at_ms: None,
         chunks_sent: 0,
+        connection,
     });
 
     match config.fault {
