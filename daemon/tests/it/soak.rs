@@ -53,13 +53,46 @@ struct Footprint {
     rss: u64,
     fds: usize,
     threads: usize,
+    /// Of `fds`, the TCP connections to the fake LLM: the server's pool of provider
+    /// connections, which grows to the most runs it ever had in flight at once (at most the
+    /// concurrency), and may reach that peak after the warm-up.
+    provider_connections: usize,
 }
 
-fn footprint(pid: u32) -> Footprint {
+fn footprint(pid: u32, provider_port: u16) -> Footprint {
     let rss = procfs::memory(pid).map(|memory| memory.rss).unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count()).unwrap_or(0);
+    let fd_links: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+                .map(|target| target.to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
     let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|dir| dir.count()).unwrap_or(0);
-    Footprint { rss, fds, threads }
+    let provider_connections = connections_to(pid, &fd_links, provider_port);
+    Footprint { rss, fds: fd_links.len(), threads, provider_connections }
+}
+
+/// How many of the process's sockets (`socket:[INODE]` links of its descriptors) are TCP
+/// connections to `port` on this host, read from `/proc/PID/net/tcp` and `tcp6`.
+fn connections_to(pid: u32, fd_links: &[String], port: u16) -> usize {
+    let inodes: std::collections::HashSet<&str> =
+        fd_links.iter().filter_map(|link| link.strip_prefix("socket:[")?.strip_suffix(']')).collect();
+    let remote_port = format!(":{port:04X}");
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|line| {
+                    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.len() > 9 && fields[2].ends_with(&remote_port) && inodes.contains(fields[9])
+                })
+                .count()
+        })
+        .sum()
 }
 
 /// What one phase did.
@@ -136,6 +169,7 @@ async fn soak_many_concurrent_runs_leave_no_errors_and_no_growth() {
     let fake = FakeLlmConfig { default_reply: Some(REPLY.to_owned()), ..FakeLlmConfig::default() };
     let server_env = vec![("ANIATE_LOG".to_owned(), "info".to_owned())];
     let stack = Stack::start(StackOptions { fake, server_env, ..StackOptions::default() }).await.unwrap();
+    let provider_port = stack.fake.addr().port();
 
     // One user on a plan with room for the whole soak, and a tool with a short prompt.
     stack
@@ -223,8 +257,8 @@ async fn soak_many_concurrent_runs_leave_no_errors_and_no_growth() {
         phases.push(Phase {
             runs_so_far: end,
             elapsed: started.elapsed(),
-            server: footprint(stack.server.pid()),
-            daemon: footprint(daemon.pid()),
+            server: footprint(stack.server.pid(), provider_port),
+            daemon: footprint(daemon.pid(), provider_port),
         });
     }
     let elapsed = started.elapsed();
@@ -242,13 +276,13 @@ async fn soak_many_concurrent_runs_leave_no_errors_and_no_growth() {
     // stays; a closing socket goes: give the last reading a second to come back within bounds.
     let mut last = phases[PHASES - 1].clone();
     for _ in 0..40 {
-        let within = |now: Footprint, warm: Footprint| now.fds <= warm.fds + FD_SLACK;
+        let within = |now: Footprint, warm: Footprint| other_fds(now) <= other_fds(warm) + FD_SLACK;
         if within(last.server, phases[0].server) && within(last.daemon, phases[0].daemon) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
-        last.server = footprint(stack.server.pid());
-        last.daemon = footprint(daemon.pid());
+        last.server = footprint(stack.server.pid(), provider_port);
+        last.daemon = footprint(daemon.pid(), provider_port);
     }
     let (warm, last) = (&phases[0], &last);
     for (name, warm, last) in [("server", warm.server, last.server), ("daemon", warm.daemon, last.daemon)] {
@@ -260,13 +294,25 @@ async fn soak_many_concurrent_runs_leave_no_errors_and_no_growth() {
             last.rss / 1024
         );
         assert!(
-            last.fds <= warm.fds + FD_SLACK,
-            "the {name}'s descriptors grew from {} to {}\n{report}",
+            other_fds(last) <= other_fds(warm) + FD_SLACK,
+            "the {name}'s descriptors grew from {} to {} ({} and {} of them connections to the provider)\n{report}",
             warm.fds,
-            last.fds
+            last.fds,
+            warm.provider_connections,
+            last.provider_connections
+        );
+        assert!(
+            last.provider_connections <= concurrency,
+            "the {name} holds {} connections to the provider for {concurrency} runs at a time\n{report}",
+            last.provider_connections
         );
     }
     assert!(!stack.server_log().contains("panicked"));
+}
+
+/// The descriptors that are not pooled provider connections: these must not grow.
+fn other_fds(footprint: Footprint) -> usize {
+    footprint.fds.saturating_sub(footprint.provider_connections)
 }
 
 fn report(runs: usize, concurrency: usize, elapsed: Duration, tally: &Tally, phases: &[Phase]) -> String {
@@ -315,11 +361,14 @@ fn report(runs: usize, concurrency: usize, elapsed: Duration, tally: &Tally, pha
     let (warm, last) = (&phases[0], &phases[phases.len() - 1]);
     out.push_str(&format!(
         "\nEnd over warm-up (after the first 10 %): server RSS {:.2}×, daemon RSS {:.2}× (limit {RSS_GROWTH_LIMIT}×); \
-         descriptors {:+} and {:+} (limit +{FD_SLACK}).\n",
+         descriptors {:+} and {:+} (limit +{FD_SLACK}), besides the server's pool of provider connections, \
+         {} to {} (limit: the concurrency).\n",
         last.server.rss as f64 / warm.server.rss.max(1) as f64,
         last.daemon.rss as f64 / warm.daemon.rss.max(1) as f64,
-        last.server.fds as i64 - warm.server.fds as i64,
-        last.daemon.fds as i64 - warm.daemon.fds as i64,
+        other_fds(last.server) as i64 - other_fds(warm.server) as i64,
+        other_fds(last.daemon) as i64 - other_fds(warm.daemon) as i64,
+        warm.server.provider_connections,
+        last.server.provider_connections,
     ));
     if !tally.errors.is_empty() {
         out.push_str(&format!("\nFirst errors: {:?}\n", tally.errors));
