@@ -164,7 +164,8 @@ pub struct Provider {
     inline: Option<std::sync::Arc<inline::InlinePool>>,
     client: reqwest::Client,
     chat_url: String,
-    api_key: Option<String>,
+    /// Accept, User-Agent and the key's Authorization, made once rather than per run.
+    headers: http::HeaderMap,
     first_token_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -176,14 +177,22 @@ impl Provider {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .user_agent(USER_AGENT)
             .build()?;
         let chat_url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("text/event-stream"));
+        headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT));
+        if let Some(key) = config.api_key.filter(|key| !key.is_empty()) {
+            let mut value = http::HeaderValue::try_from(format!("Bearer {key}"))
+                .map_err(|_| anyhow::anyhow!("the API key of {} is not a valid HTTP header value", config.base_url))?;
+            value.set_sensitive(true);
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
         Ok(Provider {
             inline: inline::InlinePool::for_url(&chat_url, config.connect_timeout),
             client,
             chat_url,
-            api_key: config.api_key.filter(|key| !key.is_empty()),
+            headers,
             first_token_timeout: config.first_token_timeout,
             idle_timeout: config.idle_timeout,
         })
@@ -211,14 +220,10 @@ impl Provider {
             tracing::warn!(cause = %err, "provider request could not be encoded");
             ProviderError::Unreachable
         })?);
-        let (status, headers, body) = tokio::time::timeout_at(first_deadline, self.post(body))
+        let (status, retry_after, body) = tokio::time::timeout_at(first_deadline, self.post(body))
             .await
             .map_err(|_| ProviderError::FirstTokenTimeout)??;
         if !status.is_success() {
-            let retry_after = headers
-                .get(http::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok());
             let error_type = provider_error_type(body).await;
             tracing::warn!(status = status.as_u16(), error_type, "provider refused the request");
             return Err(ProviderError::Status { status: status.as_u16(), retry_after });
@@ -236,22 +241,12 @@ impl Provider {
         })
     }
 
-    /// Sends the completion request and waits for the response head: on a connection of the
-    /// inline pool for a plain-`http://` provider, else through reqwest.
-    async fn post(&self, body: Bytes) -> Result<(http::StatusCode, http::HeaderMap, ByteStream), ProviderError> {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::ACCEPT, http::HeaderValue::from_static("text/event-stream"));
-        headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static(USER_AGENT));
-        if let Some(key) = &self.api_key {
-            let mut value = http::HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
-                tracing::warn!("the provider's API key is not a valid header value");
-                ProviderError::Unreachable
-            })?;
-            value.set_sensitive(true);
-            headers.insert(http::header::AUTHORIZATION, value);
-        }
+    /// Sends the completion request and waits for the response head (its status and
+    /// `Retry-After`): on a connection of the inline pool for a plain-`http://` provider, else
+    /// through reqwest.
+    async fn post(&self, body: Bytes) -> Result<(http::StatusCode, Option<u64>, ByteStream), ProviderError> {
         if let Some(pool) = &self.inline {
-            let (status, headers, body) = pool.post(&headers, body).await.map_err(|err| {
+            let (status, headers, body) = pool.post(&self.headers, body).await.map_err(|err| {
                 tracing::warn!(cause = %err, "provider request failed");
                 // As reqwest's connect timeout was before.
                 if matches!(err, inline::SendError::ConnectTimeout) {
@@ -260,12 +255,12 @@ impl Provider {
                     ProviderError::Unreachable
                 }
             })?;
-            return Ok((status, headers, Box::pin(body.map_err(BoxError::from))));
+            return Ok((status, retry_after(&headers), Box::pin(body.map_err(BoxError::from))));
         }
         let response = self
             .client
             .post(&self.chat_url)
-            .headers(headers)
+            .headers(self.headers.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
@@ -274,9 +269,14 @@ impl Provider {
                 tracing::warn!(cause = %err, "provider request failed");
                 if err.is_timeout() { ProviderError::FirstTokenTimeout } else { ProviderError::Unreachable }
             })?;
-        let (status, headers) = (response.status(), response.headers().clone());
-        Ok((status, headers, Box::pin(response.bytes_stream().map_err(BoxError::from))))
+        let (status, retry_after) = (response.status(), retry_after(response.headers()));
+        Ok((status, retry_after, Box::pin(response.bytes_stream().map_err(BoxError::from))))
     }
+}
+
+/// A `Retry-After` given in seconds.
+fn retry_after(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// Reads the `error.type` (or `error.code`) of an OpenAI-style error body: a short label, safe

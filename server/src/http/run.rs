@@ -202,7 +202,7 @@ pub async fn enforce_limits(state: &AppState, user: &AuthUser, label: &str) -> A
 async fn reserve_tokens(
     state: &AppState,
     user: &AuthUser,
-    answer: &RunIdentity,
+    run: &RunIdentity,
     request_id: &str,
     prompt_chars: usize,
     max_tokens: u32,
@@ -218,15 +218,15 @@ async fn reserve_tokens(
         .max_cost(route, Usage { prompt_tokens: prompt_estimate, completion_tokens: u64::from(max_tokens) });
     let reservation = TokenReservation {
         user_id: user.user_id,
-        tool: answer.label.clone(),
-        model: answer.model.clone(),
+        tool: run.label.clone(),
+        model: run.model.clone(),
         request_id: request_id.to_owned(),
         tokens: prompt_estimate + u64::from(max_tokens),
         tokens_per_month: plan.tokens_per_month,
         cost_micro_usd: cost_estimate,
         cost_limit_micro_usd: plan.cost_micro_usd_per_month,
         month_start_ms: month_start,
-        via: answer.via.as_str(),
+        via: run.via.as_str(),
     };
     if let Some(usage_id) = state.db.reserve_tokens(&reservation).await? {
         return Ok((usage_id, month_start));
@@ -244,7 +244,7 @@ async fn reserve_tokens(
             state
                 .metrics
                 .rate_limited
-                .get_or_create(&RunLabels { tool: tool_label(&answer.label), status: "monthly_cost".to_owned() })
+                .get_or_create(&RunLabels { tool: tool_label(&run.label), status: "monthly_cost".to_owned() })
                 .inc();
             let usd = crate::admin_cli::usd;
             return Err(ApiError {
@@ -265,7 +265,7 @@ async fn reserve_tokens(
     state
         .metrics
         .rate_limited
-        .get_or_create(&RunLabels { tool: tool_label(&answer.label), status: "monthly_tokens".to_owned() })
+        .get_or_create(&RunLabels { tool: tool_label(&run.label), status: "monthly_tokens".to_owned() })
         .inc();
     let left = plan.tokens_per_month.saturating_sub(used);
     Err(ApiError {
