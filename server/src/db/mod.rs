@@ -134,7 +134,12 @@ impl Db {
                 Backend::Sqlite => 8,
                 Backend::Postgres => 16,
             })
-        };
+        }
+        // sqlx pings a pooled connection before handing it out. A SQLite connection is a file
+        // opened in this process and cannot have broken; its ping is a round trip to the
+        // connection's worker thread on every query. A PostgreSQL connection can break (the
+        // server restarts, a proxy drops it), and the ping finds that before a query does.
+        .test_before_acquire(backend == Backend::Postgres);
         let pool = pool_options
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _meta| {
