@@ -62,6 +62,9 @@ pub enum DbError {
     UnsupportedUrl(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A write the usage writer made for several callers failed; each of them gets this.
+    #[error("database error: {message}")]
+    Shared { message: String, unavailable: bool },
 }
 
 impl DbError {
@@ -76,7 +79,16 @@ impl DbError {
     /// no connection to be had, or a connection that broke (reset, closed mid-handshake, which
     /// sqlx reports as a TLS or protocol error).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, DbError::Sqlx(err) if DbError::is_unavailable_sqlx(err))
+        match self {
+            DbError::Sqlx(err) => DbError::is_unavailable_sqlx(err),
+            DbError::Shared { unavailable, .. } => *unavailable,
+            _ => false,
+        }
+    }
+
+    /// The error each caller of a shared write gets when the write fails.
+    fn shared(err: &sqlx::Error) -> DbError {
+        DbError::Shared { message: err.to_string(), unavailable: DbError::is_unavailable_sqlx(err) }
     }
 
     fn is_unavailable_sqlx(err: &sqlx::Error) -> bool {

@@ -56,7 +56,7 @@ pub struct TokenReservation {
 /// the month. No run lasts this long (the provider's idle timeout ends it first).
 pub const STALE_RESERVATION_MS: i64 = 60 * 60 * 1000;
 
-/// Most usage rows settled in one transaction.
+/// Most usage rows written in one transaction.
 const MAX_BATCH: usize = 256;
 
 /// A finished run's real cost, to be written by the usage writer.
@@ -68,30 +68,30 @@ struct Settlement {
     record: UsageRecord,
 }
 
-/// How one reservation attempt ended.
-enum Attempt {
-    Reserved(i64),
-    Refused,
-    /// The user's month has no `usage_months` row yet.
-    NoMonth,
-}
+/// Where the usage writer answers a reservation: the new row's id, `None` when refused.
+type ReservationReply = tokio::sync::oneshot::Sender<DbResult<Option<i64>>>;
 
 enum WriterMessage {
     Settle(Settlement),
+    /// A reservation on SQLite, answered once the batch that writes it commits.
+    Reserve(TokenReservation, ReservationReply),
     /// Answered once everything sent before it is written.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-/// The sending side of the usage writer: one task that settles finished runs in batches.
+/// The sending side of the usage writer: one task that writes usage rows in batches.
 ///
 /// A run's row is inserted, as `running` and holding its reservation, before the model is
 /// called ([`Db::reserve_tokens`]); settling it to its real cost is off the run's path. The
-/// writer takes every settlement waiting when it wakes (up to [`MAX_BATCH`]) and writes them in
+/// writer takes every message waiting when it wakes (up to [`MAX_BATCH`]) and writes them in
 /// one transaction, so under load one commit serves many runs, and an idle server writes each
-/// at once. What a crash can lose is bounded: a SIGTERM drains the writer ([`Db::close`]); a
-/// SIGKILL loses at most the batch being written and those waiting for it, whose rows stay
-/// `running` at their reservation (counted against the quota for
-/// [`STALE_RESERVATION_MS`], then no longer).
+/// at once. On SQLite the reservations go through the writer too (group commit): SQLite has one
+/// writer at a time, and pooled connections that each commit their own reservation wait for
+/// its lock in `busy_timeout`'s sleeps. What a crash can lose is bounded: a SIGTERM drains the
+/// writer ([`Db::close`]); a SIGKILL loses at most the batch being written and those waiting
+/// for it. Settlements lost so leave their rows `running` at their reservation (counted
+/// against the quota for [`STALE_RESERVATION_MS`], then no longer); reservations lost so were
+/// never answered, so their runs never reached the model.
 #[derive(Debug, Clone)]
 pub(super) struct UsageWriter {
     sender: tokio::sync::mpsc::UnboundedSender<WriterMessage>,
@@ -101,6 +101,7 @@ impl std::fmt::Debug for WriterMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WriterMessage::Settle(settlement) => f.debug_tuple("Settle").field(&settlement.usage_id).finish(),
+            WriterMessage::Reserve(reservation, _) => f.debug_tuple("Reserve").field(&reservation.request_id).finish(),
             WriterMessage::Flush(_) => f.write_str("Flush"),
         }
     }
@@ -116,44 +117,98 @@ impl UsageWriter {
 }
 
 async fn write_usage(pool: sqlx::AnyPool, mut receiver: tokio::sync::mpsc::UnboundedReceiver<WriterMessage>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut flushes = Vec::new();
+    let mut batch = Batch::default();
     while let Some(message) = receiver.recv().await {
         let mut next = Some(message);
         while let Some(message) = next.take() {
             match message {
-                WriterMessage::Settle(settlement) => batch.push(settlement),
-                WriterMessage::Flush(done) => flushes.push(done),
+                WriterMessage::Settle(settlement) => batch.settlements.push(settlement),
+                WriterMessage::Reserve(reservation, reply) => batch.reservations.push((reservation, reply)),
+                WriterMessage::Flush(done) => batch.flushes.push(done),
             }
-            if batch.len() < MAX_BATCH {
+            if batch.settlements.len() + batch.reservations.len() < MAX_BATCH {
                 next = receiver.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
-            let mut result = settle_batch(&pool, &batch).await;
-            if let Err(err) = &result
-                && DbError::is_unavailable_sqlx(err)
-            {
-                // One retry for a database that blinked; beyond that the rows stay `running`.
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                result = settle_batch(&pool, &batch).await;
+        batch.write(&pool).await;
+    }
+}
+
+/// What the usage writer took from its queue in one wake-up.
+#[derive(Default)]
+struct Batch {
+    settlements: Vec<Settlement>,
+    reservations: Vec<(TokenReservation, ReservationReply)>,
+    flushes: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Batch {
+    /// Writes the batch, answers its reservations and flushes, and empties it.
+    async fn write(&mut self, pool: &sqlx::AnyPool) {
+        if !self.settlements.is_empty() || !self.reservations.is_empty() {
+            let reservations: Vec<&TokenReservation> =
+                self.reservations.iter().map(|(reservation, _)| reservation).collect();
+            match write_batch(pool, &self.settlements, &reservations).await {
+                Ok(ids) => {
+                    for ((_, reply), id) in self.reservations.drain(..).zip(ids) {
+                        // The run's own task waits for this answer to its end (`run::stream_answer`).
+                        let _ = reply.send(Ok(id));
+                    }
+                }
+                Err(err) => {
+                    // One row that cannot be written (its user deleted meanwhile, say) must not
+                    // fail the rest: each reservation is tried once more on its own, and the
+                    // settlements together, once the database is back if it blinked.
+                    let unavailable = DbError::is_unavailable_sqlx(&err);
+                    tracing::warn!(cause = %err, "a usage batch failed; writing its rows one by one");
+                    for (reservation, reply) in self.reservations.drain(..) {
+                        let alone = write_batch(pool, &[], &[&reservation]).await;
+                        let _ = reply.send(alone.map(|ids| ids[0]).map_err(|err| DbError::shared(&err)));
+                    }
+                    if !self.settlements.is_empty() {
+                        if unavailable {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                        if let Err(err) = write_batch(pool, &self.settlements, &[]).await {
+                            tracing::error!(cause = %err, runs = self.settlements.len(), "could not record usage; the runs stay `running` at their reservation");
+                        }
+                    }
+                }
             }
-            if let Err(err) = result {
-                tracing::error!(cause = %err, runs = batch.len(), "could not record usage; the runs stay `running` at their reservation");
-            }
-            batch.clear();
+            self.settlements.clear();
         }
-        for done in flushes.drain(..) {
+        for done in self.flushes.drain(..) {
             let _ = done.send(());
         }
     }
 }
 
-/// Settles runs in one transaction: each row to its real cost and status, and each user's
-/// month by what their runs really used.
-async fn settle_batch(pool: &sqlx::AnyPool, batch: &[Settlement]) -> Result<(), sqlx::Error> {
-    let mut months: std::collections::HashMap<(i64, i64), (i64, i64)> = std::collections::HashMap::new();
+/// Writes settlements and then reservations in one transaction; returns each reservation's
+/// row id, `None` for those refused. A lone reservation (an idle server's case) is written
+/// without a transaction around it.
+async fn write_batch(
+    pool: &sqlx::AnyPool,
+    settlements: &[Settlement],
+    reservations: &[&TokenReservation],
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    if let ([], [reservation]) = (settlements, reservations) {
+        let mut conn = pool.acquire().await?;
+        return Ok(vec![reserve_sqlite(&mut conn, reservation).await?]);
+    }
     let mut tx = pool.begin().await?;
+    settle_batch(&mut tx, settlements).await?;
+    let mut ids = Vec::with_capacity(reservations.len());
+    for reservation in reservations {
+        ids.push(reserve_sqlite(&mut tx, reservation).await?);
+    }
+    tx.commit().await?;
+    Ok(ids)
+}
+
+/// Settles runs: each row to its real cost and status, and each user's month by what their
+/// runs really used.
+async fn settle_batch(conn: &mut sqlx::AnyConnection, batch: &[Settlement]) -> Result<(), sqlx::Error> {
+    let mut months: std::collections::HashMap<(i64, i64), (i64, i64)> = std::collections::HashMap::new();
     for Settlement { usage_id, month_start_ms, record } in batch {
         let done = sqlx::query(
             "UPDATE usage SET prompt_tokens = $1, completion_tokens = $2, latency_ms = $3, ttft_ms = $4, status = $5, \
@@ -170,7 +225,7 @@ async fn settle_batch(pool: &sqlx::AnyPool, batch: &[Settlement]) -> Result<(), 
         .bind(&record.model)
         .bind(to_i64(record.cost_micro_usd))
         .bind(i64::from(record.priced))
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         if done.rows_affected() == 1 {
             let month = months.entry((record.user_id, *month_start_ms)).or_default();
@@ -187,10 +242,87 @@ async fn settle_batch(pool: &sqlx::AnyPool, batch: &[Settlement]) -> Result<(), 
         .bind(user_id)
         .bind(month_start_ms)
         .bind(cost)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
-    tx.commit().await
+    Ok(())
+}
+
+/// The reservation's insert: a `running` row holding its tokens and cost, made only if the
+/// month's settled tokens and cost, plus the user's runs in flight at their reservation, plus
+/// this one fit the plan. Inserts nothing when the user's month has no row yet.
+fn reservation_insert(
+    reservation: &TokenReservation,
+) -> sqlx::query::QueryAs<'_, sqlx::Any, (i64,), sqlx::any::AnyArguments<'_>> {
+    let now = now_ms();
+    let in_flight_since = reservation.month_start_ms.max(now - STALE_RESERVATION_MS);
+    sqlx::query_as::<_, (i64,)>(
+        "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at, cost_micro_usd, via) \
+         SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6, $10, $12 \
+         WHERE (SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $7) \
+             + (SELECT CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) FROM usage \
+                WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
+             + $4 <= $9 \
+         AND (SELECT cost_micro_usd FROM usage_months WHERE user_id = $1 AND month_start = $7) \
+             + (SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
+                WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
+             + $10 <= $11 \
+         RETURNING id",
+    )
+    .bind(reservation.user_id)
+    .bind(&reservation.tool)
+    .bind(&reservation.model)
+    .bind(to_i64(reservation.tokens))
+    .bind(&reservation.request_id)
+    .bind(now)
+    .bind(reservation.month_start_ms)
+    .bind(in_flight_since)
+    .bind(to_i64(reservation.tokens_per_month))
+    .bind(to_i64(reservation.cost_micro_usd))
+    // No limit is a limit no sum reaches, so the statement keeps one shape.
+    .bind(reservation.cost_limit_micro_usd.map_or(i64::MAX, to_i64))
+    .bind(reservation.via)
+}
+
+/// The month's first run (since the month began, or since this release first ran) makes its
+/// `usage_months` row from the usage rows, once, whoever gets there first.
+async fn create_month(conn: &mut sqlx::AnyConnection, reservation: &TokenReservation) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO usage_months (user_id, month_start, tokens, cost_micro_usd) \
+         SELECT $1, $2, CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT), \
+            CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
+         WHERE user_id = $1 AND created_at >= $2 AND status <> 'running' \
+         ON CONFLICT (user_id, month_start) DO NOTHING",
+    )
+    .bind(reservation.user_id)
+    .bind(reservation.month_start_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A reservation on SQLite, by the usage writer: each insert is one statement, which holds the
+/// write lock from its read to its insert, and the writer is the process's only usage writer.
+async fn reserve_sqlite(
+    conn: &mut sqlx::AnyConnection,
+    reservation: &TokenReservation,
+) -> Result<Option<i64>, sqlx::Error> {
+    if let Some((id,)) = reservation_insert(reservation).fetch_optional(&mut *conn).await? {
+        return Ok(Some(id));
+    }
+    // Refused, or no month row yet (then a row made by another process since the insert gets
+    // the insert once more, so that a parallel start of the month is no refusal).
+    let month: Option<(i64,)> =
+        sqlx::query_as("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2")
+            .bind(reservation.user_id)
+            .bind(reservation.month_start_ms)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if month.is_some() {
+        return Ok(None);
+    }
+    create_month(conn, reservation).await?;
+    Ok(reservation_insert(reservation).fetch_optional(&mut *conn).await?.map(|(id,)| id))
 }
 
 impl Db {
@@ -199,97 +331,36 @@ impl Db {
     /// flight at their reservation, plus this one fit the quota. `None` when they do not.
     ///
     /// Exact across server processes and cheap: it reads one `usage_months` row and the user's
-    /// few `running` rows (a partial index), never the month's usage. On SQLite it is one
-    /// statement, which holds the write lock from its read to its insert; on PostgreSQL the
-    /// month's row is locked first.
-    pub async fn reserve_tokens(&self, reservation: &TokenReservation) -> DbResult<Option<i64>> {
-        match self.try_reserve(reservation).await? {
-            Attempt::Reserved(id) => return Ok(Some(id)),
-            Attempt::Refused => return Ok(None),
-            Attempt::NoMonth => {}
+    /// few `running` rows (a partial index), never the month's usage. On SQLite it goes through
+    /// the usage writer, which commits the reservations and settlements waiting at once in one
+    /// transaction; on PostgreSQL the month's row is locked first, in a transaction of its own.
+    pub async fn reserve_tokens(&self, reservation: TokenReservation) -> DbResult<Option<i64>> {
+        if self.backend == Backend::Sqlite {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let stopped = || DbError::Sqlx(sqlx::Error::PoolClosed);
+            self.usage_writer.sender.send(WriterMessage::Reserve(reservation, reply)).map_err(|_| stopped())?;
+            return answer.await.unwrap_or_else(|_| Err(stopped()));
         }
-        // The month's first run (since the month began, or since this release first ran): make
-        // its row from the usage rows (once, whoever gets there first), then ask again.
-        sqlx::query(
-            "INSERT INTO usage_months (user_id, month_start, tokens, cost_micro_usd) \
-             SELECT $1, $2, CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT), \
-                CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
-             WHERE user_id = $1 AND created_at >= $2 AND status <> 'running' \
-             ON CONFLICT (user_id, month_start) DO NOTHING",
-        )
-        .bind(reservation.user_id)
-        .bind(reservation.month_start_ms)
-        .execute(&self.pool)
-        .await?;
-        match self.try_reserve(reservation).await? {
-            Attempt::Reserved(id) => Ok(Some(id)),
-            Attempt::Refused | Attempt::NoMonth => Ok(None),
-        }
-    }
-
-    async fn try_reserve(&self, reservation: &TokenReservation) -> DbResult<Attempt> {
-        let now = now_ms();
-        let in_flight_since = reservation.month_start_ms.max(now - STALE_RESERVATION_MS);
-        let insert = || {
-            sqlx::query_as::<_, (i64,)>(
-                "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at, cost_micro_usd, via) \
-                 SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6, $10, $12 \
-                 WHERE (SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $7) \
-                     + (SELECT CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) FROM usage \
-                        WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
-                     + $4 <= $9 \
-                 AND (SELECT cost_micro_usd FROM usage_months WHERE user_id = $1 AND month_start = $7) \
-                     + (SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
-                        WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
-                     + $10 <= $11 \
-                 RETURNING id",
-            )
-            .bind(reservation.user_id)
-            .bind(&reservation.tool)
-            .bind(&reservation.model)
-            .bind(to_i64(reservation.tokens))
-            .bind(&reservation.request_id)
-            .bind(now)
-            .bind(reservation.month_start_ms)
-            .bind(in_flight_since)
-            .bind(to_i64(reservation.tokens_per_month))
-            .bind(to_i64(reservation.cost_micro_usd))
-            // No limit is a limit no sum reaches, so the statement keeps one shape.
-            .bind(reservation.cost_limit_micro_usd.map_or(i64::MAX, to_i64))
-            .bind(reservation.via)
-        };
-        let month = sqlx::query("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2 FOR UPDATE")
-            .bind(reservation.user_id)
-            .bind(reservation.month_start_ms);
-        if self.backend == Backend::Postgres {
+        for _ in 0..2 {
             let mut tx = self.pool.begin().await?;
             // Serialises this user's reservations and settlements (which update this row). With
             // no row there is nothing to lock, so no insert may follow: the row is made first.
-            if month.fetch_optional(&mut *tx).await?.is_none() {
-                return Ok(Attempt::NoMonth);
+            let month =
+                sqlx::query("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2 FOR UPDATE")
+                    .bind(reservation.user_id)
+                    .bind(reservation.month_start_ms)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if month.is_none() {
+                drop(tx);
+                create_month(&mut *self.pool.acquire().await?, &reservation).await?;
+                continue;
             }
-            let id = insert().fetch_optional(&mut *tx).await?;
+            let id = reservation_insert(&reservation).fetch_optional(&mut *tx).await?;
             tx.commit().await?;
-            return Ok(id.map_or(Attempt::Refused, |(id,)| Attempt::Reserved(id)));
+            return Ok(id.map(|(id,)| id));
         }
-        if let Some((id,)) = insert().fetch_optional(&self.pool).await? {
-            return Ok(Attempt::Reserved(id));
-        }
-        // Refused, or no month row. A row made since the insert (by a parallel run's first
-        // attempt) gets the insert once more, so a parallel start of the month is no refusal.
-        let exists: Option<(i64,)> =
-            sqlx::query_as("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2")
-                .bind(reservation.user_id)
-                .bind(reservation.month_start_ms)
-                .fetch_optional(&self.pool)
-                .await?;
-        if exists.is_none() {
-            return Ok(Attempt::NoMonth);
-        }
-        Ok(match insert().fetch_optional(&self.pool).await? {
-            Some((id,)) => Attempt::Reserved(id),
-            None => Attempt::Refused,
-        })
+        Ok(None)
     }
 
     /// Settles a reserved run to what it really cost and how it ended, through the usage
@@ -528,3 +599,82 @@ fn summary(sums: (i64, i64, i64, i64, i64), errors: i64, blocked: i64) -> UsageS
 /// Runs that failed (neither answered, cancelled by their client nor stopped by the guard), as `BIGINT`.
 const ERRORS: &str =
     "CAST(COALESCE(SUM(CASE WHEN status IN ('ok', 'cancelled', 'blocked', 'running') THEN 0 ELSE 1 END), 0) AS BIGINT)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reservation(user_id: i64, n: usize, month_start_ms: i64) -> TokenReservation {
+        TokenReservation {
+            user_id,
+            tool: "what".to_owned(),
+            model: "m".to_owned(),
+            request_id: format!("req-{n}"),
+            tokens: 100,
+            tokens_per_month: 1_000,
+            cost_micro_usd: 0,
+            cost_limit_micro_usd: None,
+            month_start_ms,
+            via: "aniate",
+        }
+    }
+
+    /// Reservations sent at once reach the SQLite usage writer together and are written in
+    /// its batches, each insert seeing the ones before it: 40 runs of 100 tokens on a
+    /// 1,000-token plan get exactly 10 rows, in the month's first batch (which makes the
+    /// month's row) and after it; a settlement in the same batch as reservations frees what
+    /// its run did not use.
+    #[tokio::test]
+    async fn batched_reservations_on_sqlite_are_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&super::super::default_sqlite_url(dir.path())).await.unwrap();
+        let user = db.create_user("batch@example.test", "x", aniate_proto::api::Role::User).await.unwrap();
+        let month = crate::limits::month_bounds(now_ms()).0;
+        let runs = (0..40).map(|n| db.reserve_tokens(reservation(user, n, month)));
+        let ids: Vec<i64> = futures_util::future::join_all(runs).await.into_iter().filter_map(Result::unwrap).collect();
+        assert_eq!(ids.len(), 10, "{ids:?}");
+        assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 10);
+
+        // One run is cancelled before the provider took it (no tokens used), settled just before
+        // five more reservations: the 100 tokens it frees make room for exactly one of them.
+        let record = UsageRecord {
+            user_id: user,
+            tool: "what".to_owned(),
+            provider: "p".to_owned(),
+            model: "m".to_owned(),
+            cost_micro_usd: 0,
+            priced: false,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            latency_ms: 1,
+            ttft_ms: Some(1),
+            status: "cancelled".to_owned(),
+            request_id: "req-0".to_owned(),
+        };
+        db.settle_usage(ids[0], month, record);
+        let more = (40..45).map(|n| db.reserve_tokens(reservation(user, n, month)));
+        let more: Vec<Option<i64>> =
+            futures_util::future::join_all(more).await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(more.iter().flatten().count(), 1, "{more:?}");
+        db.flush_usage().await;
+        assert_eq!(db.tokens_since(user, month).await.unwrap(), 1_000);
+        db.close().await;
+    }
+
+    /// A row that cannot be written fails its own run only: a reservation for a user that is
+    /// gone (a foreign key the insert breaks), sent in one batch with others, gets an error and
+    /// the others their rows.
+    #[tokio::test]
+    async fn a_failing_reservation_does_not_fail_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&super::super::default_sqlite_url(dir.path())).await.unwrap();
+        let user = db.create_user("batch@example.test", "x", aniate_proto::api::Role::User).await.unwrap();
+        let month = crate::limits::month_bounds(now_ms()).0;
+        let runs = (0..6).map(|n| db.reserve_tokens(reservation(if n == 2 { user + 1_000 } else { user }, n, month)));
+        let outcomes = futures_util::future::join_all(runs).await;
+        assert!(outcomes[2].is_err(), "{outcomes:?}");
+        let reserved = outcomes.iter().filter(|outcome| matches!(outcome, Ok(Some(_)))).count();
+        assert_eq!(reserved, 5, "{outcomes:?}");
+        db.close().await;
+    }
+}

@@ -228,7 +228,8 @@ async fn reserve_tokens(
         month_start_ms: month_start,
         via: run.via.as_str(),
     };
-    if let Some(usage_id) = state.db.reserve_tokens(&reservation).await? {
+    let reserved_tokens = reservation.tokens;
+    if let Some(usage_id) = state.db.reserve_tokens(reservation).await? {
         return Ok((usage_id, month_start));
     }
     // Refused: this user's next runs reserve before they call the provider.
@@ -237,7 +238,7 @@ async fn reserve_tokens(
     let used = state.db.tokens_since(user.user_id, month_start).await?;
     // Which limit refused the run: the tokens if they do not fit, else the cost.
     if let Some(limit) = plan.cost_micro_usd_per_month
-        && used.saturating_add(reservation.tokens) <= plan.tokens_per_month
+        && used.saturating_add(reserved_tokens) <= plan.tokens_per_month
     {
         let spent = state.db.cost_since(user.user_id, month_start).await?;
         {
@@ -273,7 +274,7 @@ async fn reserve_tokens(
         message: format!(
             "quota: this run may use up to {} tokens (about {prompt_estimate} for the input, at most {max_tokens} for the answer); \
              the {} plan has {left} of its {} tokens left this month (runs in progress count at their reservation); it resets at {}",
-            reservation.tokens,
+            reserved_tokens,
             plan.name,
             plan.tokens_per_month,
             crate::db::rfc3339(next_month)
