@@ -126,6 +126,11 @@ pub fn check_code(answer: &str, original: &str, finish_reason: &str) -> Result<S
 /// files), is at most twice the size plus 2 KiB, and does not number its lines when the
 /// original does not.
 pub fn is_plausible_edit(original: &str, candidate: &str) -> bool {
+    plausible_edit_within(original, candidate, DIFF_TIME_LIMIT)
+}
+
+/// [`is_plausible_edit`], with the line diff given up after `time_limit`.
+fn plausible_edit_within(original: &str, candidate: &str, time_limit: Duration) -> bool {
     let old = significant_lines(original);
     let new = significant_lines(candidate);
     if new.is_empty() {
@@ -140,7 +145,7 @@ pub fn is_plausible_edit(original: &str, candidate: &str) -> bool {
     if looks_line_numbered(candidate) && !looks_line_numbered(original) {
         return false;
     }
-    let (unchanged, edited) = kept_lines(&old, &new);
+    let (unchanged, edited) = kept_lines(&old, &new, time_limit);
     let edited_counted = edited.min(((old.len() as f64 * EDITED_LINES_SHARE) as usize).max(MIN_EDITED_LINES_COUNTED));
     let kept = unchanged + edited_counted;
     let required = (old.len() as f64 * MIN_KEPT_SHARE).ceil() as usize;
@@ -179,10 +184,10 @@ fn looks_line_numbered(text: &str) -> bool {
 
 /// How many of `old`'s lines `new` keeps: unchanged (the equal lines of a line diff), and
 /// edited (in each changed block, old lines that have an alike new line, matched in order).
-fn kept_lines(old: &[&str], new: &[&str]) -> (usize, usize) {
+fn kept_lines(old: &[&str], new: &[&str], time_limit: Duration) -> (usize, usize) {
     /// How far ahead in a changed block an edited line is looked for.
     const LOOK_AHEAD: usize = 8;
-    let deadline = Instant::now() + DIFF_TIME_LIMIT;
+    let deadline = Instant::now() + time_limit;
     let ops = similar::capture_diff_slices_deadline(similar::Algorithm::Myers, old, new, Some(deadline));
     let (mut unchanged, mut edited) = (0, 0);
     for op in ops {
@@ -872,7 +877,10 @@ mod tests {
     fn large_files_are_judged_too() {
         // About 1 MiB, the largest input: a fix of a few scattered lines is a file; the file
         // with its lines in reverse order (one line in order at most) is not, even when the
-        // diff gives up at its time limit.
+        // diff gives up at its time limit. The fix is judged without the time limit: in a debug
+        // build the diff takes 25 to 40 ms, and on a loaded test machine it once passed 250 ms
+        // and failed the test (a release build takes a few ms; how long is a figure for a
+        // benchmark, not a test).
         let lines: Vec<String> = (0..40_000).map(|n| format!("value_{n} = compute({n}, {})", n % 7)).collect();
         let original: String = lines.iter().map(|line| format!("{line}\n")).collect();
         let mut fixed_lines = lines.clone();
@@ -880,7 +888,7 @@ mod tests {
             fixed_lines[n] = format!("value_{n} = compute({n}, 0)");
         }
         let fixed: String = fixed_lines.iter().map(|line| format!("{line}\n")).collect();
-        assert!(check_code(&fixed, &original, "stop").is_ok_and(|file| file == fixed), "a small fix was refused");
+        assert!(plausible_edit_within(&original, &fixed, Duration::from_secs(600)), "a small fix was refused");
         let reversed: String = lines.iter().rev().map(|line| format!("{line}\n")).collect();
         assert!(check_code(&reversed, &original, "stop") == Err(ResultRejected::NotAFile), "reversed was a file");
     }
