@@ -123,7 +123,10 @@ async fn write_usage(pool: sqlx::AnyPool, mut receiver: tokio::sync::mpsc::Unbou
         while let Some(message) = next.take() {
             match message {
                 WriterMessage::Settle(settlement) => batch.settlements.push(settlement),
-                WriterMessage::Reserve(reservation, reply) => batch.reservations.push((reservation, reply)),
+                WriterMessage::Reserve(reservation, reply) => {
+                    batch.reservations.push(reservation);
+                    batch.replies.push(reply);
+                }
                 WriterMessage::Flush(done) => batch.flushes.push(done),
             }
             if batch.settlements.len() + batch.reservations.len() < MAX_BATCH {
@@ -138,7 +141,9 @@ async fn write_usage(pool: sqlx::AnyPool, mut receiver: tokio::sync::mpsc::Unbou
 #[derive(Default)]
 struct Batch {
     settlements: Vec<Settlement>,
-    reservations: Vec<(TokenReservation, ReservationReply)>,
+    reservations: Vec<TokenReservation>,
+    /// Where each of `reservations` is answered, in the same order.
+    replies: Vec<ReservationReply>,
     flushes: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -146,24 +151,28 @@ impl Batch {
     /// Writes the batch, answers its reservations and flushes, and empties it.
     async fn write(&mut self, pool: &sqlx::AnyPool) {
         if !self.settlements.is_empty() || !self.reservations.is_empty() {
-            let reservations: Vec<&TokenReservation> =
-                self.reservations.iter().map(|(reservation, _)| reservation).collect();
-            match write_batch(pool, &self.settlements, &reservations).await {
+            let lone_reservation = self.settlements.is_empty() && self.reservations.len() == 1;
+            match write_batch(pool, &self.settlements, &self.reservations).await {
                 Ok(ids) => {
-                    for ((_, reply), id) in self.reservations.drain(..).zip(ids) {
+                    for (reply, id) in self.replies.drain(..).zip(ids) {
                         // The run's own task waits for this answer to its end (`run::stream_answer`).
                         let _ = reply.send(Ok(id));
                     }
                 }
                 Err(err) => {
                     // One row that cannot be written (its user deleted meanwhile, say) must not
-                    // fail the rest: each reservation is tried once more on its own, and the
-                    // settlements together, once the database is back if it blinked.
+                    // fail the rest: each reservation is tried once more on its own (unless it
+                    // was alone already), and the settlements together, once the database is
+                    // back if it blinked.
                     let unavailable = DbError::is_unavailable_sqlx(&err);
-                    tracing::warn!(cause = %err, "a usage batch failed; writing its rows one by one");
-                    for (reservation, reply) in self.reservations.drain(..) {
-                        let alone = write_batch(pool, &[], &[&reservation]).await;
-                        let _ = reply.send(alone.map(|ids| ids[0]).map_err(|err| DbError::shared(&err)));
+                    if lone_reservation {
+                        let _ = self.replies.remove(0).send(Err(DbError::shared(&err)));
+                    } else {
+                        tracing::warn!(cause = %err, "a usage batch failed; writing its rows one by one");
+                        for (reservation, reply) in self.reservations.iter().zip(self.replies.drain(..)) {
+                            let alone = write_batch(pool, &[], std::slice::from_ref(reservation)).await;
+                            let _ = reply.send(alone.map(|ids| ids[0]).map_err(|err| DbError::shared(&err)));
+                        }
                     }
                     if !self.settlements.is_empty() {
                         if unavailable {
@@ -176,6 +185,7 @@ impl Batch {
                 }
             }
             self.settlements.clear();
+            self.reservations.clear();
         }
         for done in self.flushes.drain(..) {
             let _ = done.send(());
@@ -189,7 +199,7 @@ impl Batch {
 async fn write_batch(
     pool: &sqlx::AnyPool,
     settlements: &[Settlement],
-    reservations: &[&TokenReservation],
+    reservations: &[TokenReservation],
 ) -> Result<Vec<Option<i64>>, sqlx::Error> {
     if let ([], [reservation]) = (settlements, reservations) {
         let mut conn = pool.acquire().await?;
