@@ -8,7 +8,7 @@ use aniate_testkit::{
 };
 use serde_json::Value;
 
-use crate::harness::{Daemon, Raw, daemon_bin};
+use crate::harness::{Daemon, Raw, daemon_bin, login_and_install};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_daemon_per_home_and_stale_sockets_are_replaced() {
@@ -133,4 +133,38 @@ fn unit_files_verify() {
         assert!(output.status.success(), "{units:?}: {stderr}");
         assert!(stderr.trim().is_empty(), "{units:?} has warnings: {stderr}");
     }
+}
+
+/// The daemon reloads when another program changes its home, and only then. A reload reads
+/// the home's files, and inotify reports reads too: counting them made every reload set off the
+/// next, so an idle daemon re-read its home every 50 ms for as long as it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_on_changes_and_not_on_its_own_reads() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let home = stack.new_home("h");
+    let daemon = Daemon::start(&stack, &home);
+    let mut raw = Raw::greeted(&daemon.socket()).await;
+    login_and_install(&stack, &mut raw, "watch@example.test", &["what"]).await;
+    let reloads = || daemon.log().matches("files changed; reloading").count();
+
+    // The login and the install wrote files; their reload (debounced by 50 ms) comes and goes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = reloads();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(reloads(), settled, "an idle daemon kept reloading:\n{}", daemon.log());
+
+    // Another program installs a tool: the daemon picks it up.
+    let mut tool: Value = serde_json::from_slice(&std::fs::read(home.join("tools/what.json")).unwrap()).unwrap();
+    tool["slug"] = "what-else".into();
+    std::fs::write(home.join("tools/what-else.json"), serde_json::to_vec(&tool).unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while raw.call(2, "status", Value::Null).await["installed_tools"] != 2 {
+        assert!(std::time::Instant::now() < deadline, "the new tool was not picked up:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reloads() > settled);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_change = reloads();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reloads(), after_change, "the reload set off more reloads:\n{}", daemon.log());
 }
