@@ -147,7 +147,12 @@ async fn reloads_on_changes_and_not_on_its_own_reads() {
     login_and_install(&stack, &mut raw, "watch@example.test", &["what"]).await;
     let reloads = || daemon.log().matches("files changed; reloading").count();
 
-    // The login and the install wrote files; their reload (debounced by 50 ms) comes and goes.
+    // The login and the install wrote files; their reloads (debounced by 50 ms) come and go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reloads() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the install was not reloaded:\n{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let settled = reloads();
     tokio::time::sleep(Duration::from_secs(1)).await;
