@@ -525,6 +525,82 @@ pub fn parse_run_args_described(slug_and_args: &[String], description: Option<&s
     Ok(run)
 }
 
+/// What `ant`'s command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// `ant --version` or `ant -V`: print ant's own version.
+    Version,
+    /// Anything else, parsed.
+    Cli(Cli),
+}
+
+/// The built-in command names and aliases, as [`builtin_names`] reads them from the clap tree;
+/// `tests::builtin_names_are_listed` keeps the two the same.
+const BUILTIN_NAMES: &[&str] = &[
+    "login",
+    "signup",
+    "logout",
+    "whoami",
+    "marketplace",
+    "market",
+    "install",
+    "uninstall",
+    "list",
+    "ls",
+    "update",
+    "daemon",
+    "config",
+    "brew",
+    "chat",
+    "files",
+    "usage",
+    "version",
+    "completions",
+    "manpages",
+    "help",
+];
+
+/// Parses `ant`'s arguments (`args` without the program name; `server_env` is `ANIATE_SERVER`).
+///
+/// The two commands that must start fastest skip building clap's tree of every built-in command,
+/// which is most of a short command's own work (issue 15): `--version`, and a tool run whose first
+/// word is the tool's slug, `ant SLUG …`, which clap would pass through whole as [`Command::Run`]
+/// anyway. Both give what the full parser gives (`tests::fast_paths_agree_with_clap`); anything
+/// else, errors and help included, goes through the full parser.
+pub fn parse_invocation(
+    args: Vec<std::ffi::OsString>,
+    server_env: Option<std::ffi::OsString>,
+) -> Result<Invocation, clap::Error> {
+    if let [only] = args.as_slice()
+        && (only == "--version" || only == "-V")
+    {
+        return Ok(Invocation::Version);
+    }
+    if let Some(cli) = parse_tool_run(&args, server_env) {
+        return Ok(Invocation::Cli(cli));
+    }
+    match Cli::try_parse_from(std::iter::once(std::ffi::OsString::from("ant")).chain(args)) {
+        Ok(cli) => Ok(Invocation::Cli(cli)),
+        Err(err) if err.kind() == ErrorKind::DisplayVersion => Ok(Invocation::Version),
+        Err(err) => Err(err),
+    }
+}
+
+/// `ant SLUG …` as the full parser reads it, or `None` when the line is anything else (or not
+/// UTF-8, which the full parser reports).
+fn parse_tool_run(args: &[std::ffi::OsString], server_env: Option<std::ffi::OsString>) -> Option<Cli> {
+    let slug = args.first()?.to_str()?;
+    if !is_valid_slug(slug) || BUILTIN_NAMES.contains(&slug) {
+        return None;
+    }
+    let words = args.iter().map(|arg| arg.to_str().map(str::to_owned)).collect::<Option<Vec<_>>>()?;
+    let server = match server_env {
+        Some(server) => Some(server.into_string().ok()?),
+        None => None,
+    };
+    Some(Cli { global: GlobalArgs { server, ..GlobalArgs::default() }, command: Command::Run(words) })
+}
+
 /// The names of the built-in commands, aliases included.
 pub fn builtin_names() -> Vec<String> {
     let cli = Cli::command();
@@ -605,6 +681,73 @@ mod tests {
 
     fn strings(words: &[&str]) -> Vec<String> {
         words.iter().map(|word| (*word).to_owned()).collect()
+    }
+
+    #[test]
+    fn builtin_names_are_listed() {
+        let mut listed: Vec<String> = BUILTIN_NAMES.iter().map(|name| (*name).to_owned()).collect();
+        let mut built = builtin_names();
+        if !built.iter().any(|name| name == "help") {
+            built.push("help".to_owned());
+        }
+        listed.sort();
+        built.sort();
+        assert_eq!(listed, built);
+    }
+
+    fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
+        args.iter().map(std::ffi::OsString::from).collect()
+    }
+
+    #[test]
+    fn fast_paths_agree_with_clap() {
+        let server_env = std::env::var_os("ANIATE_SERVER");
+        let runs: &[&[&str]] = &[
+            &["what"],
+            &["what", "small.py"],
+            &["fix", "app.py", "-i", "keep it short", "--apply", "--json"],
+            &["review", "-", "--format", "sarif", "--server", "http://b"],
+            &["fix", "--help"],
+            &["my-tool-2", "--no-such-flag"],
+        ];
+        for args in runs {
+            let fast = parse_tool_run(&os(args), server_env.clone());
+            assert_eq!(fast.as_ref(), Some(&parse(args)), "{args:?}");
+            assert_eq!(parse_invocation(os(args), server_env.clone()).ok(), fast.map(Invocation::Cli), "{args:?}");
+        }
+        // Not tool runs: built-in commands and their aliases, flags first, bad slugs, nothing.
+        let others: &[&[&str]] =
+            &[&["install", "fix"], &["ls"], &["help"], &["--json", "what"], &["Fix"], &["fix.py"], &[]];
+        for args in others {
+            assert_eq!(parse_tool_run(&os(args), server_env.clone()), None, "{args:?}");
+        }
+        assert_eq!(parse_invocation(os(&["ls"]), server_env.clone()).ok(), Some(Invocation::Cli(parse(&["ls"]))));
+        for version in [&["--version"][..], &["-V"], &["--json", "--version"]] {
+            assert_eq!(
+                parse_invocation(os(version), server_env.clone()).ok(),
+                Some(Invocation::Version),
+                "{version:?}"
+            );
+        }
+        assert_eq!(
+            parse_invocation(os(&["install"]), server_env).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn a_tool_run_reads_the_server_from_the_environment() {
+        let Some(cli) = parse_tool_run(&os(&["what"]), Some("http://env".into())) else { panic!("not a run") };
+        assert_eq!(cli.global.server.as_deref(), Some("http://env"));
+        assert_eq!(cli.command, Command::Run(strings(&["what"])));
+        // Not UTF-8: left to the full parser, which says so.
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            let bad = std::ffi::OsString::from_vec(vec![0xff, 0xfe]);
+            assert_eq!(parse_tool_run(&os(&["what"]), Some(bad.clone())), None);
+            assert_eq!(parse_tool_run(&[std::ffi::OsString::from("what"), bad], None), None);
+        }
     }
 
     #[test]

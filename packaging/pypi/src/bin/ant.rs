@@ -3,16 +3,16 @@
 use std::process::ExitCode;
 
 use aniate_cli::{
-    args::Cli,
+    args::{Invocation, parse_invocation},
     exit::{Exit, Failure, hint_of},
     render,
 };
-use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(err) if err.kind() == clap::error::ErrorKind::DisplayVersion => {
+    let args = std::env::args_os().skip(1).collect();
+    let cli = match parse_invocation(args, std::env::var_os("ANIATE_SERVER")) {
+        Ok(Invocation::Cli(cli)) => cli,
+        Ok(Invocation::Version) => {
             // The client's version only, as `gh`, `cargo` and `uv` print theirs: no socket, no
             // runtime. `ant version` also asks the daemon and the server.
             println!("ant {}", aniate_proto::VERSION);
