@@ -534,7 +534,8 @@ pub enum Invocation {
     Cli(Cli),
 }
 
-/// The built-in command names and aliases, as [`builtin_names`] reads them from the clap tree;
+/// The built-in command names and aliases. They are the names in clap's tree of [`Command`], listed
+/// here so that telling a tool's slug from a command does not build that tree;
 /// `tests::builtin_names_are_listed` keeps the two the same.
 const BUILTIN_NAMES: &[&str] = &[
     "login",
@@ -601,32 +602,20 @@ fn parse_tool_run(args: &[std::ffi::OsString], server_env: Option<std::ffi::OsSt
     Some(Cli { global: GlobalArgs { server, ..GlobalArgs::default() }, command: Command::Run(words) })
 }
 
-/// The names of the built-in commands, aliases included.
-pub fn builtin_names() -> Vec<String> {
-    let cli = Cli::command();
-    let mut names = Vec::new();
-    for sub in cli.get_subcommands() {
-        names.push(sub.get_name().to_owned());
-        names.extend(sub.get_all_aliases().map(str::to_owned));
-    }
-    names
-}
-
 /// A built-in command close to `word`, for a "did you mean" hint when `ant WORD` names neither a
 /// command nor an installed tool (e.g. `ant instal`).
 pub fn suggest_builtin(word: &str) -> Option<String> {
-    let names = builtin_names();
-    if names.iter().any(|name| name == word) {
+    if BUILTIN_NAMES.contains(&word) {
         return None;
     }
     let word = word.to_lowercase();
-    names
-        .into_iter()
-        .filter(|name| name != "help")
-        .map(|name| (edit_distance(&word, &name), name))
+    BUILTIN_NAMES
+        .iter()
+        .filter(|name| **name != "help")
+        .map(|name| (edit_distance(&word, name), name))
         .filter(|(distance, name)| *distance <= 2.min(name.len() / 3).max(1))
         .min_by_key(|(distance, _)| *distance)
-        .map(|(_, name)| name)
+        .map(|(_, name)| (*name).to_owned())
 }
 
 /// Levenshtein distance over chars.
@@ -681,6 +670,17 @@ mod tests {
 
     fn strings(words: &[&str]) -> Vec<String> {
         words.iter().map(|word| (*word).to_owned()).collect()
+    }
+
+    /// The names of the built-in commands, aliases included, as clap's tree has them.
+    fn builtin_names() -> Vec<String> {
+        let cli = Cli::command();
+        let mut names = Vec::new();
+        for sub in cli.get_subcommands() {
+            names.push(sub.get_name().to_owned());
+            names.extend(sub.get_all_aliases().map(str::to_owned));
+        }
+        names
     }
 
     #[test]
