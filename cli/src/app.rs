@@ -1,5 +1,5 @@
-//! What each command does: the glue between the parsed command line, the daemon (or an
-//! in-process engine with `--no-daemon`), and the renderers.
+//! What each command does: the glue between the parsed command line, the daemon (or a private
+//! one with `--no-daemon`), and the renderers.
 //!
 //! Data goes to stdout, messages and progress to stderr. Errors are returned as
 //! [`Failure`]s carrying the exit code of the CLI contract.
@@ -22,7 +22,6 @@ use aniate_proto::{
 use aniated::{
     client::{ClientError, ClientOptions, DaemonClient},
     config::Config,
-    engine::{Engine, EngineOptions, RequestContext},
     home::Home,
     replies::Replies,
 };
@@ -42,18 +41,13 @@ use crate::{
     },
 };
 
-/// Where a command's requests go; either way they carry this command's server and token.
-pub(crate) enum Backend {
-    Daemon(DaemonClient),
-    Direct(Engine, RequestContext),
-}
+/// Where a command's requests go: the daemon, or with `--no-daemon` a private one
+/// (`aniated --stdio`). Either way they carry this command's server and token.
+pub(crate) struct Backend(DaemonClient);
 
 impl Backend {
     pub(crate) async fn request(&self, request: Request) -> anyhow::Result<Replies> {
-        match self {
-            Backend::Daemon(client) => client.request(request).await.map_err(|err| anyhow::Error::new(err.into_ipc())),
-            Backend::Direct(engine, context) => Ok(engine.handle_in(request, context.clone())),
-        }
+        self.0.request(request).await.map_err(|err| anyhow::Error::new(err.into_ipc()))
     }
 
     async fn call<T: serde::de::DeserializeOwned>(&self, request: Request) -> anyhow::Result<T> {
@@ -141,17 +135,17 @@ fn home() -> anyhow::Result<Home> {
     Home::from_env().map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, err.to_string())))
 }
 
-/// The daemon (started if needed), or an in-process engine with `--no-daemon`. Every request
+/// The daemon (started if needed), or a private one with `--no-daemon`. Every request
 /// carries this command's server (`--server`, `ANIATE_SERVER`, else `config.toml`) and its
 /// `ANIATE_TOKEN`, so a daemon started for another server or account serves this command
 /// as asked.
 async fn connect(global: &GlobalArgs) -> anyhow::Result<Backend> {
     let (home, options) = client_options(global)?;
     if global.no_daemon {
-        return direct(home, options);
+        return Ok(private(&home, &options, None).await?.0);
     }
     match DaemonClient::connect(&home, &options).await {
-        Ok(client) => Ok(Backend::Daemon(client)),
+        Ok(client) => Ok(Backend(client)),
         Err(err) => Err(daemon_failure(err)),
     }
 }
@@ -161,12 +155,12 @@ async fn connect(global: &GlobalArgs) -> anyhow::Result<Backend> {
 async fn connect_with_request(global: &GlobalArgs, request: Request) -> anyhow::Result<(Backend, Replies)> {
     let (home, options) = client_options(global)?;
     if global.no_daemon {
-        let backend = direct(home, options)?;
-        let replies = backend.request(request).await?;
+        let (backend, replies) = private(&home, &options, Some(request)).await?;
+        let replies = replies.ok_or_else(|| anyhow::anyhow!("the private aniated was not sent the request"))?;
         return Ok((backend, replies));
     }
     match DaemonClient::connect_with_request(&home, &options, request).await {
-        Ok((client, replies)) => Ok((Backend::Daemon(client), replies)),
+        Ok((client, replies)) => Ok((Backend(client), replies)),
         Err(err) => Err(daemon_failure(err)),
     }
 }
@@ -188,13 +182,31 @@ fn client_options(global: &GlobalArgs) -> anyhow::Result<(Home, ClientOptions)> 
     Ok((home, options))
 }
 
-/// `--no-daemon`: an engine of this process's own, with its own HTTP client. TLS is set up
-/// here only: a command answered by the daemon never pays for it.
-fn direct(home: Home, options: ClientOptions) -> anyhow::Result<Backend> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let engine = Engine::open(home, EngineOptions { cache: false, server: options.server.clone() })
-        .map_err(|err| anyhow::Error::new(Failure::new(Exit::Error, err)))?;
-    Ok(Backend::Direct(engine, RequestContext { server: options.server, token: options.token }))
+/// `--no-daemon`: a daemon of this command's own (`aniated --stdio`, see
+/// [`DaemonClient::private`]), with its own connection to the server, and `request` sent with
+/// the hello. `ant` itself links no HTTP client and no TLS: that is the daemon's.
+#[cfg(unix)]
+async fn private(
+    home: &Home,
+    options: &ClientOptions,
+    request: Option<Request>,
+) -> anyhow::Result<(Backend, Option<Replies>)> {
+    match DaemonClient::private(home, options, request).await {
+        Ok((client, replies)) => Ok((Backend(client), replies)),
+        Err(err) => Err(anyhow::Error::new(Failure::new(Exit::Error, err.to_string()).with_hint(
+            "`--no-daemon` runs `aniated --stdio` (the aniated next to ant, or ANIATE_DAEMON_EXE); \
+             ANIATE_LOG=debug shows what it does",
+        ))),
+    }
+}
+
+#[cfg(not(unix))]
+async fn private(
+    _home: &Home,
+    _options: &ClientOptions,
+    _request: Option<Request>,
+) -> anyhow::Result<(Backend, Option<Replies>)> {
+    Err(anyhow::Error::new(Failure::new(Exit::Usage, "--no-daemon needs a Unix system")))
 }
 
 fn daemon_failure(err: ClientError) -> anyhow::Error {
@@ -626,7 +638,7 @@ async fn daemon_command(global: &GlobalArgs, command: DaemonCommand) -> anyhow::
         }
         DaemonCommand::Status => match running().await? {
             Some(client) => {
-                let status: StatusResult = Backend::Daemon(client).call(Request::Status).await.map_err(reipc)?;
+                let status: StatusResult = Backend(client).call(Request::Status).await.map_err(reipc)?;
                 if out.json {
                     return out.json(&status);
                 }
@@ -665,7 +677,7 @@ async fn version_command(global: &GlobalArgs) -> anyhow::Result<()> {
     let status = if home.socket.exists() {
         let ask = async {
             let client = DaemonClient::connect_once(&home, &options).await.ok()?;
-            Backend::Daemon(client).call::<StatusResult>(Request::Status).await.ok()
+            Backend(client).call::<StatusResult>(Request::Status).await.ok()
         };
         tokio::time::timeout(Duration::from_secs(2), ask).await.ok().flatten()
     } else {

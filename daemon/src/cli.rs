@@ -20,4 +20,9 @@ pub struct Args {
     /// Also log to stderr (the log file is always written)
     #[arg(long)]
     pub foreground: bool,
+    /// Serve one client over the Unix socket on stdin, then exit: a private daemon for one
+    /// command (`ant --no-daemon` runs it). No socket file, no lock, no result cache; logs go to
+    /// stderr, and only when ANIATE_LOG is set
+    #[arg(long, conflicts_with = "foreground")]
+    pub stdio: bool,
 }

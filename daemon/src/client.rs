@@ -111,6 +111,9 @@ impl Drop for AbortOnDrop {
 
 type Pending = Arc<Mutex<HashMap<u64, mpsc::Sender<Reply>>>>;
 
+/// The sending half of a connection: the daemon's socket, or the socket pair of a private one.
+type Writer = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
 /// The id of the request sent with the hello ([`DaemonClient::connect_with_request`]).
 const FIRST_ID: u64 = 1;
 
@@ -118,9 +121,9 @@ const FIRST_ID: u64 = 1;
 const REPLY_CAPACITY: usize = 256;
 
 /// A connection to the daemon; requests on it are multiplexed. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct DaemonClient {
-    writer: Arc<tokio::sync::Mutex<SharedStream>>,
+    writer: Arc<tokio::sync::Mutex<Writer>>,
     /// Stops the reply reader when the last clone goes, which closes the connection.
     _reader: Arc<AbortOnDrop>,
     pending: Pending,
@@ -129,6 +132,12 @@ pub struct DaemonClient {
     reply_timeout: Duration,
     server: Option<String>,
     token: Option<String>,
+}
+
+impl std::fmt::Debug for DaemonClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonClient").field("hello", &self.hello).field("server", &self.server).finish_non_exhaustive()
+    }
 }
 
 fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Reply>>> {
@@ -173,10 +182,7 @@ impl DaemonClient {
         options: &ClientOptions,
         request: Request,
     ) -> Result<(DaemonClient, Replies), ClientError> {
-        let frame =
-            RequestFrame { id: FIRST_ID, request, server: options.server.clone(), token: options.token.clone() };
-        let mut first = serde_json::to_vec(&ClientFrame::Request(frame)).map_err(std::io::Error::other)?;
-        first.push(b'\n');
+        let first = first_frame(options, request)?;
         let connected = match DaemonClient::open(home, options, Some(&first)).await {
             Ok((client, replies)) if client.is_older_than_us() && options.autostart => {
                 tracing::info!(daemon = %client.hello.daemon, "restarting an older daemon");
@@ -222,8 +228,76 @@ impl DaemonClient {
             Err(err) => return Err(ClientError::Io(err)),
         };
         let stream = Arc::new(stream);
-        let recv = SharedStream(Arc::clone(&stream));
-        let mut send = SharedStream(stream);
+        let reader = BufReader::new(SharedStream(Arc::clone(&stream)));
+        // A daemon that dies as we connect (killed, or stopping) resets the connection or
+        // closes it before its hello: that is "not running", and the caller may start one.
+        let gone = || ClientError::NotRunning(home.socket.display().to_string());
+        let stuck = || {
+            // The kernel took the connection, but the daemon never read it.
+            let pid = std::fs::read_to_string(home.lock_path()).ok().map(|pid| pid.trim().to_owned());
+            ClientError::Stuck(pid.filter(|pid| !pid.is_empty()).map(|pid| format!(" (pid {pid})")).unwrap_or_default())
+        };
+        DaemonClient::greet(reader, Box::new(SharedStream(stream)), options, first, gone, stuck).await
+    }
+
+    /// `ant --no-daemon`: starts `aniated --stdio`, a daemon private to this client that serves
+    /// it over a socket pair and exits when the client goes away, and sends `request` with the
+    /// hello. It shares nothing with the running daemon but the home's files: not its socket,
+    /// lock, cache or connections. Its stderr is this process's. As with the daemon, the server
+    /// and token go with each request, not into the daemon's configuration.
+    #[cfg(unix)]
+    pub async fn private(
+        home: &Home,
+        options: &ClientOptions,
+        request: Option<Request>,
+    ) -> Result<(DaemonClient, Option<Replies>), ClientError> {
+        let first = request.map(|request| first_frame(options, request)).transpose()?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let exe = daemon_exe(options);
+        let mut command = std::process::Command::new(&exe);
+        command
+            .arg("--stdio")
+            .env("ANIATE_HOME", &home.root)
+            .stdin(std::os::fd::OwnedFd::from(theirs))
+            .stdout(std::process::Stdio::null());
+        {
+            // A Ctrl-C in the terminal is this client's to handle: it cancels the request.
+            use std::os::unix::process::CommandExt;
+            command.process_group(0);
+        }
+        tracing::debug!(exe = %exe.display(), "starting a private aniated");
+        let child =
+            command.spawn().map_err(|err| ClientError::Start(format!("cannot run {}: {err}", exe.display())))?;
+        // Our copy of the child's end goes with `command`: once the child is gone, reads see the end.
+        drop(command);
+        let stream = ours.set_nonblocking(true).and_then(|()| tokio::net::UnixStream::from_std(ours))?;
+        let (recv, send) = stream.into_split();
+        let pid = child.id();
+        let gone = || ClientError::Start(format!("{} --stdio (pid {pid}) exited before it answered", exe.display()));
+        let stuck = || ClientError::Stuck(format!(" --stdio (pid {pid})"));
+        let (client, replies) =
+            DaemonClient::greet(BufReader::new(recv), Box::new(send), options, first.as_deref(), gone, stuck).await?;
+        if client.hello.protocol != PROTOCOL {
+            return Err(ClientError::Protocol(format!(
+                "{} speaks protocol {}, this client {PROTOCOL}: install matching versions",
+                client.hello.daemon, client.hello.protocol
+            )));
+        }
+        Ok((client, replies))
+    }
+
+    /// Exchanges hellos over a new connection; `first`, a serialized request frame with id
+    /// [`FIRST_ID`], goes out with the hello, and its replies come back with the client. `gone`
+    /// is the error for a connection that ends before the daemon's hello, `stuck` for one
+    /// that stays silent.
+    async fn greet<R: tokio::io::AsyncBufRead + Unpin + Send + 'static>(
+        mut reader: R,
+        mut send: Writer,
+        options: &ClientOptions,
+        first: Option<&[u8]>,
+        gone: impl Fn() -> ClientError + Send + Sync,
+        stuck: impl FnOnce() -> ClientError + Send,
+    ) -> Result<(DaemonClient, Option<Replies>), ClientError> {
         let hello = ClientFrame::Hello(ClientHello { protocol: PROTOCOL, client: options.client.clone() });
         let mut opening = serde_json::to_vec(&hello).map_err(std::io::Error::other)?;
         opening.push(b'\n');
@@ -234,28 +308,16 @@ impl DaemonClient {
             lock(&pending).insert(FIRST_ID, tx);
             rx
         });
-        // A daemon that dies as we connect (killed, or stopping) resets the connection or
-        // closes it before its hello: that is "not running", and the caller may start one.
-        let gone = |_| ClientError::NotRunning(home.socket.display().to_string());
-        send.write_all(&opening).await.map_err(gone)?;
-        send.flush().await.map_err(gone)?;
-        let mut reader = BufReader::new(recv);
+        send.write_all(&opening).await.map_err(|_| gone())?;
+        send.flush().await.map_err(|_| gone())?;
         let mut line = Vec::new();
         let first = tokio::time::timeout(Duration::from_secs(5), read_frame::<DaemonFrame, _>(&mut reader, &mut line));
         let daemon_hello = match first.await {
             Ok(Ok(Some(DaemonFrame::Hello(hello)))) => hello,
-            Ok(Ok(None) | Err(crate::frames::FrameError::Io(_))) => {
-                return Err(ClientError::NotRunning(home.socket.display().to_string()));
-            }
+            Ok(Ok(None) | Err(crate::frames::FrameError::Io(_))) => return Err(gone()),
             Ok(Ok(other)) => return Err(ClientError::Protocol(format!("expected a hello, got {other:?}"))),
             Ok(Err(err)) => return Err(ClientError::Protocol(err.to_string())),
-            Err(_) => {
-                // The kernel took the connection, but the daemon never read it.
-                let pid = std::fs::read_to_string(home.lock_path()).ok().map(|pid| pid.trim().to_owned());
-                return Err(ClientError::Stuck(
-                    pid.filter(|pid| !pid.is_empty()).map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
-                ));
-            }
+            Err(_) => return Err(stuck()),
         };
         let reader_task = tokio::spawn(read_replies(reader, Arc::clone(&pending)));
         let client = DaemonClient {
@@ -373,6 +435,14 @@ impl DaemonClient {
             delay = (delay * 2).min(Duration::from_millis(100));
         }
     }
+}
+
+/// `request` as the first request frame of a connection, sent with the hello.
+fn first_frame(options: &ClientOptions, request: Request) -> Result<Vec<u8>, ClientError> {
+    let frame = RequestFrame { id: FIRST_ID, request, server: options.server.clone(), token: options.token.clone() };
+    let mut first = serde_json::to_vec(&ClientFrame::Request(frame)).map_err(std::io::Error::other)?;
+    first.push(b'\n');
+    Ok(first)
 }
 
 /// Dispatches reply frames to their requests; when the daemon goes away, every pending

@@ -217,12 +217,45 @@ fn peer_allowed(stream: &Stream, owner_uid: Option<u32>) -> bool {
     }
 }
 
-/// Serves one client: the hello, then requests, each in a task of its own whose replies are
-/// written back as they come. When the client goes away, its requests are cancelled.
+/// `aniated --stdio`: serves the one client at the other end of the Unix socket that is this
+/// process's stdin, then returns when that client goes away. `ant --no-daemon` starts it so,
+/// over a socket pair of its own: a daemon private to one command, with no lock, no socket file
+/// and no peer check (only the process that made the pair holds its other end).
+#[cfg(unix)]
+pub async fn serve_stdio(engine: Engine) -> Result<(), String> {
+    use std::os::{fd::AsFd, unix::fs::FileTypeExt};
+    let not_a_socket = "`aniated --stdio` serves the Unix socket on its stdin, which `ant --no-daemon` \
+        gives it; this stdin is not a socket";
+    let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(|err| format!("cannot use stdin: {err}"))?;
+    let file = std::fs::File::from(fd);
+    let is_socket = file.metadata().is_ok_and(|meta| meta.file_type().is_socket());
+    if !is_socket {
+        return Err(not_a_socket.to_owned());
+    }
+    let socket = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(file));
+    let stream = socket
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(socket))
+        .map_err(|err| format!("cannot use stdin: {err}"))?;
+    let (recv, send) = stream.into_split();
+    serve(BufReader::new(recv), send, engine.clone()).await;
+    engine.flush();
+    Ok(())
+}
+
+/// Serves one client of the socket.
 async fn serve_connection(stream: Stream, engine: Engine) {
     let stream = Arc::new(stream);
-    let mut reader = BufReader::new(SharedStream(Arc::clone(&stream)));
-    let send = SharedStream(stream);
+    serve(BufReader::new(SharedStream(Arc::clone(&stream))), SharedStream(stream), engine).await;
+}
+
+/// Serves one client: the hello, then requests, each in a task of its own whose replies are
+/// written back as they come. When the client goes away, its requests are cancelled.
+async fn serve<R, W>(mut reader: R, send: W, engine: Engine)
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (out_tx, mut out_rx) = mpsc::channel::<DaemonFrame>(256);
     let writer = tokio::spawn(async move {
         let mut writer = BufWriter::new(send);

@@ -9,10 +9,11 @@
 //! - [`store`]: installed tools (`tools/<slug>.json`), mirrored in memory.
 //! - [`server`]: the HTTP client of `ant-server`.
 //! - [`cache`]: the result cache in `state.redb`.
-//! - [`engine`]: the state and the handling of every request; used by the daemon, and
-//!   in-process by `ant --no-daemon`.
+//! - [`engine`]: the state and the handling of every request; used by the daemon, and by the
+//!   private one-command daemon `ant --no-daemon` starts (`aniated --stdio`).
 //! - [`replies`]: the replies to one request, local or remote alike.
-//! - [`frames`], [`daemon`]: the NDJSON socket protocol and the daemon's listener.
+//! - [`frames`], [`daemon`]: the NDJSON socket protocol, the daemon's listener, and the one
+//!   connection `aniated --stdio` serves.
 //! - [`client`]: connecting to the daemon (and starting it) from `ant` and `ant-lsp`.
 //! - [`watch`]: reloading when files under the home change.
 //!
@@ -49,4 +50,13 @@ pub fn init_logging(home: &home::Home, to_stderr: bool) {
     let file_layer = file.map(|file| fmt::layer().with_ansi(false).with_writer(std::sync::Mutex::new(file)));
     let stderr_layer = to_stderr.then(|| fmt::layer().with_writer(std::io::stderr));
     tracing_subscriber::registry().with(filter).with(file_layer).with(stderr_layer).init();
+}
+
+/// Logging for `aniated --stdio`, a private daemon of one command: to stderr (the command's),
+/// and only when `ANIATE_LOG` asks for it. The daemon's log file belongs to the daemon.
+pub fn init_stderr_logging() {
+    use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+    if let Ok(filter) = EnvFilter::try_from_env("ANIATE_LOG") {
+        tracing_subscriber::registry().with(filter).with(fmt::layer().with_writer(std::io::stderr)).init();
+    }
 }

@@ -113,6 +113,69 @@ async fn ctrl_c_cancels_the_run_end_to_end() {
     assert!(delay < 100, "the provider request ended {delay} ms after Ctrl-C");
 }
 
+/// `--no-daemon` runs a private `aniated --stdio` of the command's own: it starts no daemon, a
+/// Ctrl-C at the terminal (SIGINT to the whole foreground process group) is `ant`'s to handle and
+/// cancels the run end to end, and nothing is left running after the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_daemon_runs_a_private_daemon_that_goes_with_the_command() {
+    let stack = Stack::start(StackOptions { fake: slow_fake(), ..Default::default() }).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ready("private@example.test", &["what"]).await;
+    client.ant(&["daemon", "stop"]).await.ok();
+    let socket = client.home.join("aniated.sock");
+    assert!(!socket.exists());
+
+    let mut command = client.command(&["--no-daemon", "what", "-i", "talk for a while"]);
+    // As a shell runs a foreground job: `ant` leads a process group of its own.
+    command.process_group(0);
+    let run = command.spawn().unwrap();
+    let group = run.id().unwrap();
+    let (_, started) = stack.fake.wait_until(Duration::from_secs(10), |r| r.iter().any(|r| r.chunks_sent > 3)).await;
+    assert!(started);
+    assert_eq!(private_daemons(&client.home).len(), 1, "one private aniated serves the command");
+    let status = std::process::Command::new("kill").args(["-INT", "--", &format!("-{group}")]).status().unwrap();
+    assert!(status.success());
+    let interrupted_at = now_ms();
+    let output = tokio::time::timeout(Duration::from_secs(20), run.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(!stderr.contains("closed the connection"), "the private daemon outlived the Ctrl-C: {stderr}");
+    let (requests, cancelled) = stack
+        .fake
+        .wait_until(Duration::from_secs(2), |r| r.last().is_some_and(|r| r.outcome == Outcome::Cancelled))
+        .await;
+    assert!(cancelled, "{requests:?}");
+    let delay = requests.last().unwrap().ended_at_ms.unwrap().saturating_sub(interrupted_at);
+    assert!(delay < 100, "the provider request ended {delay} ms after Ctrl-C");
+
+    let answered = client.ant(&["--no-daemon", "whoami"]).await;
+    assert!(answered.ok().stdout.contains("private@example.test"), "{}", answered.stdout);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !private_daemons(&client.home).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "a private aniated outlived its command");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!socket.exists(), "--no-daemon started the daemon");
+}
+
+/// The pids of the `aniated --stdio` processes serving `home`.
+fn private_daemons(home: &std::path::Path) -> Vec<u32> {
+    let wanted = format!("ANIATE_HOME={}", home.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            args.len() >= 2
+                && args[0].ends_with(b"aniated")
+                && args[1] == b"--stdio"
+                && environ.split(|&b| b == 0).any(|var| var == wanted.as_bytes())
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_daemon_is_replaced() {
     let stack = Stack::start(StackOptions::default()).await.unwrap();

@@ -65,7 +65,11 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(socket: &Path) -> Raw {
-        let stream = UnixStream::connect(socket).await.expect("connect to aniated");
+        Raw::over(UnixStream::connect(socket).await.expect("connect to aniated"))
+    }
+
+    /// A client of whatever is at the other end of `stream`.
+    pub fn over(stream: UnixStream) -> Raw {
         let (read, writer) = stream.into_split();
         Raw { reader: BufReader::new(read), writer }
     }
@@ -73,10 +77,16 @@ impl Raw {
     /// Connects and exchanges hellos.
     pub async fn greeted(socket: &Path) -> Raw {
         let mut raw = Raw::connect(socket).await;
-        raw.send(json!({"hello": {"protocol": 1, "client": "test/0"}})).await;
-        let hello = raw.recv().await.expect("hello");
-        assert_eq!(hello["hello"]["protocol"], 1, "{hello}");
+        raw.greet().await;
         raw
+    }
+
+    /// Exchanges hellos; the daemon's hello.
+    pub async fn greet(&mut self) -> Value {
+        self.send(json!({"hello": {"protocol": 1, "client": "test/0"}})).await;
+        let hello = self.recv().await.expect("hello");
+        assert_eq!(hello["hello"]["protocol"], 1, "{hello}");
+        hello
     }
 
     pub async fn send(&mut self, frame: Value) {

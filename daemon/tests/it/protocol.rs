@@ -9,7 +9,7 @@ use aniate_testkit::{
 };
 use serde_json::{Value, json};
 
-use crate::harness::{Daemon, Raw, login_and_install, now_ms};
+use crate::harness::{Daemon, Raw, daemon_bin, login_and_install, now_ms};
 
 fn slow_fake() -> FakeLlmConfig {
     FakeLlmConfig {
@@ -252,4 +252,76 @@ async fn requests_carry_their_own_server_and_token() {
     assert_eq!(refused[0]["event"], "error");
     assert_eq!(refused[0]["data"]["code"], "not_logged_in");
     assert!(refused[0]["data"]["message"].as_str().unwrap().contains(&format!("not logged in to {}", b.url)));
+}
+
+/// `aniated --stdio`, the private daemon of `ant --no-daemon`: it serves the socket on its stdin
+/// next to the daemon of the same home (no lock, no socket of its own), cancels what its client
+/// leaves running, and exits when that client goes away. Anything but a socket on stdin is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_serves_one_client_next_to_the_daemon_and_exits_with_it() {
+    // Slow enough to leave mid-run, quick enough to run to the end.
+    let fake = FakeLlmConfig { chunk_chars: 60, ..slow_fake() };
+    let stack = Stack::start(StackOptions { fake, ..Default::default() }).await.unwrap();
+    let home = stack.new_home("h");
+    let daemon = Daemon::start(&stack, &home);
+    let mut raw = Raw::greeted(&daemon.socket()).await;
+    login_and_install(&stack, &mut raw, "stdio@example.test", &["what"]).await;
+
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut child = std::process::Command::new(daemon_bin())
+        .arg("--stdio")
+        .envs(stack.client_env(&home))
+        .stdin(std::os::fd::OwnedFd::from(theirs))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let mut private = Raw::over(tokio::net::UnixStream::from_std(ours).unwrap());
+    let hello = private.greet().await;
+    assert_eq!(hello["hello"]["pid"], child.id(), "{hello}");
+
+    // It reads the home's login and tools, and answers a tool run in full.
+    let me = private.call(1, "whoami", Value::Null).await;
+    assert_eq!(me["email"], "stdio@example.test", "{me}");
+    private.request(2, "run_tool", json!({"tool": "what", "instructions": "talk", "fresh": true})).await;
+    let replies = private.replies_of(2).await;
+    assert_eq!(replies.last().unwrap()["event"], "done", "{replies:?}");
+    assert!(text_of(&replies).starts_with("slow words"), "{replies:?}");
+    // The daemon of the home is untouched: still the one on its socket.
+    assert_eq!(raw.call(3, "status", Value::Null).await["pid"], daemon.process.pid());
+
+    // Its client goes away mid-run: the provider request is cancelled and the process exits.
+    stack.fake.clear_requests();
+    private.request(4, "run_tool", json!({"tool": "what", "instructions": "talk more", "fresh": true})).await;
+    while private.recv().await.is_some_and(|frame| frame["reply"]["event"] != "delta") {}
+    drop(private);
+    let dropped_at = now_ms();
+    let (requests, ok) = stack
+        .fake
+        .wait_until(Duration::from_secs(2), |r| r.first().is_some_and(|r| r.outcome == Outcome::Cancelled))
+        .await;
+    assert!(ok, "{requests:?}");
+    let delay = requests[0].ended_at_ms.unwrap().saturating_sub(dropped_at);
+    assert!(delay < 100, "provider request cancelled {delay} ms after the client left");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "aniated --stdio outlived its client");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(status.success(), "{status}");
+
+    // Started by hand in a terminal or with a file on stdin: a clear refusal, not a hang.
+    let refused = std::process::Command::new(daemon_bin())
+        .arg("--stdio")
+        .envs(stack.client_env(&home))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("this stdin is not a socket"), "{stderr}");
 }

@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         eprintln!("aniated: {err}");
         return ExitCode::FAILURE;
     }
+    if args.stdio {
+        return serve_stdio(home);
+    }
     aniated::init_logging(&home, args.foreground);
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Blocking work is small file and cache I/O: a few threads do it. Tokio's default (up to
@@ -69,6 +72,44 @@ fn main() -> ExitCode {
         background.abort();
         ExitCode::SUCCESS
     })
+}
+
+/// `aniated --stdio`: one client, `ant --no-daemon`, over the socket on stdin; no lock, no socket
+/// file, no result cache (the daemon may hold it), and no background work. One thread: it serves
+/// one command.
+fn serve_stdio(home: Home) -> ExitCode {
+    aniated::init_stderr_logging();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("aniated: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let served = match Engine::open(home, EngineOptions { cache: false, server: None }) {
+            Ok(engine) => served(engine).await,
+            Err(err) => Err(err),
+        };
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("aniated: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+#[cfg(unix)]
+async fn served(engine: Engine) -> Result<(), String> {
+    daemon::serve_stdio(engine).await
+}
+
+#[cfg(not(unix))]
+async fn served(_engine: Engine) -> Result<(), String> {
+    Err("--stdio needs a Unix socket; run without it".to_owned())
 }
 
 /// SIGTERM or SIGINT. The handlers are installed when this is called, not when it is first
