@@ -408,7 +408,7 @@ def part_tool_run(args: argparse.Namespace, ctx: Context) -> dict:
     no_daemon_env = {**client.env, "ANIATE_TOKEN": no_daemon_token}
 
     def no_daemon() -> float:
-        """`ant --no-daemon`: the same run with the engine in-process, over a connection of its own."""
+        """`ant --no-daemon`: the same run through a private `aniated --stdio`, over a connection of its own."""
         cmd = [client.ant, "--no-daemon", "what", "small.py", "--fresh"]
         wall, _, stdout = runner.run(cmd, no_daemon_env, cwd=scratch)
         if SHORT_REPLY.encode() not in stdout:
@@ -483,7 +483,7 @@ def render_tool_run(res: dict, startup: dict, args: argparse.Namespace) -> str:
             f"**{ms(over_oneshot)}**", "", "p50 ≤ +0.3 ms", verdict(over_oneshot <= 0.3),
         ],  # fmt: skip
         [
-            "`ant --no-daemon what small.py --fresh` (its own engine and connection)",
+            "`ant --no-daemon what small.py --fresh` (a private `aniated --stdio`, its own connection)",
             ms(p50(no_daemon)), ms(percentile(no_daemon, 99)), "faster than through the daemon",
             verdict(p50(fresh) < p50(no_daemon)),
         ],  # fmt: skip
