@@ -104,13 +104,7 @@ async fn ctrl_c_cancels_the_run_end_to_end() {
     let interrupted_at = now_ms();
     let output = tokio::time::timeout(Duration::from_secs(20), run.wait_with_output()).await.unwrap().unwrap();
     assert_eq!(output.status.code(), Some(130));
-    let (requests, cancelled) = stack
-        .fake
-        .wait_until(Duration::from_secs(2), |r| r.last().is_some_and(|r| r.outcome == Outcome::Cancelled))
-        .await;
-    assert!(cancelled, "{requests:?}");
-    let delay = requests.last().unwrap().ended_at_ms.unwrap().saturating_sub(interrupted_at);
-    assert!(delay < 100, "the provider request ended {delay} ms after Ctrl-C");
+    assert_cancelled_within_100ms(&stack, interrupted_at).await;
 }
 
 /// `--no-daemon` runs a private `aniated --stdio` of the command's own: it starts no daemon, a
@@ -140,13 +134,7 @@ async fn no_daemon_runs_a_private_daemon_that_goes_with_the_command() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(!stderr.contains("closed the connection"), "the private daemon outlived the Ctrl-C: {stderr}");
-    let (requests, cancelled) = stack
-        .fake
-        .wait_until(Duration::from_secs(2), |r| r.last().is_some_and(|r| r.outcome == Outcome::Cancelled))
-        .await;
-    assert!(cancelled, "{requests:?}");
-    let delay = requests.last().unwrap().ended_at_ms.unwrap().saturating_sub(interrupted_at);
-    assert!(delay < 100, "the provider request ended {delay} ms after Ctrl-C");
+    assert_cancelled_within_100ms(&stack, interrupted_at).await;
 
     let answered = client.ant(&["--no-daemon", "whoami"]).await;
     assert!(answered.ok().stdout.contains("private@example.test"), "{}", answered.stdout);
@@ -156,6 +144,17 @@ async fn no_daemon_runs_a_private_daemon_that_goes_with_the_command() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!socket.exists(), "--no-daemon started the daemon");
+}
+
+/// The provider's last request was cancelled less than 100 ms after `interrupted_at` (Unix ms).
+async fn assert_cancelled_within_100ms(stack: &Stack, interrupted_at: u64) {
+    let (requests, cancelled) = stack
+        .fake
+        .wait_until(Duration::from_secs(2), |r| r.last().is_some_and(|r| r.outcome == Outcome::Cancelled))
+        .await;
+    assert!(cancelled, "{requests:?}");
+    let delay = requests.last().unwrap().ended_at_ms.unwrap().saturating_sub(interrupted_at);
+    assert!(delay < 100, "the provider request ended {delay} ms after Ctrl-C");
 }
 
 /// The pids of the `aniated --stdio` processes serving `home`.

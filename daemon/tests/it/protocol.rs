@@ -20,6 +20,17 @@ fn slow_fake() -> FakeLlmConfig {
     }
 }
 
+/// The provider's first request was cancelled less than 100 ms after `since` (Unix ms), when `what`.
+async fn assert_cancelled_within_100ms(stack: &Stack, since: u64, what: &str) {
+    let (requests, ok) = stack
+        .fake
+        .wait_until(Duration::from_secs(2), |r| r.first().is_some_and(|r| r.outcome == Outcome::Cancelled))
+        .await;
+    assert!(ok, "{requests:?}");
+    let delay = requests[0].ended_at_ms.unwrap().saturating_sub(since);
+    assert!(delay < 100, "provider request cancelled {delay} ms after {what}");
+}
+
 fn text_of(replies: &[Value]) -> String {
     replies.iter().filter(|r| r["event"] == "delta").map(|r| r["data"]["text"].as_str().unwrap()).collect()
 }
@@ -118,13 +129,7 @@ async fn cancel_and_disconnect_cancel_the_provider_request() {
     let cancelled_at = now_ms();
     let replies = raw.replies_of(1).await;
     assert_eq!(replies.last().unwrap()["data"]["code"], "cancelled");
-    let (requests, ok) = stack
-        .fake
-        .wait_until(Duration::from_secs(2), |r| r.first().is_some_and(|r| r.outcome == Outcome::Cancelled))
-        .await;
-    assert!(ok, "{requests:?}");
-    let delay = requests[0].ended_at_ms.unwrap().saturating_sub(cancelled_at);
-    assert!(delay < 100, "provider request cancelled {delay} ms after the cancel");
+    assert_cancelled_within_100ms(&stack, cancelled_at, "the cancel").await;
 
     // A client that goes away.
     stack.fake.clear_requests();
@@ -137,13 +142,7 @@ async fn cancel_and_disconnect_cancel_the_provider_request() {
     }
     drop(raw);
     let dropped_at = now_ms();
-    let (requests, ok) = stack
-        .fake
-        .wait_until(Duration::from_secs(2), |r| r.first().is_some_and(|r| r.outcome == Outcome::Cancelled))
-        .await;
-    assert!(ok, "{requests:?}");
-    let delay = requests[0].ended_at_ms.unwrap().saturating_sub(dropped_at);
-    assert!(delay < 100, "provider request cancelled {delay} ms after the client left");
+    assert_cancelled_within_100ms(&stack, dropped_at, "the client left").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,13 +296,7 @@ async fn stdio_serves_one_client_next_to_the_daemon_and_exits_with_it() {
     while private.recv().await.is_some_and(|frame| frame["reply"]["event"] != "delta") {}
     drop(private);
     let dropped_at = now_ms();
-    let (requests, ok) = stack
-        .fake
-        .wait_until(Duration::from_secs(2), |r| r.first().is_some_and(|r| r.outcome == Outcome::Cancelled))
-        .await;
-    assert!(ok, "{requests:?}");
-    let delay = requests[0].ended_at_ms.unwrap().saturating_sub(dropped_at);
-    assert!(delay < 100, "provider request cancelled {delay} ms after the client left");
+    assert_cancelled_within_100ms(&stack, dropped_at, "the client left").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
