@@ -193,9 +193,11 @@ async fn private(
 ) -> anyhow::Result<(Backend, Option<Replies>)> {
     match DaemonClient::private(home, options, request).await {
         Ok((client, replies)) => Ok((Backend(client), replies)),
+        // It started, and says why it cannot serve (its own hint included).
+        Err(ClientError::Refused(error)) => Err(ipc_failure(error)),
         Err(err) => Err(anyhow::Error::new(Failure::new(Exit::Error, err.to_string()).with_hint(
-            "`--no-daemon` runs `aniated --stdio` (the aniated next to ant, or ANIATE_DAEMON_EXE); \
-             ANIATE_LOG=debug shows what it does",
+            "`--no-daemon` runs `aniated --stdio` (ANIATE_DAEMON_EXE, else the aniated next to ant, \
+             else on PATH); ANIATE_LOG=debug shows what it does",
         ))),
     }
 }
@@ -206,15 +208,16 @@ async fn private(
     _options: &ClientOptions,
     _request: Option<Request>,
 ) -> anyhow::Result<(Backend, Option<Replies>)> {
-    Err(anyhow::Error::new(Failure::new(Exit::Usage, "--no-daemon needs a Unix system")))
+    Err(anyhow::Error::new(Failure::new(Exit::Error, "--no-daemon is not supported on this system yet")))
 }
 
 fn daemon_failure(err: ClientError) -> anyhow::Error {
-    let error = err.into_ipc();
-    anyhow::Error::new(
-        Failure::new(Exit::Error, error.message)
-            .with_hint("`ant daemon logs` shows the daemon's log; `ant --no-daemon …` works without it"),
-    )
+    // `--no-daemon` runs the same aniated: no way out when that is what cannot start.
+    let hint = match err {
+        ClientError::Start(_) => "`ant daemon logs` shows the daemon's log",
+        _ => "`ant daemon logs` shows the daemon's log; `ant --no-daemon …` works without it",
+    };
+    anyhow::Error::new(Failure::new(Exit::Error, err.into_ipc().message).with_hint(hint))
 }
 
 pub(crate) fn ipc_failure(error: IpcError) -> anyhow::Error {

@@ -97,7 +97,8 @@ pub struct GlobalArgs {
     /// Machine-readable output: one JSON document, or NDJSON for a streamed answer
     #[arg(long, global = true)]
     pub json: bool,
-    /// Talk to the server directly instead of through the aniated daemon
+    /// Do not use or start the aniated daemon: run a private one for this command only
+    /// (`aniated --stdio`), with its own connection to the server and no cache
     #[arg(long, global = true)]
     pub no_daemon: bool,
     /// `--server` or `ANIATE_SERVER`; may be empty, unlike [`GlobalArgs::server_url`].

@@ -16,7 +16,8 @@ use std::{
 };
 
 use aniate_proto::ipc::{
-    ClientFrame, ClientHello, DaemonFrame, DaemonHello, IpcError, IpcErrorCode, PROTOCOL, Reply, Request, RequestFrame,
+    ClientFrame, ClientHello, DaemonFrame, DaemonHello, IpcError, IpcErrorCode, PROTOCOL, Reply, ReplyFrame, Request,
+    RequestFrame,
 };
 use interprocess::local_socket::{
     GenericFilePath,
@@ -90,11 +91,18 @@ pub enum ClientError {
     Protocol(String),
     #[error("aniated{0} did not answer within 5 s; it may be stuck (`ant daemon logs` shows what it was doing)")]
     Stuck(String),
+    /// The daemon answered the hello with an error: a private `aniated --stdio` that could not
+    /// start its engine (an unreadable CA certificate, say) says why this way.
+    #[error("{}", .0.message)]
+    Refused(IpcError),
 }
 
 impl ClientError {
     /// The same failure as an [`IpcError`], for uniform reporting.
     pub fn into_ipc(self) -> IpcError {
+        if let ClientError::Refused(error) = self {
+            return error;
+        }
         IpcError::new(IpcErrorCode::Internal, self.to_string())
             .with_hint("`ant daemon logs` shows the daemon's log; `ANIATE_LOG=debug aniated` runs it in the foreground")
     }
@@ -237,7 +245,10 @@ impl DaemonClient {
             let pid = std::fs::read_to_string(home.lock_path()).ok().map(|pid| pid.trim().to_owned());
             ClientError::Stuck(pid.filter(|pid| !pid.is_empty()).map(|pid| format!(" (pid {pid})")).unwrap_or_default())
         };
-        DaemonClient::greet(reader, Box::new(SharedStream(stream)), options, first, gone, stuck).await
+        let lost =
+            IpcError::new(IpcErrorCode::Internal, "aniated closed the connection mid-request (it may have crashed)")
+                .with_hint("the next command starts a fresh daemon; `ant daemon logs` shows what happened");
+        DaemonClient::greet(reader, Box::new(SharedStream(stream)), options, first, gone, stuck, lost).await
     }
 
     /// `ant --no-daemon`: starts `aniated --stdio`, a daemon private to this client that serves
@@ -266,7 +277,7 @@ impl DaemonClient {
             command.process_group(0);
         }
         tracing::debug!(exe = %exe.display(), "starting a private aniated");
-        let child =
+        let mut child =
             command.spawn().map_err(|err| ClientError::Start(format!("cannot run {}: {err}", exe.display())))?;
         // Our copy of the child's end goes with `command`: once the child is gone, reads see the end.
         drop(command);
@@ -274,22 +285,35 @@ impl DaemonClient {
         let (recv, send) = stream.into_split();
         let pid = child.id();
         let gone = || ClientError::Start(format!("{} --stdio (pid {pid}) exited before it answered", exe.display()));
-        let stuck = || ClientError::Stuck(format!(" --stdio (pid {pid})"));
-        let (client, replies) =
-            DaemonClient::greet(BufReader::new(recv), Box::new(send), options, first.as_deref(), gone, stuck).await?;
-        if client.hello.protocol != PROTOCOL {
-            return Err(ClientError::Protocol(format!(
-                "{} speaks protocol {}, this client {PROTOCOL}: install matching versions",
-                client.hello.daemon, client.hello.protocol
-            )));
+        let stuck = || ClientError::Start(format!("{} --stdio (pid {pid}) did not answer within 5 s", exe.display()));
+        let lost = IpcError::new(
+            IpcErrorCode::Internal,
+            format!("the private aniated (pid {pid}) closed the connection mid-request (it may have crashed)"),
+        )
+        .with_hint("ANIATE_LOG=debug shows what it did");
+        let greeted =
+            DaemonClient::greet(BufReader::new(recv), Box::new(send), options, first.as_deref(), gone, stuck, lost)
+                .await
+                .and_then(|(client, replies)| match client.hello.protocol {
+                    PROTOCOL => Ok((client, replies)),
+                    other => Err(ClientError::Protocol(format!(
+                        "{} speaks protocol {other}, this client {PROTOCOL}: install matching versions",
+                        client.hello.daemon
+                    ))),
+                });
+        if greeted.is_err() {
+            // Not left behind, whatever state it is in; once it has answered, the end of the
+            // connection ends it.
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        Ok((client, replies))
+        greeted
     }
 
     /// Exchanges hellos over a new connection; `first`, a serialized request frame with id
     /// [`FIRST_ID`], goes out with the hello, and its replies come back with the client. `gone`
     /// is the error for a connection that ends before the daemon's hello, `stuck` for one
-    /// that stays silent.
+    /// that stays silent, and `lost` what the requests still waiting get when it ends later.
     async fn greet<R: tokio::io::AsyncBufRead + Unpin + Send + 'static>(
         mut reader: R,
         mut send: Writer,
@@ -297,6 +321,7 @@ impl DaemonClient {
         first: Option<&[u8]>,
         gone: impl Fn() -> ClientError + Send + Sync,
         stuck: impl FnOnce() -> ClientError + Send,
+        lost: IpcError,
     ) -> Result<(DaemonClient, Option<Replies>), ClientError> {
         let hello = ClientFrame::Hello(ClientHello { protocol: PROTOCOL, client: options.client.clone() });
         let mut opening = serde_json::to_vec(&hello).map_err(std::io::Error::other)?;
@@ -314,12 +339,15 @@ impl DaemonClient {
         let first = tokio::time::timeout(Duration::from_secs(5), read_frame::<DaemonFrame, _>(&mut reader, &mut line));
         let daemon_hello = match first.await {
             Ok(Ok(Some(DaemonFrame::Hello(hello)))) => hello,
+            Ok(Ok(Some(DaemonFrame::Reply(ReplyFrame { event: Reply::Error(error), .. })))) => {
+                return Err(ClientError::Refused(error));
+            }
             Ok(Ok(None) | Err(crate::frames::FrameError::Io(_))) => return Err(gone()),
             Ok(Ok(other)) => return Err(ClientError::Protocol(format!("expected a hello, got {other:?}"))),
             Ok(Err(err)) => return Err(ClientError::Protocol(err.to_string())),
             Err(_) => return Err(stuck()),
         };
-        let reader_task = tokio::spawn(read_replies(reader, Arc::clone(&pending)));
+        let reader_task = tokio::spawn(read_replies(reader, Arc::clone(&pending), lost));
         let client = DaemonClient {
             writer: Arc::new(tokio::sync::Mutex::new(send)),
             _reader: Arc::new(AbortOnDrop(reader_task.abort_handle())),
@@ -446,8 +474,8 @@ fn first_frame(options: &ClientOptions, request: Request) -> Result<Vec<u8>, Cli
 }
 
 /// Dispatches reply frames to their requests; when the daemon goes away, every pending
-/// request gets an error saying so.
-async fn read_replies<R: tokio::io::AsyncBufRead + Unpin>(mut reader: R, pending: Pending) {
+/// request gets `lost`.
+async fn read_replies<R: tokio::io::AsyncBufRead + Unpin>(mut reader: R, pending: Pending, lost: IpcError) {
     let mut line = Vec::new();
     loop {
         match read_frame::<DaemonFrame, _>(&mut reader, &mut line).await {
@@ -466,10 +494,7 @@ async fn read_replies<R: tokio::io::AsyncBufRead + Unpin>(mut reader: R, pending
     }
     let senders: Vec<_> = lock(&pending).drain().map(|(_, sender)| sender).collect();
     for sender in senders {
-        let error =
-            IpcError::new(IpcErrorCode::Internal, "aniated closed the connection mid-request (it may have crashed)")
-                .with_hint("the next command starts a fresh daemon; `ant daemon logs` shows what happened");
-        let _ = sender.send(Reply::Error(error)).await;
+        let _ = sender.send(Reply::Error(lost.clone())).await;
     }
 }
 

@@ -223,6 +223,25 @@ fn peer_allowed(stream: &Stream, owner_uid: Option<u32>) -> bool {
 /// and no peer check (only the process that made the pair holds its other end).
 #[cfg(unix)]
 pub async fn serve_stdio(engine: Engine) -> Result<(), String> {
+    let (recv, send) = stdin_socket()?.into_split();
+    serve(BufReader::new(recv), send, engine.clone()).await;
+    engine.flush();
+    Ok(())
+}
+
+/// `aniated --stdio` that cannot serve (its engine did not open): says why to its client, as
+/// an error where the hello would be, so that `ant` reports the cause as its own error.
+#[cfg(unix)]
+pub async fn refuse_stdio(error: IpcError) -> Result<(), String> {
+    let mut socket = stdin_socket()?;
+    let frame = DaemonFrame::Reply(ReplyFrame { id: 0, event: Reply::Error(error) });
+    write_frame(&mut socket, &frame).await.map_err(|err| format!("cannot answer on stdin: {err}"))?;
+    socket.flush().await.map_err(|err| format!("cannot answer on stdin: {err}"))
+}
+
+/// The Unix socket on this process's stdin.
+#[cfg(unix)]
+fn stdin_socket() -> Result<tokio::net::UnixStream, String> {
     use std::os::{fd::AsFd, unix::fs::FileTypeExt};
     let not_a_socket = "`aniated --stdio` serves the Unix socket on its stdin, which `ant --no-daemon` \
         gives it; this stdin is not a socket";
@@ -233,14 +252,10 @@ pub async fn serve_stdio(engine: Engine) -> Result<(), String> {
         return Err(not_a_socket.to_owned());
     }
     let socket = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(file));
-    let stream = socket
+    socket
         .set_nonblocking(true)
         .and_then(|()| tokio::net::UnixStream::from_std(socket))
-        .map_err(|err| format!("cannot use stdin: {err}"))?;
-    let (recv, send) = stream.into_split();
-    serve(BufReader::new(recv), send, engine.clone()).await;
-    engine.flush();
-    Ok(())
+        .map_err(|err| format!("cannot use stdin: {err}"))
 }
 
 /// Serves one client of the socket.

@@ -1,7 +1,8 @@
 //! [`Engine`]: the daemon's state and the handling of every request.
 //!
-//! `aniated` runs one engine for all its clients and keeps it warm; `ant --no-daemon` runs one
-//! in-process for a single command, so both paths share this code and produce the same output.
+//! `aniated` runs one engine for all its clients and keeps it warm; `ant --no-daemon` runs a
+//! private `aniated --stdio` with an engine of its own for a single command, so both paths share
+//! this code and produce the same output.
 //!
 //! **Architecture Invariant:** running an installed tool makes no network call before the tool
 //! request itself: the tool's metadata, the token and every input check are local.

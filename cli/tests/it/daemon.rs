@@ -13,7 +13,7 @@ use tokio::{
     net::UnixListener,
 };
 
-use crate::harness::{Client, kill, now_ms};
+use crate::harness::{Client, Run, kill, now_ms};
 
 fn slow_fake() -> FakeLlmConfig {
     FakeLlmConfig {
@@ -126,7 +126,12 @@ async fn no_daemon_runs_a_private_daemon_that_goes_with_the_command() {
     let group = run.id().unwrap();
     let (_, started) = stack.fake.wait_until(Duration::from_secs(10), |r| r.iter().any(|r| r.chunks_sent > 3)).await;
     assert!(started);
-    assert_eq!(private_daemons(&client.home).len(), 1, "one private aniated serves the command");
+    let privates = private_daemons(&client.home);
+    assert_eq!(privates.len(), 1, "one private aniated serves the command");
+    // In a process group of its own: a Ctrl-C at the terminal is `ant`'s to handle, not its.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", privates[0])).unwrap();
+    let pgrp: u32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert_ne!(pgrp, group, "the private aniated is in ant's process group");
     let status = std::process::Command::new("kill").args(["-INT", "--", &format!("-{group}")]).status().unwrap();
     assert!(status.success());
     let interrupted_at = now_ms();
@@ -143,6 +148,22 @@ async fn no_daemon_runs_a_private_daemon_that_goes_with_the_command() {
         assert!(std::time::Instant::now() < deadline, "a private aniated outlived its command");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert!(!socket.exists(), "--no-daemon started the daemon");
+
+    // No aniated to run: said, with where it was looked for.
+    let mut missing = client.command(&["--no-daemon", "whoami"]);
+    missing.env("ANIATE_DAEMON_EXE", "/nonexistent/aniated");
+    let missing = Run::from(missing.output().await.unwrap());
+    missing.failed_with(1, "cannot run /nonexistent/aniated");
+    missing.failed_with(1, "ANIATE_DAEMON_EXE");
+    // An aniated that cannot start its engine says why, as ant's own error: one JSON document
+    // on stderr with `--json`.
+    let mut refused = client.command(&["--no-daemon", "--json", "whoami"]);
+    refused.env("ANIATE_CA_CERT", "/nonexistent/ca.pem");
+    let refused = Run::from(refused.output().await.unwrap());
+    refused.failed_with(1, "cannot read CA certificate /nonexistent/ca.pem");
+    let error: Value = serde_json::from_str(refused.stderr.trim()).expect("one JSON document on stderr");
+    assert_eq!(error["error"]["exit"], 1, "{error}");
     assert!(!socket.exists(), "--no-daemon started the daemon");
 }
 

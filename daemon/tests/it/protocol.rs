@@ -267,12 +267,13 @@ async fn stdio_serves_one_client_next_to_the_daemon_and_exits_with_it() {
     login_and_install(&stack, &mut raw, "stdio@example.test", &["what"]).await;
 
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let mut child = std::process::Command::new(daemon_bin())
+    let mut command = std::process::Command::new(daemon_bin());
+    aniate_testkit::clear_aniate_env(&mut command);
+    let mut child = command
         .arg("--stdio")
         .envs(stack.client_env(&home))
         .stdin(std::os::fd::OwnedFd::from(theirs))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     ours.set_nonblocking(true).unwrap();

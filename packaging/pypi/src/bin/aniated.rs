@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use aniate_proto::ipc::{IpcError, IpcErrorCode};
 use aniated::{
     client::EXIT_ALREADY_RUNNING,
     daemon::{self, StartError},
@@ -88,14 +89,20 @@ fn serve_stdio(home: Home) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let served = match Engine::open(home, EngineOptions { cache: false, server: None }) {
-            Ok(engine) => served(engine).await,
-            Err(err) => Err(err),
-        };
-        match served {
-            Ok(()) => ExitCode::SUCCESS,
+        match Engine::open(home, EngineOptions { cache: false, server: None }) {
+            Ok(engine) => match served(engine).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("aniated: {err}");
+                    ExitCode::FAILURE
+                }
+            },
             Err(err) => {
-                eprintln!("aniated: {err}");
+                // Told to the client, which reports it as its own error; said here only when
+                // there is no client to tell.
+                if let Err(unsent) = refused(IpcError::new(IpcErrorCode::Internal, err.clone())).await {
+                    eprintln!("aniated: {err}\naniated: {unsent}");
+                }
                 ExitCode::FAILURE
             }
         }
@@ -107,8 +114,18 @@ async fn served(engine: Engine) -> Result<(), String> {
     daemon::serve_stdio(engine).await
 }
 
+#[cfg(unix)]
+async fn refused(error: IpcError) -> Result<(), String> {
+    daemon::refuse_stdio(error).await
+}
+
 #[cfg(not(unix))]
 async fn served(_engine: Engine) -> Result<(), String> {
+    Err("--stdio needs a Unix socket; run without it".to_owned())
+}
+
+#[cfg(not(unix))]
+async fn refused(_error: IpcError) -> Result<(), String> {
     Err("--stdio needs a Unix socket; run without it".to_owned())
 }
 
