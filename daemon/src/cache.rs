@@ -9,9 +9,10 @@
 //! holds at most [`MAX_ENTRIES`]; inserting past that evicts the oldest.
 
 use std::{
+    collections::HashMap,
     path::Path,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -46,6 +47,9 @@ pub struct ResultCache {
     db: Arc<Database>,
     /// Entries stored since the last sync.
     unsynced: Arc<AtomicU64>,
+    /// Entries staged ([`ResultCache::stage`]) and not yet written: lookups see them, so an
+    /// answer is in the cache as soon as its `done` has gone out, with no disk on that way.
+    staged: Arc<Mutex<HashMap<[u8; 32], Entry>>>,
 }
 
 /// Entries between two syncs. redb keeps what non-durable commits wrote in memory until a
@@ -119,11 +123,18 @@ impl ResultCache {
             }
         }
         txn.commit().map_err(err)?;
-        Ok(ResultCache { db: Arc::new(db), unsynced: Arc::default() })
+        Ok(ResultCache { db: Arc::new(db), unsynced: Arc::default(), staged: Arc::default() })
     }
 
-    /// The entry under `key` if it is younger than `ttl_ms`.
+    fn staged(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
+        self.staged.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The entry under `key` if it is younger than `ttl_ms`: a staged one, else a stored one.
     pub fn get(&self, key: &[u8; 32], ttl_ms: u64, now_ms: u64) -> Result<Option<Entry>, CacheError> {
+        if let Some(entry) = self.staged().get(key) {
+            return Ok((now_ms.saturating_sub(entry.stored_at_ms) < ttl_ms).then(|| entry.clone()));
+        }
         let txn = self.db.begin_read().map_err(err)?;
         let table = txn.open_table(RESULTS).map_err(err)?;
         let Some(value) = table.get(key.as_slice()).map_err(err)? else { return Ok(None) };
@@ -160,6 +171,26 @@ impl ResultCache {
         Ok((self.unsynced.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(SYNC_EVERY))
     }
 
+    /// Holds `entry` in memory under `key`, where [`ResultCache::get`] finds it at once, until
+    /// [`ResultCache::write_staged`] stores it: the daemon stages an answer before its `done`
+    /// goes out and writes it after, so no answer waits for the cache.
+    pub fn stage(&self, key: [u8; 32], entry: Entry) {
+        self.staged().insert(key, entry);
+    }
+
+    /// Stores the entry staged under `key`, as [`ResultCache::put`] does, and then lets it go
+    /// from memory unless a newer one was staged meanwhile. Nothing if there is none (the cache
+    /// was cleared since): `Ok(false)`.
+    pub fn write_staged(&self, key: &[u8; 32]) -> Result<bool, CacheError> {
+        let Some(entry) = self.staged().get(key).cloned() else { return Ok(false) };
+        let written = self.put(key, &entry);
+        let mut staged = self.staged();
+        if staged.get(key) == Some(&entry) {
+            staged.remove(key);
+        }
+        written
+    }
+
     /// Makes every stored entry durable; the daemon calls it when it stops.
     pub fn flush(&self) -> Result<(), CacheError> {
         self.unsynced.store(0, Ordering::Relaxed);
@@ -172,8 +203,9 @@ impl ResultCache {
         if self.unsynced.load(Ordering::Relaxed) == 0 { Ok(()) } else { self.flush() }
     }
 
-    /// Drops every entry, durably.
+    /// Drops every entry, staged or stored, durably.
     pub fn clear(&self) -> Result<(), CacheError> {
+        self.staged().clear();
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut results = txn.open_table(RESULTS).map_err(err)?;
@@ -301,6 +333,33 @@ mod tests {
         assert_eq!(cache.len().unwrap(), MAX_ENTRIES);
         assert_eq!(cache.get(&key(&S, &oldest, 1), u64::MAX, 0).unwrap(), None, "the oldest went");
         assert!(cache.get(&key(&S, &newest, 1), u64::MAX, 0).unwrap().is_some());
+    }
+
+    #[test]
+    fn staged_entries_are_found_at_once_and_cleared_with_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResultCache::open(&dir.path().join("state.redb")).unwrap();
+        let params = RunToolParams { tool: "fix".into(), content: "x".into(), ..Default::default() };
+        let k = key(&S, &params, 1);
+        // Staged: found at once, though not yet in the file.
+        cache.stage(k, entry(1_000));
+        assert_eq!(cache.get(&k, 10_000, 1_500).unwrap(), Some(entry(1_000)));
+        assert_eq!(cache.len().unwrap(), 0);
+        // Written: in the file, and no longer held in memory.
+        assert!(!cache.write_staged(&k).unwrap());
+        assert_eq!(cache.len().unwrap(), 1);
+        assert!(cache.staged().is_empty());
+        assert_eq!(cache.get(&k, 10_000, 1_500).unwrap(), Some(entry(1_000)));
+        // Staged again (a `--fresh` run): the newer answer replaces the stored one.
+        cache.stage(k, entry(2_000));
+        assert!(!cache.write_staged(&k).unwrap());
+        assert_eq!(cache.get(&k, 10_000, 2_500).unwrap(), Some(entry(2_000)));
+        // Cleared (a login): the staged entry goes too, and writing it stores nothing.
+        cache.stage(k, entry(3_000));
+        cache.clear().unwrap();
+        assert_eq!(cache.get(&k, 10_000, 3_500).unwrap(), None);
+        assert!(!cache.write_staged(&k).unwrap());
+        assert!(cache.is_empty().unwrap());
     }
 
     #[test]

@@ -814,7 +814,7 @@ impl Engine {
                     Reply::Delta(delta)
                 }
                 StreamEvent::Done(done) => {
-                    let mut sync_due = None;
+                    let mut staged = None;
                     // A rejected answer (cut off, not a file) is not kept: asking again may do better.
                     if let (Some(cache), Some(run_meta), None) = (cache, run_meta, done.result_rejected) {
                         let entry = cache::Entry {
@@ -825,20 +825,22 @@ impl Engine {
                             text,
                             done: done.clone(),
                         };
-                        // Stored before `done` goes out, so the very next identical request hits.
-                        let stored = cache.clone();
-                        match tokio::task::spawn_blocking(move || stored.put(&key, &entry)).await {
-                            Ok(Ok(true)) => sync_due = Some(cache),
-                            Ok(Err(err)) => tracing::warn!(cause = %err, "could not cache the result"),
-                            _ => {}
-                        }
+                        // Staged before `done` goes out, so the very next identical request hits.
+                        cache.stage(key, entry);
+                        staged = Some(cache);
                     }
                     let _ = tx.send(Reply::Done(RunDone { done, cached: false })).await;
-                    // Synced after `done` has gone out, so no answer waits for the disk.
-                    if let Some(cache) = sync_due {
+                    // Written (and synced when due) after `done` has gone out: no answer waits
+                    // for the cache file.
+                    if let Some(cache) = staged {
                         tokio::task::spawn_blocking(move || {
-                            if let Err(err) = cache.sync() {
-                                tracing::warn!(cause = %err, "could not sync the result cache");
+                            let synced = match cache.write_staged(&key) {
+                                Ok(true) => cache.sync(),
+                                Ok(false) => Ok(()),
+                                Err(err) => Err(err),
+                            };
+                            if let Err(err) = synced {
+                                tracing::warn!(cause = %err, "could not cache the result");
                             }
                         });
                     }
