@@ -441,6 +441,13 @@ def part_tool_run(args: argparse.Namespace, ctx: Context) -> dict:
             raise BenchError(f"curl printed {stdout[:500]!r}")
         return wall
 
+    def dynamic_ant() -> float:
+        """The same `ant`, linked dynamically (as `cargo build` links it), through the same daemon."""
+        wall, _, stdout = runner.run([str(args.dynamic_ant), "what", "small.py", "--fresh"], client.env, cwd=scratch)
+        if SHORT_REPLY.encode() not in stdout:
+            raise BenchError(f"the dynamically linked ant printed {stdout[:500]!r}")
+        return wall
+
     variants = {
         "fresh": lambda: ant("--fresh"),
         "oneshot": oneshot,
@@ -451,6 +458,8 @@ def part_tool_run(args: argparse.Namespace, ctx: Context) -> dict:
     }
     if curl_cmd:
         variants["curl"] = curl
+    if args.dynamic_ant:
+        variants["fresh_dynamic"] = dynamic_ant
     samples: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     log(f"part 1: {args.warmup} warm-up and {args.runs} measured rounds of {', '.join(names)}")
@@ -482,6 +491,14 @@ def render_tool_run(res: dict, startup: dict, args: argparse.Namespace) -> str:
             "**ant − the one-shot client** (difference of the p50s)",
             f"**{ms(over_oneshot)}**", "", "p50 ≤ +0.3 ms", verdict(over_oneshot <= 0.3),
         ],  # fmt: skip
+        *(
+            [[
+                "the same `ant what small.py --fresh`, `ant` linked dynamically (as `cargo build` links it)",
+                ms(p50(samples["fresh_dynamic"])), ms(percentile(samples["fresh_dynamic"], 99)), "", "",
+            ]]
+            if "fresh_dynamic" in samples
+            else []
+        ),  # fmt: skip
         [
             "`ant --no-daemon what small.py --fresh` (a private `aniated --stdio`, its own connection)",
             ms(p50(no_daemon)), ms(percentile(no_daemon, 99)), "faster than through the daemon",
@@ -658,12 +675,15 @@ def part_startup_memory(args: argparse.Namespace, ctx: Context, idle_after_start
 
     log(f"part 2: {args.version_runs} rounds of `ant --version` and /bin/true")
     true_exe = shutil.which("true") or "/bin/true"
-    version = {"ant": [], "true": []}
+    commands = {"ant": [client.ant, "--version"], "true": [true_exe]}
+    if args.dynamic_ant:
+        commands["ant_dynamic"] = [str(args.dynamic_ant), "--version"]
+    version: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
     for round_idx in range(10 + args.version_runs):
-        order = ["ant", "true"] if round_idx % 2 == 0 else ["true", "ant"]
+        order = names[round_idx % len(names) :] + names[: round_idx % len(names)]
         for name in order:
-            cmd = [client.ant, "--version"] if name == "ant" else [true_exe]
-            wall, _, _ = runner.run(cmd, client.env)
+            wall, _, _ = runner.run(commands[name], client.env)
             if round_idx >= 10:
                 version[name].append(wall)
     res["version"] = version
@@ -754,6 +774,9 @@ def render_startup_memory(res: dict, args: argparse.Namespace) -> str:
         ["`/bin/true`, wall time (the cost of spawning any process from the bench)", f"{ms(p50(true_v))} ms", f"{ms(percentile(true_v, 99))} ms", "", ""],
         ["**`ant --version` − `/bin/true`**: ant's own start-up", f"**{ms(p50(ant_v) - p50(true_v))} ms**", "", "p50 ≤ +0.5 ms", verdict(p50(ant_v) - p50(true_v) <= 0.5)],
     ]  # fmt: skip
+    if "ant_dynamic" in version:
+        dyn_v = version["ant_dynamic"]
+        rows.append(["`ant --version`, `ant` linked dynamically (as `cargo build` links it)", f"{ms(p50(dyn_v))} ms", f"{ms(percentile(dyn_v, 99))} ms", "", ""])  # fmt: skip
     rss = res["rss"]
     if rss:
         for key, label, target in [
@@ -1198,10 +1221,22 @@ def machine_info() -> dict:
     }
 
 
+def linkage(program: Path) -> str:
+    """How `program` is linked, as the report says it: static programs have no program interpreter."""
+    try:
+        headers = subprocess.run(["readelf", "-lW", str(program)], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "linked in a way readelf could not tell"
+    if "Requesting program interpreter" in headers:
+        return "dynamically linked"
+    return "statically linked (packaging/pypi/static-ant.sh, as in the manylinux wheel)"
+
+
 def summary(info: dict, command: str, elapsed_s: float, load_before: float, load_after: float) -> str:
     return (
         f"Measured {info['date']} at commit `{info['commit']}`, on {info['nproc']} CPUs ({info['cpu']}), "
         f"Linux {info['kernel']}, release build; load average {load_before:.2f} before and {load_after:.2f} after.\n"
+        f"`ant` is {info['ant_linkage']}.\n"
         f"Command: `{command}` (the bench took {elapsed_s:.0f} s)."
     )
 
@@ -1235,6 +1270,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bin-dir", type=Path, default=Path("target/release"), help="where ant, aniated, ant-server and aniate-fake-llm are")
     parser.add_argument("--out", type=Path, help="the Markdown file whose bench-daemon section to rewrite")
     parser.add_argument("--runs", type=int, default=200, help="part 1: measured runs per variant")
+    parser.add_argument(
+        "--dynamic-ant", type=Path, default=None,
+        help="a dynamically linked build of the same ant, timed beside BIN_DIR/ant in parts 1 and 2 "
+        "(bench/daemon.sh keeps it as target/release/ant-dynamic)",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=10, help="part 1: warm-up rounds")
     parser.add_argument("--version-runs", type=int, default=100, help="part 2: runs of `ant --version`")
     parser.add_argument("--rss-runs", type=int, default=20, help="part 2: runs per peak-RSS figure")
@@ -1278,6 +1318,7 @@ def main() -> int:
             return 2
     command = args.command or " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv])
     info = machine_info()
+    info["ant_linkage"] = linkage(bin_dir / "ant")
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     failed = False

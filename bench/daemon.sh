@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds ant, aniated, ant-server and aniate-fake-llm in release mode, runs the warm-path bench
-# (bench/daemon.py), and records its results in docs/benchmarks.md.
+# Builds ant, aniated, ant-server and aniate-fake-llm in release mode (`ant` static, as in the
+# manylinux wheel, and dynamic beside it), runs the warm-path bench (bench/daemon.py), and
+# records its results in docs/benchmarks.md.
 # Extra arguments go to bench/daemon.py, e.g. `bash bench/daemon.sh --quick`; with `--peers` it first
 # installs `llm` and `aichat` (see below) and times them too.
 # Part 3 (network namespaces) needs root, iproute2 and openssl, and iptables where the kernel has
@@ -43,5 +44,9 @@ for arg in "$@"; do
 done
 
 cargo build --release -p ant-server -p aniate -p aniate-testkit --bins
-python3 bench/daemon.py --bin-dir target/release --out docs/benchmarks.md --command "bash bench/daemon.sh${*:+ $*}" \
-    "${peer_args[@]}" "$@"
+# `ant` as the manylinux wheel ships it: static (packaging/pypi/static-ant.sh). The dynamically
+# linked one `cargo build` made is kept beside it, and timed too.
+cp target/release/ant target/release/ant-dynamic
+bash packaging/pypi/static-ant.sh >/dev/null
+python3 bench/daemon.py --bin-dir target/release --dynamic-ant target/release/ant-dynamic --out docs/benchmarks.md \
+    --command "bash bench/daemon.sh${*:+ $*}" "${peer_args[@]}" "$@"

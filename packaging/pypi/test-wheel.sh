@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `pip install aniate` and `pipx install aniate-server` on the Linux machines people have: builds
-# both wheels for manylinux2014 (glibc 2.17 and later) with maturin and zig from PyPI, proves
-# that no binary in them needs a newer glibc, runs them end to end from a fresh virtualenv
-# (smoke-test.sh), then builds both sdists and checks that `pip install` of each builds and runs.
-# Called by .ci/run; needs python3, objdump, curl and PyPI (for maturin and ziglang).
+# both wheels for manylinux2014 (glibc 2.17 and later) with maturin and zig from PyPI, makes
+# the client wheel's `ant` static (static-ant.sh), proves that no binary in them needs a newer
+# glibc, runs them end to end from a fresh virtualenv (smoke-test.sh), then builds both sdists
+# and checks that `pip install` of each builds and runs.
+# Called by .ci/run; needs python3, objdump, readelf, glibc's libc.a (libc6-dev), curl and PyPI
+# (for maturin and ziglang).
 #
 #   bash packaging/pypi/test-wheel.sh
 #
@@ -43,6 +45,22 @@ start=$(seconds)
 (cd packaging/pypi-server && nice -n 10 maturin build --release --locked --zig --compatibility manylinux2014 --out "$dist")
 server_secs=$(($(seconds) - start))
 echo "built the aniate wheel in ${client_secs} s and the aniate-server wheel in ${server_secs} s"
+
+# 1b. The aniate wheel's `ant` made static (static-ant.sh: zig links no static glibc, so the
+# system's toolchain does), as the release workflow does; maturin's target dir is reused.
+start=$(seconds)
+client_wheel=$(ls "$dist"/aniate-"$version"-*manylinux*.whl)
+nice -n 10 bash packaging/pypi/static-ant.sh --target "$(rustc -vV | sed -n 's/^host: //p')" "$client_wheel" >/dev/null
+echo "made the aniate wheel's ant static in $(($(seconds) - start)) s"
+static_check="$work/static-check"
+python3 -m zipfile -e "$client_wheel" "$static_check"
+static_ant="$static_check/aniate-$version.data/scripts/ant"
+if [ -f "$static_ant" ] && ! readelf -lW "$static_ant" | grep -q 'Requesting program interpreter' \
+  && ! readelf -dW "$static_ant" | grep -q '(NEEDED)'; then
+  ok "the aniate wheel's ant is statically linked (no dynamic loader, no shared library)"
+else
+  fail "the aniate wheel's ant is not statically linked"
+fi
 
 # 2. Their tags, and their glibc floor: no binary in them needs a GLIBC_ symbol above 2.17.
 for wheel in "$dist"/*.whl; do
