@@ -1316,6 +1316,11 @@ def main() -> int:
         if not (bin_dir / name).is_file():
             print(f"error: {bin_dir / name} is missing; build with `bash bench/daemon.sh`", file=sys.stderr)
             return 2
+    if args.dynamic_ant:
+        args.dynamic_ant = args.dynamic_ant.resolve()
+        if not args.dynamic_ant.is_file():
+            print(f"error: {args.dynamic_ant} is missing", file=sys.stderr)
+            return 2
     command = args.command or " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv])
     info = machine_info()
     info["ant_linkage"] = linkage(bin_dir / "ant")
