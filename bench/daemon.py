@@ -425,6 +425,15 @@ def part_tool_run(args: argparse.Namespace, ctx: Context) -> dict:
             raise BenchError(f"bench-oneshot printed {stdout[:500]!r}")
         return wall
 
+    ipc_cmd = [str(ctx.bin_dir / "bench-ipc"), "what", "small.py", "--language", "python", "--server", ctx.server_url]
+
+    def ipc() -> float:
+        """The minimal client of the daemon's socket (testkit's `bench-ipc`): std only, blocking reads."""
+        wall, _, stdout = runner.run(ipc_cmd, client.env, cwd=scratch)
+        if SHORT_REPLY.encode() not in stdout:
+            raise BenchError(f"bench-ipc printed {stdout[:500]!r}")
+        return wall
+
     body_file = scratch / "body.json"
     body_file.write_bytes(body)
     curl_cmd = None
@@ -451,6 +460,7 @@ def part_tool_run(args: argparse.Namespace, ctx: Context) -> dict:
     variants = {
         "fresh": lambda: ant("--fresh"),
         "oneshot": oneshot,
+        "ipc": ipc,
         "no_daemon": no_daemon,
         "direct": direct,
         "direct_sse": direct_sse,
@@ -491,6 +501,12 @@ def render_tool_run(res: dict, startup: dict, args: argparse.Namespace) -> str:
             "**ant − the one-shot client** (difference of the p50s)",
             f"**{ms(over_oneshot)}**", "", "p50 ≤ +0.3 ms", verdict(over_oneshot <= 0.3),
         ],  # fmt: skip
+        [
+            "`bench-ipc`: a minimal client of the daemon's socket (std only, blocking reads), through the same warm daemon",
+            ms(p50(samples["ipc"])), ms(percentile(samples["ipc"], 99)), "", "",
+        ],  # fmt: skip
+        ["ant − `bench-ipc`: what `ant` adds around the daemon's answer", ms(p50(fresh) - p50(samples["ipc"])), "", "", ""],
+        ["`bench-ipc` − the one-shot client: what the daemon's hop costs", ms(p50(samples["ipc"]) - p50(oneshot)), "", "", ""],
         *(
             [[
                 "the same `ant what small.py --fresh`, `ant` linked dynamically (as `cargo build` links it)",
@@ -540,6 +556,8 @@ def render_tool_run(res: dict, startup: dict, args: argparse.Namespace) -> str:
         "`bench-oneshot` (`testkit/src/bin/bench-oneshot.rs`) reads the file, sends the same `POST /tool/what` "
         "(plain text) over a new TCP connection with the standard library alone, and prints the answer: "
         "the floor a separate client process can reach against this server.",
+        "`bench-ipc` (`testkit/src/bin/bench-ipc.rs`) sends the same request as `ant what small.py --fresh` to the "
+        "same daemon, in the same frames, and prints the answer, with the standard library and serde_json alone.",
         f"For scale (part 2): spawning `/bin/true` from the bench takes {ms(spawn)} ms and `ant --version` "
         f"{ms(version)} ms, so of the {ms(added_p50)} ms that `ant` adds, about {ms(spawn)} ms is creating a process, "
         f"{ms(version - spawn)} ms is ant's start-up, and {ms(added_p50 - version)} ms is the rest: "
@@ -1312,7 +1330,7 @@ def main() -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, on_signal)
     bin_dir = args.bin_dir.resolve()
-    for name in ("ant", "aniated", "ant-server", "aniate-fake-llm", "bench-oneshot"):
+    for name in ("ant", "aniated", "ant-server", "aniate-fake-llm", "bench-oneshot", "bench-ipc"):
         if not (bin_dir / name).is_file():
             print(f"error: {bin_dir / name} is missing; build with `bash bench/daemon.sh`", file=sys.stderr)
             return 2
