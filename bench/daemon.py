@@ -739,6 +739,18 @@ def part_startup_memory(args: argparse.Namespace, ctx: Context, idle_after_start
     return res
 
 
+def wait_for_plan(client: Client, scratch: Path, plan: str = "bench", timeout_s: float = 20.0) -> None:
+    """Waits until the server applies the plan `ant-server admin set-plan` gave the user (a running
+    server reads plan changes within seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        usage = json.loads(run_checked([client.ant, "usage", "--json"], client.env, cwd=scratch))
+        if usage.get("plan") == plan:
+            return
+        time.sleep(0.5)
+    raise BenchError(f"the server did not apply the plan `{plan}` within {timeout_s:.0f} s")
+
+
 def signup_http(server_url: str, email: str) -> str:
     """Signs a user up with `POST /auth/signup` and returns its token."""
     base = urllib.parse.urlsplit(server_url)
@@ -1374,6 +1386,13 @@ def main() -> int:
         stack.callback(client.stop_daemon)
         run_checked([client.ant, "signup", "--email", EMAIL, "--password-stdin"], client.env, stdin=f"{PASSWORD}\n".encode())
         run_checked([client.ant, "install", "what"], client.env)
+        # `ant`, the dynamically linked `ant` and `bench-ipc` all run as this user (the daemon's
+        # login), more runs than the `free` plan's monthly tokens allow: a plan without that limit.
+        admin, data_dir = [str(bin_dir / "ant-server"), "admin"], ["--data-dir", str(scratch / "srv")]
+        run_checked([*admin, "define-plan", "--name", "bench", "--requests-per-minute", "1000000",
+                     "--tokens-per-month", "1000000000000", *data_dir], clean_env())  # fmt: skip
+        run_checked([*admin, "set-plan", "--email", EMAIL, "--plan", "bench", *data_dir], clean_env())
+        wait_for_plan(client, scratch)
         idle_after_start = proc_status_kib(client.daemon_pid())
         ctx = Context(scratch, runner, client, server.url, fake.url, bin_dir)
 
