@@ -37,6 +37,7 @@ import tomllib
 import os
 import platform
 import queue
+import random
 import re
 import select
 import shutil
@@ -64,7 +65,7 @@ SECTION_TEMPLATE = f"""{SECTION_HEADING}
 What `ant` and the `aniated` daemon add to a tool run on one machine, what they cost in start-up time and memory, and what the daemon's warm connection saves when the server is far away.
 
 `bench/daemon.py` (Python 3.11, standard library only) starts `aniate-fake-llm` and `ant-server serve` as separate processes in a scratch directory, makes a client home, signs up with `ant signup` (which starts the daemon) and installs `what`.
-Compared variants run interleaved, round by round, and each round starts with another variant.
+Compared variants run interleaved, round by round, each round in an order of its own (shuffled, with the round as the seed).
 
 - **Part 1, a tool run:** `ant what small.py --fresh` through the warm daemon, timed from spawn to exit, against the same request (`POST /tool/what`, plain text) made by the bench itself over a kept-alive `http.client` connection; "ant − direct" is the difference of the p50s.
   The same request with `Accept: text/event-stream` (as the daemon sends it), `curl`, and the cached answer are there for reference.
@@ -159,6 +160,15 @@ def clean_env(**extra: str) -> dict[str, str]:
     env.update({"NO_COLOR": "1", "RUST_BACKTRACE": "0"})
     env.update(extra)
     return env
+
+
+def round_order(names: list[str], round_idx: int) -> list[str]:
+    """The order of a round's variants: shuffled, the same for the same round in every run. A
+    fixed rotation would keep each variant behind the same one every round, and what ran just
+    before (a daemon run, or a `curl` that leaves the daemon idle) moves a variant's time."""
+    order = list(names)
+    random.Random(round_idx).shuffle(order)
+    return order
 
 
 class Service:
@@ -474,8 +484,7 @@ def part_tool_run(args: argparse.Namespace, ctx: Context) -> dict:
     names = list(variants)
     log(f"part 1: {args.warmup} warm-up and {args.runs} measured rounds of {', '.join(names)}")
     for round_idx in range(args.warmup + args.runs):
-        # Each round starts with another variant, so none is always first or last.
-        order = names[round_idx % len(names) :] + names[: round_idx % len(names)]
+        order = round_order(names, round_idx)
         for name in order:
             elapsed = variants[name]()
             if round_idx >= args.warmup:
@@ -547,11 +556,12 @@ def render_tool_run(res: dict, startup: dict, args: argparse.Namespace) -> str:
     version = p50(startup["version"]["ant"])
     connects = "once" if res["n_connects"] == 1 else f"{res['n_connects']} times"
     note = [
-        f"{args.runs} runs of each, interleaved round by round after {args.warmup} warm-up rounds.",
+        f"{args.runs} runs of each, interleaved round by round (each round in a shuffled order) after {args.warmup} warm-up rounds.",
         "Wall time is from spawn to exit for a process, and from the request to the end of the body for the bench's "
         f"own requests (its connection was opened {connects}).",
-        "Each variant that reaches the server runs as a user of its own, so that none reaches the `free` plan's "
-        "monthly token quota.",
+        "The variants that go through the daemon (`ant`, the dynamically linked `ant`, `bench-ipc`, the cached run) "
+        "run as the daemon's user, on a plan without a monthly token limit; each of the others runs as a user of its "
+        "own, so that none reaches the `free` plan's monthly token quota.",
         f"The fake model answers {len(SHORT_REPLY)} characters at once (no delay between chunks).",
         "`bench-oneshot` (`testkit/src/bin/bench-oneshot.rs`) reads the file, sends the same `POST /tool/what` "
         "(plain text) over a new TCP connection with the standard library alone, and prints the answer: "
@@ -637,7 +647,7 @@ def part_peers(args: argparse.Namespace, ctx: Context) -> dict:
     samples: dict[str, list[float]] = {name: [] for name in names}
     log(f"peers: 2 warm-up and {args.peer_runs} measured rounds of {', '.join(names)}")
     for round_idx in range(2 + args.peer_runs):
-        order = names[round_idx % len(names) :] + names[: round_idx % len(names)]
+        order = round_order(names, round_idx)
         for name in order:
             cmd, env = commands[name]
             wall, _, stdout = runner.run(cmd, env, cwd=scratch)
@@ -699,7 +709,7 @@ def part_startup_memory(args: argparse.Namespace, ctx: Context, idle_after_start
     version: dict[str, list[float]] = {name: [] for name in commands}
     names = list(commands)
     for round_idx in range(10 + args.version_runs):
-        order = names[round_idx % len(names) :] + names[: round_idx % len(names)]
+        order = round_order(names, round_idx)
         for name in order:
             wall, _, _ = runner.run(commands[name], client.env)
             if round_idx >= 10:
@@ -1080,7 +1090,7 @@ def part_netns(args: argparse.Namespace, bin_dir: Path, scratch: Path, runner: R
             samples = {name: {"ttfb": [], "wall": []} for name in names}
             log(f"part 3: 3 warm-up and {args.netns_runs} measured rounds of {', '.join(names)} across the delayed link")
             for round_idx in range(3 + args.netns_runs):
-                order = names[round_idx % len(names) :] + names[: round_idx % len(names)]
+                order = round_order(names, round_idx)
                 for name in order:
                     if name == "direct_warm":
                         wall, ttfb, stdout = direct_warm()
@@ -1350,6 +1360,9 @@ def main() -> int:
         args.dynamic_ant = args.dynamic_ant.resolve()
         if not args.dynamic_ant.is_file():
             print(f"error: {args.dynamic_ant} is missing", file=sys.stderr)
+            return 2
+        if linkage(args.dynamic_ant) != "dynamically linked":
+            print(f"error: {args.dynamic_ant} is not dynamically linked ({linkage(args.dynamic_ant)})", file=sys.stderr)
             return 2
     command = args.command or " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv])
     info = machine_info()

@@ -333,12 +333,19 @@ impl DaemonClient {
             lock(&pending).insert(FIRST_ID, tx);
             rx
         });
-        send.write_all(&opening).await.map_err(|_| gone())?;
-        send.flush().await.map_err(|_| gone())?;
+        // A daemon that refuses (a private one whose engine did not open) says why and exits
+        // without reading: then the write fails, and its answer is still there to be read.
+        let sent = match send.write_all(&opening).await {
+            Ok(()) => send.flush().await,
+            Err(err) => Err(err),
+        };
         let mut line = Vec::new();
         let first = tokio::time::timeout(Duration::from_secs(5), read_frame::<DaemonFrame, _>(&mut reader, &mut line));
         let daemon_hello = match first.await {
-            Ok(Ok(Some(DaemonFrame::Hello(hello)))) => hello,
+            Ok(Ok(Some(DaemonFrame::Hello(hello)))) => {
+                sent.map_err(|_| gone())?;
+                hello
+            }
             Ok(Ok(Some(DaemonFrame::Reply(ReplyFrame { event: Reply::Error(error), .. })))) => {
                 return Err(ClientError::Refused(error));
             }
@@ -553,6 +560,35 @@ fn parse_version(version: &str) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A private daemon that refuses writes its error and exits before reading the hello: the
+    /// client's write then fails, and the refusal must still be what it reports (it was a race
+    /// that a clean-clone CI run lost: "exited before it answered").
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_refusal_written_before_the_hello_is_read_is_reported() {
+        let (ours, mut theirs) = tokio::net::UnixStream::pair().unwrap();
+        let error = IpcError::new(IpcErrorCode::Internal, "cannot read CA certificate /nonexistent/ca.pem");
+        let mut frame =
+            serde_json::to_vec(&DaemonFrame::Reply(ReplyFrame { id: 0, event: Reply::Error(error) })).unwrap();
+        frame.push(b'\n');
+        theirs.write_all(&frame).await.unwrap();
+        drop(theirs);
+        let (recv, send) = ours.into_split();
+        let lost = IpcError::new(IpcErrorCode::Internal, "lost");
+        let gone = || ClientError::Start("exited before it answered".to_owned());
+        let stuck = || ClientError::Start("did not answer".to_owned());
+        let options = ClientOptions::new("test");
+        let greeted =
+            DaemonClient::greet(BufReader::new(recv), Box::new(send), &options, None, gone, stuck, lost).await;
+        match greeted {
+            Err(ClientError::Refused(error)) => {
+                assert!(error.message.contains("cannot read CA certificate"), "{error:?}")
+            }
+            Err(other) => panic!("expected the refusal, got {other}"),
+            Ok(_) => panic!("expected the refusal, got a client"),
+        }
+    }
 
     #[test]
     fn versions_compare_numerically() {

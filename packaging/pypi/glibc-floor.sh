@@ -27,7 +27,7 @@ for wheel in "$@"; do
     program=$(basename "$binary")
     # A static program (no program interpreter, no shared library; static-ant.sh makes `ant`
     # so) needs no glibc at run time at all.
-    if ! readelf -lW "$binary" | grep -q 'Requesting program interpreter' && ! readelf -dW "$binary" | grep -q '(NEEDED)'; then
+    if ! readelf -lW "$binary" | grep 'Requesting program interpreter' >/dev/null && ! readelf -dW "$binary" | grep '(NEEDED)' >/dev/null; then
       echo "ok: $program in $name is statically linked: it needs no glibc at run time"
       passed=$((passed + 1))
       continue

@@ -55,11 +55,16 @@ echo "made the aniate wheel's ant static in $(($(seconds) - start)) s"
 static_check="$work/static-check"
 python3 -m zipfile -e "$client_wheel" "$static_check"
 static_ant="$static_check/aniate-$version.data/scripts/ant"
-if [ -f "$static_ant" ] && ! readelf -lW "$static_ant" | grep -q 'Requesting program interpreter' \
-  && ! readelf -dW "$static_ant" | grep -q '(NEEDED)'; then
+if [ -f "$static_ant" ] && ! readelf -lW "$static_ant" | grep 'Requesting program interpreter' >/dev/null \
+  && ! readelf -dW "$static_ant" | grep '(NEEDED)' >/dev/null; then
   ok "the aniate wheel's ant is statically linked (no dynamic loader, no shared library)"
 else
   fail "the aniate wheel's ant is not statically linked"
+fi
+if grep -q 'GNU Lesser General Public License' "$static_check/aniate-$version.dist-info/licenses/GLIBC-NOTICE.txt" 2>/dev/null; then
+  ok "the aniate wheel says it carries glibc, under the LGPL (dist-info/licenses/GLIBC-NOTICE.txt)"
+else
+  fail "the aniate wheel has no GLIBC-NOTICE.txt for the glibc linked into its ant"
 fi
 
 # 2. Their tags, and their glibc floor: no binary in them needs a GLIBC_ symbol above 2.17.

@@ -65,6 +65,8 @@ fn run() -> Result<(), String> {
 
     let socket = format!("{home}/aniated.sock");
     let mut stream = UnixStream::connect(&socket).map_err(|err| format!("cannot connect to {socket}: {err}"))?;
+    // A bench must not hang on a daemon that stops answering.
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).map_err(|err| err.to_string())?;
     stream.write_all(&frames).map_err(|err| format!("cannot send the request: {err}"))?;
     let mut text = String::new();
     for line in BufReader::new(stream).lines() {
@@ -78,6 +80,7 @@ fn run() -> Result<(), String> {
                     return writeln!(stdout, "{text}").map_err(|err| format!("cannot write the answer: {err}"));
                 }
                 Reply::Error(error) => return Err(error.message),
+                event if event.is_final() => return Err(format!("the request ended without `done`: {event:?}")),
                 _ => {}
             },
         }
