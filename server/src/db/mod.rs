@@ -183,7 +183,7 @@ impl Db {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await?;
-        let usage_writer = usage::UsageWriter::start(pool.clone());
+        let usage_writer = usage::UsageWriter::start(pool.clone(), backend == Backend::Sqlite && !in_memory);
         let db = Db { pool, backend, caches: Arc::default(), caches_enabled: Arc::default(), usage_writer };
         db.seed_tools_once().await?;
         Ok(db)
@@ -200,7 +200,7 @@ impl Db {
 
     /// Writes the usage still waiting in the writer, then closes the pool.
     pub async fn close(&self) {
-        if tokio::time::timeout(Duration::from_secs(10), self.flush_usage()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.close_usage_writer()).await.is_err() {
             tracing::error!("the usage writer did not finish in 10 s; unsettled runs stay `running`");
         }
         self.pool.close().await;

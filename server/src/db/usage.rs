@@ -77,6 +77,8 @@ enum WriterMessage {
     Reserve(TokenReservation, ReservationReply),
     /// Answered once everything sent before it is written.
     Flush(tokio::sync::oneshot::Sender<()>),
+    /// As `Flush`, and the writer closes its own connection ([`Db::close`]).
+    Close(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The sending side of the usage writer: one task that writes usage rows in batches.
@@ -103,21 +105,79 @@ impl std::fmt::Debug for WriterMessage {
             WriterMessage::Settle(settlement) => f.debug_tuple("Settle").field(&settlement.usage_id).finish(),
             WriterMessage::Reserve(reservation, _) => f.debug_tuple("Reserve").field(&reservation.request_id).finish(),
             WriterMessage::Flush(_) => f.write_str("Flush"),
+            WriterMessage::Close(_) => f.write_str("Close"),
         }
     }
 }
 
 impl UsageWriter {
-    /// Starts the writer task on the current runtime.
-    pub(super) fn start(pool: sqlx::AnyPool) -> UsageWriter {
+    /// Starts the writer task on the current runtime. `own_connection`: the writer keeps a
+    /// connection of its own rather than taking one from the pool for each batch (see
+    /// [`WriterConnection`]).
+    pub(super) fn start(pool: sqlx::AnyPool, own_connection: bool) -> UsageWriter {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(write_usage(pool, receiver));
+        let connection = WriterConnection { pool, own: own_connection.then_some(None) };
+        tokio::spawn(write_usage(connection, receiver));
         UsageWriter { sender }
     }
 }
 
-async fn write_usage(pool: sqlx::AnyPool, mut receiver: tokio::sync::mpsc::UnboundedReceiver<WriterMessage>) {
+/// The connection the usage writer writes on. On a SQLite file it keeps one of its own, taken
+/// out of the pool (`detach`): SQLite drops a connection's page cache whenever another
+/// connection has written, and the pool hands its connections out in turn, so a writer that
+/// took the next pooled one for each batch re-read every page it touched (a dozen reads from
+/// the WAL for a lone reservation, on the way to a run's first token). As the only writer on
+/// its own connection, it finds its pages where it left them. An in-memory SQLite database
+/// (one pooled connection, which is the database) and PostgreSQL (connections that can break)
+/// take a pooled connection per batch.
+struct WriterConnection {
+    pool: sqlx::AnyPool,
+    /// `Some` when the writer keeps its own connection: `Some(None)` until it is opened, and
+    /// again after an error that may have broken it.
+    own: Option<Option<sqlx::AnyConnection>>,
+}
+
+impl WriterConnection {
+    /// Writes a batch (see [`write_batch`]) on the writer's connection.
+    async fn write(
+        &mut self,
+        settlements: &[Settlement],
+        reservations: &[TokenReservation],
+    ) -> Result<Vec<Option<i64>>, sqlx::Error> {
+        let Some(own) = &mut self.own else {
+            return write_batch(&mut *self.pool.acquire().await?, settlements, reservations).await;
+        };
+        let conn = match own {
+            Some(conn) => conn,
+            None => own.insert(self.pool.acquire().await?.detach()),
+        };
+        let written = write_batch(conn, settlements, reservations).await;
+        if let Err(err) = &written
+            && DbError::is_unavailable_sqlx(err)
+        {
+            *own = None;
+        }
+        written
+    }
+
+    /// Closes the writer's own connection, if it has one open; a later batch takes one from
+    /// the pool again (which, after [`Db::close`], fails as any query does).
+    async fn release(&mut self) {
+        if let Some(own) = &mut self.own
+            && let Some(conn) = own.take()
+            && let Err(err) = sqlx::Connection::close(conn).await
+        {
+            tracing::warn!(cause = %err, "could not close the usage writer's connection");
+        }
+    }
+}
+
+async fn write_usage(
+    mut connection: WriterConnection,
+    mut receiver: tokio::sync::mpsc::UnboundedReceiver<WriterMessage>,
+) {
     let mut batch = Batch::default();
+    let mut closes = Vec::new();
     while let Some(message) = receiver.recv().await {
         let mut next = Some(message);
         while let Some(message) = next.take() {
@@ -128,12 +188,19 @@ async fn write_usage(pool: sqlx::AnyPool, mut receiver: tokio::sync::mpsc::Unbou
                     batch.replies.push(reply);
                 }
                 WriterMessage::Flush(done) => batch.flushes.push(done),
+                WriterMessage::Close(done) => closes.push(done),
             }
             if batch.settlements.len() + batch.reservations.len() < MAX_BATCH {
                 next = receiver.try_recv().ok();
             }
         }
-        batch.write(&pool).await;
+        batch.write(&mut connection).await;
+        if !closes.is_empty() {
+            connection.release().await;
+            for done in closes.drain(..) {
+                let _ = done.send(());
+            }
+        }
     }
 }
 
@@ -149,10 +216,10 @@ struct Batch {
 
 impl Batch {
     /// Writes the batch, answers its reservations and flushes, and empties it.
-    async fn write(&mut self, pool: &sqlx::AnyPool) {
+    async fn write(&mut self, connection: &mut WriterConnection) {
         if !self.settlements.is_empty() || !self.reservations.is_empty() {
             let lone_reservation = self.settlements.is_empty() && self.reservations.len() == 1;
-            match write_batch(pool, &self.settlements, &self.reservations).await {
+            match connection.write(&self.settlements, &self.reservations).await {
                 Ok(ids) => {
                     for (reply, id) in self.replies.drain(..).zip(ids) {
                         // The run's own task waits for this answer to its end (`run::stream_answer`).
@@ -170,7 +237,7 @@ impl Batch {
                     } else {
                         tracing::warn!(cause = %err, "a usage batch failed; writing its rows one by one");
                         for (reservation, reply) in self.reservations.iter().zip(self.replies.drain(..)) {
-                            let alone = write_batch(pool, &[], std::slice::from_ref(reservation)).await;
+                            let alone = connection.write(&[], std::slice::from_ref(reservation)).await;
                             let _ = reply.send(alone.map(|ids| ids[0]).map_err(|err| DbError::shared(&err)));
                         }
                     }
@@ -178,7 +245,7 @@ impl Batch {
                         if unavailable {
                             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                         }
-                        if let Err(err) = write_batch(pool, &self.settlements, &[]).await {
+                        if let Err(err) = connection.write(&self.settlements, &[]).await {
                             tracing::error!(cause = %err, runs = self.settlements.len(), "could not record usage; the runs stay `running` at their reservation");
                         }
                     }
@@ -197,15 +264,14 @@ impl Batch {
 /// row id, `None` for those refused. A lone reservation (an idle server's case) is written
 /// without a transaction around it.
 async fn write_batch(
-    pool: &sqlx::AnyPool,
+    conn: &mut sqlx::AnyConnection,
     settlements: &[Settlement],
     reservations: &[TokenReservation],
 ) -> Result<Vec<Option<i64>>, sqlx::Error> {
     if let ([], [reservation]) = (settlements, reservations) {
-        let mut conn = pool.acquire().await?;
-        return Ok(vec![reserve_sqlite(&mut conn, reservation).await?]);
+        return Ok(vec![reserve_sqlite(conn, reservation).await?]);
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
     settle_batch(&mut tx, settlements).await?;
     let mut ids = Vec::with_capacity(reservations.len());
     for reservation in reservations {
@@ -389,6 +455,15 @@ impl Db {
     pub async fn flush_usage(&self) {
         let (done, wait) = tokio::sync::oneshot::channel();
         if self.usage_writer.sender.send(WriterMessage::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Waits until every settlement sent so far is written and the usage writer has closed
+    /// its own connection ([`Db::close`]).
+    pub(super) async fn close_usage_writer(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.usage_writer.sender.send(WriterMessage::Close(done)).is_ok() {
             let _ = wait.await;
         }
     }
@@ -669,6 +744,34 @@ mod tests {
         db.flush_usage().await;
         assert_eq!(db.tokens_since(user, month).await.unwrap(), 1_000);
         db.close().await;
+    }
+
+    /// On a SQLite file the usage writer writes on a connection of its own (so that its page
+    /// cache survives the pool's other connections): with every pooled connection taken, a
+    /// reservation still goes through. `Db::close` closes it with the pool, so a clean stop
+    /// leaves no connection open and SQLite folds the WAL back into the database file.
+    #[tokio::test]
+    async fn the_sqlite_usage_writer_has_a_connection_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&super::super::default_sqlite_url(dir.path())).await.unwrap();
+        let user = db.create_user("own@example.test", "x", aniate_proto::api::Role::User).await.unwrap();
+        let month = crate::limits::month_bounds(now_ms()).0;
+        assert!(db.reserve_tokens(reservation(user, 0, month)).await.unwrap().is_some());
+
+        let mut taken = Vec::new();
+        while let Ok(Ok(conn)) = tokio::time::timeout(std::time::Duration::from_millis(200), db.pool.acquire()).await {
+            taken.push(conn);
+        }
+        assert!(!taken.is_empty());
+        let reserved =
+            tokio::time::timeout(std::time::Duration::from_secs(2), db.reserve_tokens(reservation(user, 1, month)))
+                .await;
+        assert!(matches!(reserved, Ok(Ok(Some(_)))), "with the pool exhausted: {reserved:?}");
+        drop(taken);
+
+        db.close().await;
+        let wal = dir.path().join("aniate.db-wal");
+        assert!(!wal.exists(), "{} is still there after close: a connection was left open", wal.display());
     }
 
     /// A row that cannot be written fails its own run only: a reservation for a user that is
