@@ -198,12 +198,32 @@ impl Db {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
-    /// Writes the usage still waiting in the writer, then closes the pool.
+    /// Writes the usage still waiting in the writer, then closes the pool and every
+    /// connection in it.
     pub async fn close(&self) {
         if tokio::time::timeout(Duration::from_secs(10), self.close_usage_writer()).await.is_err() {
             tracing::error!("the usage writer did not finish in 10 s; unsettled runs stay `running`");
         }
-        self.pool.close().await;
+        close_pool(&self.pool).await;
+    }
+}
+
+/// Closes `pool` and waits until its last connection is closed. sqlx 0.8's `Pool::close` can
+/// return with a connection still open (launchbadge/sqlx#3217, fixed in 0.9): a connection
+/// on its way back to the pool (the return pings it first) lands in the idle queue after
+/// `close` emptied that for the last time, and nothing closes it, so SQLite never folds its
+/// WAL back and PostgreSQL sees the session dropped rather than ended. A further `close`
+/// closes the idle connections it finds; stragglers get 5 s.
+async fn close_pool(pool: &AnyPool) {
+    pool.close().await;
+    let rest = async {
+        while pool.size() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            pool.close().await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), rest).await.is_err() {
+        tracing::warn!(open = pool.size(), "database connections still open 5 s after the pool closed");
     }
 }
 
@@ -261,6 +281,39 @@ mod tests {
         assert_eq!(db.active_tools().await.unwrap().len(), 4, "migrations and seeds share the one connection");
         let again = Db::open("sqlite::memory:").await.unwrap();
         assert!(again.user_by_email("nobody@x.y").await.unwrap().is_none());
+    }
+
+    /// `Db::close` closes every connection, those on their way back to the pool as it closes
+    /// included (see [`close_pool`]): each round takes every pooled connection, lets them all
+    /// go (each return pings its connection on its worker thread) and closes at once.
+    #[tokio::test]
+    async fn close_leaves_no_connection_open() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::open(&default_sqlite_url(dir.path())).await.unwrap();
+            let mut taken = Vec::new();
+            for _ in 0..db.pool.options().get_max_connections() {
+                taken.push(db.pool.acquire().await.unwrap());
+            }
+            drop(taken);
+            db.close().await;
+            #[cfg(target_os = "linux")]
+            {
+                let open = open_files_under(dir.path());
+                assert!(open.is_empty(), "round {round}: still open after close: {open:?}");
+            }
+        }
+    }
+
+    /// The files under `dir` this process holds open, from `/proc/self/fd`.
+    #[cfg(target_os = "linux")]
+    pub(super) fn open_files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+        let dir = dir.canonicalize().unwrap();
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.starts_with(&dir))
+            .collect()
     }
 
     #[test]
