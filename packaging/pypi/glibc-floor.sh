@@ -6,6 +6,7 @@
 #
 #   bash packaging/pypi/glibc-floor.sh FLOOR WHEEL...     # e.g. 2.17 dist/*.whl
 set -euo pipefail
+. "$(dirname "$0")/elf.sh"
 floor="${1:?usage: glibc-floor.sh FLOOR WHEEL...}"
 shift
 [ "$#" -gt 0 ] || { echo "glibc-floor.sh: no wheel given"; exit 2; }
@@ -27,7 +28,7 @@ for wheel in "$@"; do
     program=$(basename "$binary")
     # A static program (no program interpreter, no shared library; static-ant.sh makes `ant`
     # so) needs no glibc at run time at all.
-    if ! readelf -lW "$binary" | grep 'Requesting program interpreter' >/dev/null && ! readelf -dW "$binary" | grep '(NEEDED)' >/dev/null; then
+    if is_static "$binary"; then
       echo "ok: $program in $name is statically linked: it needs no glibc at run time"
       passed=$((passed + 1))
       continue

@@ -36,6 +36,7 @@ for arg in "$@"; do
 done
 set -- "${args[@]+"${args[@]}"}"
 cd "$(dirname "$0")/../.."
+. packaging/pypi/elf.sh
 
 target_args=()
 out_dir="${CARGO_TARGET_DIR:-target}/release"
@@ -56,7 +57,7 @@ ant="$out_dir/ant"
 # position-independent (ELF type DYN, "static-pie"), so that it is loaded at a random address:
 # where the Rust target has no static-pie (aarch64-unknown-linux-gnu, as of Rust 1.95), rustc
 # links `+crt-static` as a fixed-address program, which this refuses.
-if readelf -lW "$ant" | grep 'Requesting program interpreter' >/dev/null || readelf -dW "$ant" | grep '(NEEDED)' >/dev/null; then
+if ! is_static "$ant"; then
   echo "static-ant.sh: $ant is not static:" >&2
   readelf -dW "$ant" | grep '(NEEDED)' >&2 || true
   exit 1

@@ -14,6 +14,7 @@
 # Every cargo step shares CARGO_TARGET_DIR [default: target/] and runs under `nice -n 10`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. packaging/pypi/elf.sh
 root=$PWD
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
@@ -55,8 +56,7 @@ echo "made the aniate wheel's ant static in $(($(seconds) - start)) s"
 static_check="$work/static-check"
 python3 -m zipfile -e "$client_wheel" "$static_check"
 static_ant="$static_check/aniate-$version.data/scripts/ant"
-if [ -f "$static_ant" ] && ! readelf -lW "$static_ant" | grep 'Requesting program interpreter' >/dev/null \
-  && ! readelf -dW "$static_ant" | grep '(NEEDED)' >/dev/null; then
+if [ -f "$static_ant" ] && is_static "$static_ant"; then
   ok "the aniate wheel's ant is statically linked (no dynamic loader, no shared library)"
 else
   fail "the aniate wheel's ant is not statically linked"
