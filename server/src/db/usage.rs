@@ -116,7 +116,8 @@ impl UsageWriter {
     /// [`WriterConnection`]).
     pub(super) fn start(pool: sqlx::AnyPool, own_connection: bool) -> UsageWriter {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        let connection = WriterConnection { pool, own: own_connection.then_some(None) };
+        let kind = if own_connection { ConnectionKind::Own(None) } else { ConnectionKind::PerBatch };
+        let connection = WriterConnection { pool, kind };
         tokio::spawn(write_usage(connection, receiver));
         UsageWriter { sender }
     }
@@ -132,9 +133,15 @@ impl UsageWriter {
 /// take a pooled connection per batch.
 struct WriterConnection {
     pool: sqlx::AnyPool,
-    /// `Some` when the writer keeps its own connection: `Some(None)` until it is opened, and
-    /// again after an error that may have broken it.
-    own: Option<Option<sqlx::AnyConnection>>,
+    kind: ConnectionKind,
+}
+
+enum ConnectionKind {
+    /// A pooled connection for each batch.
+    PerBatch,
+    /// A connection of its own: `None` until it is opened, and again after an error that may
+    /// have broken it.
+    Own(Option<sqlx::AnyConnection>),
 }
 
 impl WriterConnection {
@@ -144,7 +151,7 @@ impl WriterConnection {
         settlements: &[Settlement],
         reservations: &[TokenReservation],
     ) -> Result<Vec<Option<i64>>, sqlx::Error> {
-        let Some(own) = &mut self.own else {
+        let ConnectionKind::Own(own) = &mut self.kind else {
             return write_batch(&mut *self.pool.acquire().await?, settlements, reservations).await;
         };
         let conn = match own {
@@ -163,7 +170,7 @@ impl WriterConnection {
     /// Closes the writer's own connection, if it has one open; a later batch takes one from
     /// the pool again (which, after [`Db::close`], fails as any query does).
     async fn release(&mut self) {
-        if let Some(own) = &mut self.own
+        if let ConnectionKind::Own(own) = &mut self.kind
             && let Some(conn) = own.take()
             && let Err(err) = sqlx::Connection::close(conn).await
         {
