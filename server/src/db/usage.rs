@@ -696,6 +696,15 @@ const ERRORS: &str =
 mod tests {
     use super::*;
 
+    /// A SQLite file database in a directory of its own, with one user; the user's id, and the
+    /// start of the current month.
+    async fn sqlite_with_user(email: &str) -> (tempfile::TempDir, Db, i64, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&super::super::default_sqlite_url(dir.path())).await.unwrap();
+        let user = db.create_user(email, "x", aniate_proto::api::Role::User).await.unwrap();
+        (dir, db, user, crate::limits::month_bounds(now_ms()).0)
+    }
+
     fn reservation(user_id: i64, n: usize, month_start_ms: i64) -> TokenReservation {
         TokenReservation {
             user_id,
@@ -718,10 +727,7 @@ mod tests {
     /// its run did not use.
     #[tokio::test]
     async fn batched_reservations_on_sqlite_are_exact() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&super::super::default_sqlite_url(dir.path())).await.unwrap();
-        let user = db.create_user("batch@example.test", "x", aniate_proto::api::Role::User).await.unwrap();
-        let month = crate::limits::month_bounds(now_ms()).0;
+        let (_dir, db, user, month) = sqlite_with_user("batch@example.test").await;
         let runs = (0..40).map(|n| db.reserve_tokens(reservation(user, n, month)));
         let ids: Vec<i64> = futures_util::future::join_all(runs).await.into_iter().filter_map(Result::unwrap).collect();
         assert_eq!(ids.len(), 10, "{ids:?}");
@@ -761,10 +767,7 @@ mod tests {
     /// each find another still open, and leave it for the next open to fold back.)
     #[tokio::test]
     async fn the_sqlite_usage_writer_has_a_connection_of_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&super::super::default_sqlite_url(dir.path())).await.unwrap();
-        let user = db.create_user("own@example.test", "x", aniate_proto::api::Role::User).await.unwrap();
-        let month = crate::limits::month_bounds(now_ms()).0;
+        let (dir, db, user, month) = sqlite_with_user("own@example.test").await;
         assert!(db.reserve_tokens(reservation(user, 0, month)).await.unwrap().is_some());
 
         // Every pooled connection, each acquired to the end: an acquire given up while it was
@@ -794,10 +797,7 @@ mod tests {
     /// the others their rows.
     #[tokio::test]
     async fn a_failing_reservation_does_not_fail_its_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&super::super::default_sqlite_url(dir.path())).await.unwrap();
-        let user = db.create_user("batch@example.test", "x", aniate_proto::api::Role::User).await.unwrap();
-        let month = crate::limits::month_bounds(now_ms()).0;
+        let (_dir, db, user, month) = sqlite_with_user("batch@example.test").await;
         let runs = (0..6).map(|n| db.reserve_tokens(reservation(if n == 2 { user + 1_000 } else { user }, n, month)));
         let outcomes = futures_util::future::join_all(runs).await;
         assert!(outcomes[2].is_err(), "{outcomes:?}");
