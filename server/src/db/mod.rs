@@ -3,6 +3,9 @@
 //! Both run through `sqlx::Any`, so every query here is written once, in the SQL both dialects
 //! share: `$N` parameters, `RETURNING`, `ON CONFLICT`, integers for times (Unix milliseconds)
 //! and flags (0/1). Migrations are per dialect, under `server/migrations/{sqlite,postgres}`.
+//! One exception: on a SQLite file, usage rows are written on a rusqlite connection of their
+//! own (`usage::sqlite`), with the same SQL text, so that a run can write its quota reservation
+//! in its own task, without a hand-over to sqlx's worker thread.
 //!
 //! **Architecture Invariant:** this module is the only place that knows SQL, and every value
 //! reaches SQL as a bound parameter.
@@ -56,6 +59,9 @@ pub enum DbError {
     Conflict,
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// From the usage rows' own SQLite connection ([`usage::SqliteUsage`]).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL `{0}` (expected sqlite:// or postgres://)")]
@@ -63,7 +69,7 @@ pub enum DbError {
     #[error("corrupt row: {0}")]
     Corrupt(String),
     /// A write the usage writer made for several callers failed; each of them gets this.
-    #[error("database error: {message}")]
+    #[error("{message}")]
     Shared { message: String, unavailable: bool },
 }
 
@@ -87,8 +93,8 @@ impl DbError {
     }
 
     /// The error each caller of a shared write gets when the write fails.
-    fn shared(err: &sqlx::Error) -> DbError {
-        DbError::Shared { message: err.to_string(), unavailable: DbError::is_unavailable_sqlx(err) }
+    fn shared(err: &DbError) -> DbError {
+        DbError::Shared { message: err.to_string(), unavailable: err.is_unavailable() }
     }
 
     fn is_unavailable_sqlx(err: &sqlx::Error) -> bool {
@@ -116,6 +122,9 @@ pub struct Db {
     /// Whether `caches` may be used: only while [`Db::watch_caches`] keeps them in step.
     caches_enabled: Arc<AtomicBool>,
     usage_writer: usage::UsageWriter,
+    /// On a SQLite file, the usage rows' own connection: the usage writer's, and where a run
+    /// writes its reservation at once when it is free.
+    sqlite_usage: Option<Arc<usage::SqliteUsage>>,
 }
 
 /// The SQLite URL for the default database file inside `data_dir`.
@@ -183,8 +192,15 @@ impl Db {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await?;
-        let usage_writer = usage::UsageWriter::start(pool.clone(), backend == Backend::Sqlite && !in_memory);
-        let db = Db { pool, backend, caches: Arc::default(), caches_enabled: Arc::default(), usage_writer };
+        let sqlite_usage = if backend == Backend::Sqlite && !in_memory {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+            Some(Arc::new(usage::SqliteUsage::open(options.get_filename())?))
+        } else {
+            None
+        };
+        let usage_writer = usage::UsageWriter::start(pool.clone(), sqlite_usage.clone());
+        let db =
+            Db { pool, backend, caches: Arc::default(), caches_enabled: Arc::default(), usage_writer, sqlite_usage };
         db.seed_tools_once().await?;
         Ok(db)
     }
@@ -201,8 +217,11 @@ impl Db {
     /// Writes the usage still waiting in the writer, then closes the pool and every
     /// connection in it.
     pub async fn close(&self) {
-        if tokio::time::timeout(Duration::from_secs(10), self.close_usage_writer()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.flush_usage()).await.is_err() {
             tracing::error!("the usage writer did not finish in 10 s; unsettled runs stay `running`");
+        }
+        if let Some(sqlite) = &self.sqlite_usage {
+            sqlite.close();
         }
         close_pool(&self.pool).await;
     }

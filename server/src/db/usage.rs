@@ -1,5 +1,8 @@
 //! The `usage` table: one row per tool run, whatever its outcome.
 
+mod sqlite;
+
+pub(super) use self::sqlite::SqliteUsage;
 use super::{Backend, Db, DbError, DbResult, now_ms};
 
 /// What one request cost and how it ended.
@@ -77,8 +80,6 @@ enum WriterMessage {
     Reserve(TokenReservation, ReservationReply),
     /// Answered once everything sent before it is written.
     Flush(tokio::sync::oneshot::Sender<()>),
-    /// As `Flush`, and the writer closes its own connection ([`Db::close`]).
-    Close(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The sending side of the usage writer: one task that writes usage rows in batches.
@@ -87,9 +88,10 @@ enum WriterMessage {
 /// called ([`Db::reserve_tokens`]); settling it to its real cost is off the run's path. The
 /// writer takes every message waiting when it wakes (up to [`MAX_BATCH`]) and writes them in
 /// one transaction, so under load one commit serves many runs, and an idle server writes each
-/// at once. On SQLite the reservations go through the writer too (group commit): SQLite has one
-/// writer at a time, and pooled connections that each commit their own reservation wait for
-/// its lock in `busy_timeout`'s sleeps. What a crash can lose is bounded: a SIGTERM drains the
+/// at once. On a SQLite file the writer writes on the usage rows' own connection
+/// ([`SqliteUsage`]), on which a run writes its reservation itself when that connection is
+/// free and no settlement is waiting; otherwise the reservation goes through the writer too
+/// (group commit), after the settlements sent before it. What a crash can lose is bounded: a SIGTERM drains the
 /// writer ([`Db::close`]); a SIGKILL loses at most the batch being written and those waiting
 /// for it. Settlements lost so leave their rows `running` at their reservation (counted
 /// against the quota for [`STALE_RESERVATION_MS`], then no longer); reservations lost so were
@@ -97,6 +99,11 @@ enum WriterMessage {
 #[derive(Debug, Clone)]
 pub(super) struct UsageWriter {
     sender: tokio::sync::mpsc::UnboundedSender<WriterMessage>,
+    /// Settlements sent and not yet written (counted up before the send, down after the batch
+    /// that writes them). A run writes its reservation itself only when there are none: a
+    /// reservation must see every settlement sent before it, or a user's next run would find
+    /// the last one still counted at its reservation rather than at what it used.
+    unsettled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for WriterMessage {
@@ -105,76 +112,56 @@ impl std::fmt::Debug for WriterMessage {
             WriterMessage::Settle(settlement) => f.debug_tuple("Settle").field(&settlement.usage_id).finish(),
             WriterMessage::Reserve(reservation, _) => f.debug_tuple("Reserve").field(&reservation.request_id).finish(),
             WriterMessage::Flush(_) => f.write_str("Flush"),
-            WriterMessage::Close(_) => f.write_str("Close"),
         }
     }
 }
 
 impl UsageWriter {
-    /// Starts the writer task on the current runtime. `own_connection`: the writer keeps a
-    /// connection of its own rather than taking one from the pool for each batch (see
-    /// [`WriterConnection`]).
-    pub(super) fn start(pool: sqlx::AnyPool, own_connection: bool) -> UsageWriter {
+    /// Starts the writer task on the current runtime, writing on `sqlite` when the database is
+    /// a SQLite file, else on a pooled connection for each batch (see [`WriterConnection`]).
+    pub(super) fn start(pool: sqlx::AnyPool, sqlite: Option<std::sync::Arc<SqliteUsage>>) -> UsageWriter {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        let kind = if own_connection { ConnectionKind::Own(None) } else { ConnectionKind::PerBatch };
-        let connection = WriterConnection { pool, kind };
-        tokio::spawn(write_usage(connection, receiver));
-        UsageWriter { sender }
+        let connection = match sqlite {
+            Some(sqlite) => WriterConnection::Sqlite(sqlite),
+            None => WriterConnection::Pool(pool),
+        };
+        let unsettled = std::sync::Arc::default();
+        tokio::spawn(write_usage(connection, receiver, std::sync::Arc::clone(&unsettled)));
+        UsageWriter { sender, unsettled }
+    }
+
+    /// Whether every settlement sent so far is written.
+    fn settled(&self) -> bool {
+        self.unsettled.load(std::sync::atomic::Ordering::SeqCst) == 0
     }
 }
 
-/// The connection the usage writer writes on. On a SQLite file it keeps one of its own, taken
-/// out of the pool (`detach`): SQLite drops a connection's page cache whenever another
-/// connection has written, and the pool hands its connections out in turn, so a writer that
-/// took the next pooled one for each batch re-read every page it touched (a dozen reads from
-/// the WAL for a lone reservation, on the way to a run's first token). As the only writer on
-/// its own connection, it finds its pages where it left them. An in-memory SQLite database
-/// (one pooled connection, which is the database) and PostgreSQL (connections that can break)
-/// take a pooled connection per batch.
-struct WriterConnection {
-    pool: sqlx::AnyPool,
-    kind: ConnectionKind,
-}
-
-enum ConnectionKind {
-    /// A pooled connection for each batch.
-    PerBatch,
-    /// A connection of its own: `None` until it is opened, and again after an error that may
-    /// have broken it.
-    Own(Option<sqlx::AnyConnection>),
+/// The connection the usage writer writes on.
+enum WriterConnection {
+    /// On a SQLite file, the usage rows' own connection ([`SqliteUsage`]), which runs also
+    /// write their reservations on when it is free. As the process's one writer of usage rows
+    /// it keeps its page cache: SQLite drops a connection's cache whenever another connection
+    /// has written, and sqlx hands its pooled connections out in turn, so a writer that took
+    /// the next pooled one for each batch re-read every page it touched.
+    Sqlite(std::sync::Arc<SqliteUsage>),
+    /// A pooled connection for each batch: PostgreSQL (whose connections can break) and an
+    /// in-memory SQLite database (one pooled connection, which is the database).
+    Pool(sqlx::AnyPool),
 }
 
 impl WriterConnection {
-    /// Writes a batch (see [`write_batch`]) on the writer's connection.
+    /// Writes a batch: settlements, then reservations, in one transaction (a lone reservation
+    /// without one); returns each reservation's row id, `None` for those refused.
     async fn write(
         &mut self,
         settlements: &[Settlement],
         reservations: &[TokenReservation],
-    ) -> Result<Vec<Option<i64>>, sqlx::Error> {
-        let ConnectionKind::Own(own) = &mut self.kind else {
-            return write_batch(&mut *self.pool.acquire().await?, settlements, reservations).await;
-        };
-        let conn = match own {
-            Some(conn) => conn,
-            None => own.insert(self.pool.acquire().await?.detach()),
-        };
-        let written = write_batch(conn, settlements, reservations).await;
-        if let Err(err) = &written
-            && DbError::is_unavailable_sqlx(err)
-        {
-            *own = None;
-        }
-        written
-    }
-
-    /// Closes the writer's own connection, if it has one open; a later batch takes one from
-    /// the pool again (which, after [`Db::close`], fails as any query does).
-    async fn release(&mut self) {
-        if let ConnectionKind::Own(own) = &mut self.kind
-            && let Some(conn) = own.take()
-            && let Err(err) = sqlx::Connection::close(conn).await
-        {
-            tracing::warn!(cause = %err, "could not close the usage writer's connection");
+    ) -> DbResult<Vec<Option<i64>>> {
+        match self {
+            WriterConnection::Sqlite(sqlite) => sqlite.write(settlements, reservations).await,
+            WriterConnection::Pool(pool) => {
+                Ok(write_batch(&mut *pool.acquire().await?, settlements, reservations).await?)
+            }
         }
     }
 }
@@ -182,9 +169,9 @@ impl WriterConnection {
 async fn write_usage(
     mut connection: WriterConnection,
     mut receiver: tokio::sync::mpsc::UnboundedReceiver<WriterMessage>,
+    unsettled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     let mut batch = Batch::default();
-    let mut closes = Vec::new();
     while let Some(message) = receiver.recv().await {
         let mut next = Some(message);
         while let Some(message) = next.take() {
@@ -195,19 +182,14 @@ async fn write_usage(
                     batch.replies.push(reply);
                 }
                 WriterMessage::Flush(done) => batch.flushes.push(done),
-                WriterMessage::Close(done) => closes.push(done),
             }
             if batch.settlements.len() + batch.reservations.len() < MAX_BATCH {
                 next = receiver.try_recv().ok();
             }
         }
+        let settled = batch.settlements.len();
         batch.write(&mut connection).await;
-        if !closes.is_empty() {
-            connection.release().await;
-            for done in closes.drain(..) {
-                let _ = done.send(());
-            }
-        }
+        unsettled.fetch_sub(settled, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -238,7 +220,7 @@ impl Batch {
                     // fail the rest: each reservation is tried once more on its own (unless it
                     // was alone already), and the settlements together, once the database is
                     // back if it blinked.
-                    let unavailable = DbError::is_unavailable_sqlx(&err);
+                    let unavailable = err.is_unavailable();
                     if lone_reservation {
                         let _ = self.replies.remove(0).send(Err(DbError::shared(&err)));
                     } else {
@@ -288,104 +270,156 @@ async fn write_batch(
     Ok(ids)
 }
 
+/// Settles a run's row to its real cost and status, if it is still `running` (`$6` its id).
+const SETTLE_RUN: &str = "UPDATE usage SET prompt_tokens = $1, completion_tokens = $2, latency_ms = $3, ttft_ms = $4, status = $5, \
+     provider = $7, model = $8, cost_micro_usd = $9, priced = $10 \
+     WHERE id = $6 AND status = 'running'";
+
+/// Adds what a user's settled runs used to their month: `$1` tokens, `$4` cost.
+const SETTLE_MONTH: &str = "UPDATE usage_months SET tokens = tokens + $1, cost_micro_usd = cost_micro_usd + $4 \
+     WHERE user_id = $2 AND month_start = $3";
+
+/// What the runs settled in a batch used, by user and month: `(user, month start)` to
+/// `(tokens, cost)`, for [`SETTLE_MONTH`].
+#[derive(Default)]
+struct MonthTotals(std::collections::HashMap<(i64, i64), (i64, i64)>);
+
+impl MonthTotals {
+    fn add(&mut self, Settlement { month_start_ms, record, .. }: &Settlement) {
+        let month = self.0.entry((record.user_id, *month_start_ms)).or_default();
+        month.0 += to_i64(record.prompt_tokens.saturating_add(record.completion_tokens));
+        month.1 += to_i64(record.cost_micro_usd);
+    }
+}
+
 /// Settles runs: each row to its real cost and status, and each user's month by what their
 /// runs really used.
 async fn settle_batch(conn: &mut sqlx::AnyConnection, batch: &[Settlement]) -> Result<(), sqlx::Error> {
-    let mut months: std::collections::HashMap<(i64, i64), (i64, i64)> = std::collections::HashMap::new();
-    for Settlement { usage_id, month_start_ms, record } in batch {
-        let done = sqlx::query(
-            "UPDATE usage SET prompt_tokens = $1, completion_tokens = $2, latency_ms = $3, ttft_ms = $4, status = $5, \
-             provider = $7, model = $8, cost_micro_usd = $9, priced = $10 \
-             WHERE id = $6 AND status = 'running'",
-        )
-        .bind(to_i64(record.prompt_tokens))
-        .bind(to_i64(record.completion_tokens))
-        .bind(to_i64(record.latency_ms))
-        .bind(record.ttft_ms.map(to_i64))
-        .bind(&record.status)
-        .bind(usage_id)
-        .bind(&record.provider)
-        .bind(&record.model)
-        .bind(to_i64(record.cost_micro_usd))
-        .bind(i64::from(record.priced))
-        .execute(&mut *conn)
-        .await?;
+    let mut months = MonthTotals::default();
+    for settlement in batch {
+        let Settlement { usage_id, record, .. } = settlement;
+        let done = sqlx::query(SETTLE_RUN)
+            .bind(to_i64(record.prompt_tokens))
+            .bind(to_i64(record.completion_tokens))
+            .bind(to_i64(record.latency_ms))
+            .bind(record.ttft_ms.map(to_i64))
+            .bind(&record.status)
+            .bind(usage_id)
+            .bind(&record.provider)
+            .bind(&record.model)
+            .bind(to_i64(record.cost_micro_usd))
+            .bind(i64::from(record.priced))
+            .execute(&mut *conn)
+            .await?;
         if done.rows_affected() == 1 {
-            let month = months.entry((record.user_id, *month_start_ms)).or_default();
-            month.0 += to_i64(record.prompt_tokens.saturating_add(record.completion_tokens));
-            month.1 += to_i64(record.cost_micro_usd);
+            months.add(settlement);
         }
     }
-    for ((user_id, month_start_ms), (tokens, cost)) in months {
-        sqlx::query(
-            "UPDATE usage_months SET tokens = tokens + $1, cost_micro_usd = cost_micro_usd + $4 \
-             WHERE user_id = $2 AND month_start = $3",
-        )
-        .bind(tokens)
-        .bind(user_id)
-        .bind(month_start_ms)
-        .bind(cost)
-        .execute(&mut *conn)
-        .await?;
+    for ((user_id, month_start_ms), (tokens, cost)) in months.0 {
+        sqlx::query(SETTLE_MONTH)
+            .bind(tokens)
+            .bind(user_id)
+            .bind(month_start_ms)
+            .bind(cost)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
 
 /// The reservation's insert: a `running` row holding its tokens and cost, made only if the
 /// month's settled tokens and cost, plus the user's runs in flight at their reservation, plus
-/// this one fit the plan. Inserts nothing when the user's month has no row yet.
+/// this one fit the plan. Inserts nothing when the user's month has no row yet. Its parameters
+/// are [`ReservationValues`], in order.
+const RESERVATION_INSERT: &str = "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at, cost_micro_usd, via) \
+     SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6, $10, $12 \
+     WHERE (SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $7) \
+         + (SELECT CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) FROM usage \
+            WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
+         + $4 <= $9 \
+     AND (SELECT cost_micro_usd FROM usage_months WHERE user_id = $1 AND month_start = $7) \
+         + (SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
+            WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
+         + $10 <= $11 \
+     RETURNING id";
+
+/// Whether the user's month has its row yet: `$1` the user, `$2` the month's start.
+const MONTH_ROW: &str = "SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2";
+
+/// The month's first run (since the month began, or since this release first ran) makes its
+/// `usage_months` row from the usage rows, once, whoever gets there first: `$1` the user, `$2`
+/// the month's start.
+const CREATE_MONTH: &str = "INSERT INTO usage_months (user_id, month_start, tokens, cost_micro_usd) \
+     SELECT $1, $2, CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT), \
+        CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
+     WHERE user_id = $1 AND created_at >= $2 AND status <> 'running' \
+     ON CONFLICT (user_id, month_start) DO NOTHING";
+
+/// The parameters of [`RESERVATION_INSERT`], `$1` to `$12`, worked out once for either driver.
+struct ReservationValues<'a> {
+    user_id: i64,
+    tool: &'a str,
+    model: &'a str,
+    tokens: i64,
+    request_id: &'a str,
+    now: i64,
+    month_start_ms: i64,
+    in_flight_since: i64,
+    tokens_per_month: i64,
+    cost_micro_usd: i64,
+    cost_limit_micro_usd: i64,
+    via: &'a str,
+}
+
+impl<'a> ReservationValues<'a> {
+    fn new(reservation: &'a TokenReservation) -> ReservationValues<'a> {
+        let now = now_ms();
+        ReservationValues {
+            user_id: reservation.user_id,
+            tool: &reservation.tool,
+            model: &reservation.model,
+            tokens: to_i64(reservation.tokens),
+            request_id: &reservation.request_id,
+            now,
+            month_start_ms: reservation.month_start_ms,
+            in_flight_since: reservation.month_start_ms.max(now - STALE_RESERVATION_MS),
+            tokens_per_month: to_i64(reservation.tokens_per_month),
+            cost_micro_usd: to_i64(reservation.cost_micro_usd),
+            // No limit is a limit no sum reaches, so the statement keeps one shape.
+            cost_limit_micro_usd: reservation.cost_limit_micro_usd.map_or(i64::MAX, to_i64),
+            via: reservation.via,
+        }
+    }
+}
+
+/// [`RESERVATION_INSERT`] for sqlx.
 fn reservation_insert(
     reservation: &TokenReservation,
 ) -> sqlx::query::QueryAs<'_, sqlx::Any, (i64,), sqlx::any::AnyArguments<'_>> {
-    let now = now_ms();
-    let in_flight_since = reservation.month_start_ms.max(now - STALE_RESERVATION_MS);
-    sqlx::query_as::<_, (i64,)>(
-        "INSERT INTO usage (user_id, tool, model, prompt_tokens, completion_tokens, latency_ms, ttft_ms, status, request_id, created_at, cost_micro_usd, via) \
-         SELECT $1, $2, $3, $4, 0, 0, NULL, 'running', $5, $6, $10, $12 \
-         WHERE (SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $7) \
-             + (SELECT CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) FROM usage \
-                WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
-             + $4 <= $9 \
-         AND (SELECT cost_micro_usd FROM usage_months WHERE user_id = $1 AND month_start = $7) \
-             + (SELECT CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
-                WHERE user_id = $1 AND status = 'running' AND created_at >= $8) \
-             + $10 <= $11 \
-         RETURNING id",
-    )
-    .bind(reservation.user_id)
-    .bind(&reservation.tool)
-    .bind(&reservation.model)
-    .bind(to_i64(reservation.tokens))
-    .bind(&reservation.request_id)
-    .bind(now)
-    .bind(reservation.month_start_ms)
-    .bind(in_flight_since)
-    .bind(to_i64(reservation.tokens_per_month))
-    .bind(to_i64(reservation.cost_micro_usd))
-    // No limit is a limit no sum reaches, so the statement keeps one shape.
-    .bind(reservation.cost_limit_micro_usd.map_or(i64::MAX, to_i64))
-    .bind(reservation.via)
+    let v = ReservationValues::new(reservation);
+    sqlx::query_as::<_, (i64,)>(RESERVATION_INSERT)
+        .bind(v.user_id)
+        .bind(v.tool)
+        .bind(v.model)
+        .bind(v.tokens)
+        .bind(v.request_id)
+        .bind(v.now)
+        .bind(v.month_start_ms)
+        .bind(v.in_flight_since)
+        .bind(v.tokens_per_month)
+        .bind(v.cost_micro_usd)
+        .bind(v.cost_limit_micro_usd)
+        .bind(v.via)
 }
 
-/// The month's first run (since the month began, or since this release first ran) makes its
-/// `usage_months` row from the usage rows, once, whoever gets there first.
 async fn create_month(conn: &mut sqlx::AnyConnection, reservation: &TokenReservation) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO usage_months (user_id, month_start, tokens, cost_micro_usd) \
-         SELECT $1, $2, CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT), \
-            CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT) FROM usage \
-         WHERE user_id = $1 AND created_at >= $2 AND status <> 'running' \
-         ON CONFLICT (user_id, month_start) DO NOTHING",
-    )
-    .bind(reservation.user_id)
-    .bind(reservation.month_start_ms)
-    .execute(conn)
-    .await?;
+    sqlx::query(CREATE_MONTH).bind(reservation.user_id).bind(reservation.month_start_ms).execute(conn).await?;
     Ok(())
 }
 
-/// A reservation on SQLite, by the usage writer: each insert is one statement, which holds the
-/// write lock from its read to its insert, and the writer is the process's only usage writer.
+/// A reservation on an in-memory SQLite database, by the usage writer (on a SQLite file,
+/// `sqlite::reserve` is the same, statement for statement): each insert is one statement, which
+/// holds the write lock from its read to its insert.
 async fn reserve_sqlite(
     conn: &mut sqlx::AnyConnection,
     reservation: &TokenReservation,
@@ -395,12 +429,11 @@ async fn reserve_sqlite(
     }
     // Refused, or no month row yet (then a row made by another process since the insert gets
     // the insert once more, so that a parallel start of the month is no refusal).
-    let month: Option<(i64,)> =
-        sqlx::query_as("SELECT tokens FROM usage_months WHERE user_id = $1 AND month_start = $2")
-            .bind(reservation.user_id)
-            .bind(reservation.month_start_ms)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let month: Option<(i64,)> = sqlx::query_as(MONTH_ROW)
+        .bind(reservation.user_id)
+        .bind(reservation.month_start_ms)
+        .fetch_optional(&mut *conn)
+        .await?;
     if month.is_some() {
         return Ok(None);
     }
@@ -414,10 +447,20 @@ impl Db {
     /// flight at their reservation, plus this one fit the quota. `None` when they do not.
     ///
     /// Exact across server processes and cheap: it reads one `usage_months` row and the user's
-    /// few `running` rows (a partial index), never the month's usage. On SQLite it goes through
-    /// the usage writer, which commits the reservations and settlements waiting at once in one
-    /// transaction; on PostgreSQL the month's row is locked first, in a transaction of its own.
+    /// few `running` rows (a partial index), never the month's usage. On a SQLite file the run
+    /// writes it at once on the usage rows' own connection when that connection and SQLite's
+    /// write lock are free and no settlement is waiting to be written (one statement, tens of
+    /// µs, no hand-over between threads; see [`SqliteUsage`]); otherwise, and on an in-memory
+    /// database, it goes through the usage writer, which commits the reservations and
+    /// settlements waiting in one transaction. On PostgreSQL the month's row is locked first, in
+    /// a transaction of its own.
     pub async fn reserve_tokens(&self, reservation: TokenReservation) -> DbResult<Option<i64>> {
+        if let Some(sqlite) = &self.sqlite_usage
+            && self.usage_writer.settled()
+            && let Some(answer) = sqlite.try_reserve(&reservation)
+        {
+            return answer;
+        }
         if self.backend == Backend::Sqlite {
             let (reply, answer) = tokio::sync::oneshot::channel();
             let stopped = || DbError::Sqlx(sqlx::Error::PoolClosed);
@@ -450,7 +493,10 @@ impl Db {
     /// writer: it returns at once, and the row is written with the next batch.
     pub fn settle_usage(&self, usage_id: i64, month_start_ms: i64, record: UsageRecord) {
         let settlement = Settlement { usage_id, month_start_ms, record };
+        let unsettled = &self.usage_writer.unsettled;
+        unsettled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Err(unsent) = self.usage_writer.sender.send(WriterMessage::Settle(settlement)) {
+            unsettled.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             // Only after `close`: the server is gone, the row stays `running`.
             if let WriterMessage::Settle(settlement) = unsent.0 {
                 tracing::error!(request_id = %settlement.record.request_id, "usage writer stopped; the run stays `running`");
@@ -462,15 +508,6 @@ impl Db {
     pub async fn flush_usage(&self) {
         let (done, wait) = tokio::sync::oneshot::channel();
         if self.usage_writer.sender.send(WriterMessage::Flush(done)).is_ok() {
-            let _ = wait.await;
-        }
-    }
-
-    /// Waits until every settlement sent so far is written and the usage writer has closed
-    /// its own connection ([`Db::close`]).
-    pub(super) async fn close_usage_writer(&self) {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        if self.usage_writer.sender.send(WriterMessage::Close(done)).is_ok() {
             let _ = wait.await;
         }
     }
@@ -698,14 +735,14 @@ mod tests {
 
     /// A SQLite file database in a directory of its own, with one user; the user's id, and the
     /// start of the current month.
-    async fn sqlite_with_user(email: &str) -> (tempfile::TempDir, Db, i64, i64) {
+    pub(super) async fn sqlite_with_user(email: &str) -> (tempfile::TempDir, Db, i64, i64) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&super::super::default_sqlite_url(dir.path())).await.unwrap();
         let user = db.create_user(email, "x", aniate_proto::api::Role::User).await.unwrap();
         (dir, db, user, crate::limits::month_bounds(now_ms()).0)
     }
 
-    fn reservation(user_id: i64, n: usize, month_start_ms: i64) -> TokenReservation {
+    pub(super) fn reservation(user_id: i64, n: usize, month_start_ms: i64) -> TokenReservation {
         TokenReservation {
             user_id,
             tool: "what".to_owned(),
@@ -720,16 +757,50 @@ mod tests {
         }
     }
 
-    /// Reservations sent at once reach the SQLite usage writer together and are written in
-    /// its batches, each insert seeing the ones before it: 40 runs of 100 tokens on a
-    /// 1,000-token plan get exactly 10 rows, in the month's first batch (which makes the
-    /// month's row) and after it; a settlement in the same batch as reservations frees what
-    /// its run did not use.
-    #[tokio::test]
-    async fn batched_reservations_on_sqlite_are_exact() {
-        let (_dir, db, user, month) = sqlite_with_user("batch@example.test").await;
-        let runs = (0..40).map(|n| db.reserve_tokens(reservation(user, n, month)));
-        let ids: Vec<i64> = futures_util::future::join_all(runs).await.into_iter().filter_map(Result::unwrap).collect();
+    /// Holds SQLite's write lock on the database in `dir` from a connection of its own, as
+    /// another server process on the same file would, until it is dropped.
+    pub(super) fn hold_write_lock(dir: &std::path::Path) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(dir.join("aniate.db")).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        conn
+    }
+
+    /// Sends `reservations` at once. With `locked`, another connection holds the write lock
+    /// meanwhile, so that no run can write its own: they all wait in the usage writer (checked)
+    /// and go into its next batch together once the lock is let go, 100 ms later.
+    async fn reserve_all(
+        db: &Db,
+        dir: &std::path::Path,
+        reservations: Vec<TokenReservation>,
+        locked: bool,
+    ) -> Vec<DbResult<Option<i64>>> {
+        if !locked {
+            // In this task, with no yield before every reservation has been tried: the usage
+            // writer gets no turn between a settlement sent before and these reservations.
+            return futures_util::future::join_all(reservations.into_iter().map(|r| db.reserve_tokens(r))).await;
+        }
+        let lock = hold_write_lock(dir);
+        let db = db.clone();
+        let runs = tokio::spawn(async move {
+            futures_util::future::join_all(reservations.into_iter().map(|r| db.reserve_tokens(r))).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!runs.is_finished(), "reservations were written while another connection held the lock");
+        drop(lock);
+        runs.await.unwrap()
+    }
+
+    /// Reservations sent at once are exact, each insert seeing the ones before it, whether the
+    /// runs write them themselves or the usage writer writes them in one batch: 40 runs of 100
+    /// tokens on a 1,000-token plan get exactly 10 rows, in the month's first write (which makes
+    /// the month's row) and after it. A settlement sent just before reservations is written
+    /// before them and frees what its run did not use: a run never writes its own reservation
+    /// past a settlement still waiting.
+    async fn reservations_on_sqlite_are_exact(locked: bool) {
+        let (dir, db, user, month) = sqlite_with_user("batch@example.test").await;
+        let runs = (0..40).map(|n| reservation(user, n, month)).collect();
+        let ids: Vec<i64> =
+            reserve_all(&db, dir.path(), runs, locked).await.into_iter().filter_map(Result::unwrap).collect();
         assert_eq!(ids.len(), 10, "{ids:?}");
         assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 10);
 
@@ -750,18 +821,28 @@ mod tests {
             request_id: "req-0".to_owned(),
         };
         db.settle_usage(ids[0], month, record);
-        let more = (40..45).map(|n| db.reserve_tokens(reservation(user, n, month)));
+        let more = (40..45).map(|n| reservation(user, n, month)).collect();
         let more: Vec<Option<i64>> =
-            futures_util::future::join_all(more).await.into_iter().map(Result::unwrap).collect();
+            reserve_all(&db, dir.path(), more, false).await.into_iter().map(Result::unwrap).collect();
         assert_eq!(more.iter().flatten().count(), 1, "{more:?}");
         db.flush_usage().await;
         assert_eq!(db.tokens_since(user, month).await.unwrap(), 1_000);
         db.close().await;
     }
 
-    /// On a SQLite file the usage writer writes on a connection of its own (so that its page
-    /// cache survives the pool's other connections): with every pooled connection taken, a
-    /// reservation still goes through. `Db::close` closes it with the pool, so a clean stop
+    #[tokio::test]
+    async fn reservations_written_by_their_runs_are_exact() {
+        reservations_on_sqlite_are_exact(false).await;
+    }
+
+    #[tokio::test]
+    async fn batched_reservations_on_sqlite_are_exact() {
+        reservations_on_sqlite_are_exact(true).await;
+    }
+
+    /// On a SQLite file usage rows are written on a connection of their own ([`SqliteUsage`],
+    /// so that its page cache survives the pool's other connections): with every pooled
+    /// connection taken, a reservation still goes through. `Db::close` closes it with the pool, so a clean stop
     /// leaves no file of the database open in the process. (Whether SQLite then deletes the
     /// WAL is not the sign: connections closed at the same time on their worker threads can
     /// each find another still open, and leave it for the next open to fold back.)
@@ -793,16 +874,25 @@ mod tests {
     }
 
     /// A row that cannot be written fails its own run only: a reservation for a user that is
-    /// gone (a foreign key the insert breaks), sent in one batch with others, gets an error and
-    /// the others their rows.
-    #[tokio::test]
-    async fn a_failing_reservation_does_not_fail_its_batch() {
-        let (_dir, db, user, month) = sqlite_with_user("batch@example.test").await;
-        let runs = (0..6).map(|n| db.reserve_tokens(reservation(if n == 2 { user + 1_000 } else { user }, n, month)));
-        let outcomes = futures_util::future::join_all(runs).await;
+    /// gone (a foreign key the insert breaks), sent at once with others, gets an error and the
+    /// others their rows, whether each run writes its own or they share the writer's batch.
+    async fn a_failing_reservation_fails_only_its_run(locked: bool) {
+        let (dir, db, user, month) = sqlite_with_user("batch@example.test").await;
+        let runs = (0..6).map(|n| reservation(if n == 2 { user + 1_000 } else { user }, n, month)).collect();
+        let outcomes = reserve_all(&db, dir.path(), runs, locked).await;
         assert!(outcomes[2].is_err(), "{outcomes:?}");
         let reserved = outcomes.iter().filter(|outcome| matches!(outcome, Ok(Some(_)))).count();
         assert_eq!(reserved, 5, "{outcomes:?}");
         db.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_reservation_does_not_fail_its_batch() {
+        a_failing_reservation_fails_only_its_run(true).await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_reservation_written_by_its_run_fails_alone() {
+        a_failing_reservation_fails_only_its_run(false).await;
     }
 }

@@ -9,7 +9,7 @@
 //! `cancelled`.
 
 use aniate_proto::error::ErrorBody;
-use std::time::Instant;
+use std::{task::Poll, time::Instant};
 
 use aniate_proto::{
     api::RunToolRequest,
@@ -354,15 +354,10 @@ pub async fn stream_answer(
         let (state, user, first) = (state.clone(), user.clone(), route[0].clone());
         let (route, request_id) = (route.clone(), request_id.clone());
         let identity = RunIdentity { label: answer.label.clone(), model: answer.model.clone(), via: answer.via };
-        let (reserved_tx, reserved_rx) = tokio::sync::oneshot::channel();
-        // The reservation runs to its end in a task of its own: its write may commit after the
-        // client left (a dropped query still runs on sqlx's SQLite worker), and then it must
-        // still be settled. When nobody waits for it any more, the failed send hands the
-        // recorder back, and dropping it settles the run as cancelled.
-        tokio::spawn(async move {
+        let mut reserving = Box::pin(async move {
             let reserved =
                 reserve_tokens(&state, &user, &identity, &request_id, prompt_chars, max_tokens, &route).await;
-            let recorder = reserved.map(|(usage_id, month_start_ms)| RunRecorder {
+            reserved.map(|(usage_id, month_start_ms)| RunRecorder {
                 state,
                 usage_id,
                 month_start_ms,
@@ -377,14 +372,31 @@ pub async fn stream_answer(
                 usage: None,
                 provider_started: false,
                 finished: false,
-            });
-            let _ = reserved_tx.send(recorder);
+            })
         });
-        async move { reserved_rx.await.unwrap_or_else(|_| Err(ApiError::internal())) }
+        async move {
+            // Most reservations are written at once, in this task (`Db::reserve_tokens`), in
+            // this first poll, which comes after the provider call's (the `join!` below).
+            if let Poll::Ready(recorder) = std::future::poll_fn(|cx| Poll::Ready(reserving.as_mut().poll(cx))).await {
+                return recorder;
+            }
+            // The rest runs to its end in a task of its own: its write may commit after the
+            // client left (a dropped wait for the usage writer does not stop the write), and
+            // then it must still be settled. When nobody waits for it any more, the failed send
+            // hands the recorder back, and dropping it settles the run as cancelled.
+            let (reserved_tx, reserved_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let _ = reserved_tx.send(reserving.await);
+            });
+            reserved_rx.await.unwrap_or_else(|_| Err(ApiError::internal()))
+        }
     };
     let open = state.providers.open(&route, &answer.messages, &answer.sampling, deadline, &state.metrics);
     let (reserved, opened) = if let Some(_overlapping) = state.limiter.overlap_reservation(user.user_id) {
-        tokio::join!(reserve, open)
+        // The provider call first, so that its request is on its way while the reservation
+        // is written.
+        let (opened, reserved) = tokio::join!(open, reserve);
+        (reserved, opened)
     } else {
         let recorder = reserve.await?;
         (Ok(recorder), open.await)
