@@ -194,7 +194,7 @@ impl Db {
         migrator.run(&pool).await?;
         let sqlite_usage = if backend == Backend::Sqlite && !in_memory {
             let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
-            Some(Arc::new(usage::SqliteUsage::open(options.get_filename())?))
+            Some(Arc::new(usage::SqliteUsage::open(options.get_filename(), pool.clone())?))
         } else {
             None
         };

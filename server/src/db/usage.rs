@@ -187,9 +187,7 @@ async fn write_usage(
                 next = receiver.try_recv().ok();
             }
         }
-        let settled = batch.settlements.len();
-        batch.write(&mut connection).await;
-        unsettled.fetch_sub(settled, std::sync::atomic::Ordering::SeqCst);
+        batch.write(&mut connection, &unsettled).await;
     }
 }
 
@@ -204,12 +202,16 @@ struct Batch {
 }
 
 impl Batch {
-    /// Writes the batch, answers its reservations and flushes, and empties it.
-    async fn write(&mut self, connection: &mut WriterConnection) {
+    /// Writes the batch, answers its reservations and flushes, and empties it. `unsettled`
+    /// ([`UsageWriter::unsettled`]) counts the batch's settlements down once they are written
+    /// (or given up), before any answer: whoever hears back may write its own reservation.
+    async fn write(&mut self, connection: &mut WriterConnection, unsettled: &std::sync::atomic::AtomicUsize) {
+        let settled = || unsettled.fetch_sub(self.settlements.len(), std::sync::atomic::Ordering::SeqCst);
         if !self.settlements.is_empty() || !self.reservations.is_empty() {
             let lone_reservation = self.settlements.is_empty() && self.reservations.len() == 1;
             match connection.write(&self.settlements, &self.reservations).await {
                 Ok(ids) => {
+                    settled();
                     for (reply, id) in self.replies.drain(..).zip(ids) {
                         // The run's own task waits for this answer to its end (`run::stream_answer`).
                         let _ = reply.send(Ok(id));
@@ -217,10 +219,19 @@ impl Batch {
                 }
                 Err(err) => {
                     // One row that cannot be written (its user deleted meanwhile, say) must not
-                    // fail the rest: each reservation is tried once more on its own (unless it
-                    // was alone already), and the settlements together, once the database is
-                    // back if it blinked.
+                    // fail the rest: the settlements are written again together, once the
+                    // database is back if it blinked, and then each reservation on its own
+                    // (unless it was alone already), after the settlements sent before it.
                     let unavailable = err.is_unavailable();
+                    if !self.settlements.is_empty() {
+                        if unavailable {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                        if let Err(err) = connection.write(&self.settlements, &[]).await {
+                            tracing::error!(cause = %err, runs = self.settlements.len(), "could not record usage; the runs stay `running` at their reservation");
+                        }
+                    }
+                    settled();
                     if lone_reservation {
                         let _ = self.replies.remove(0).send(Err(DbError::shared(&err)));
                     } else {
@@ -228,14 +239,6 @@ impl Batch {
                         for (reservation, reply) in self.reservations.iter().zip(self.replies.drain(..)) {
                             let alone = connection.write(&[], std::slice::from_ref(reservation)).await;
                             let _ = reply.send(alone.map(|ids| ids[0]).map_err(|err| DbError::shared(&err)));
-                        }
-                    }
-                    if !self.settlements.is_empty() {
-                        if unavailable {
-                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                        }
-                        if let Err(err) = connection.write(&self.settlements, &[]).await {
-                            tracing::error!(cause = %err, runs = self.settlements.len(), "could not record usage; the runs stay `running` at their reservation");
                         }
                     }
                 }
@@ -427,17 +430,17 @@ async fn reserve_sqlite(
     if let Some((id,)) = reservation_insert(reservation).fetch_optional(&mut *conn).await? {
         return Ok(Some(id));
     }
-    // Refused, or no month row yet (then a row made by another process since the insert gets
-    // the insert once more, so that a parallel start of the month is no refusal).
+    // Refused, or no month row yet. The insert is tried once more with the month's row there,
+    // made now or, since the first insert, by another process: a month that two processes start
+    // at once is no refusal.
     let month: Option<(i64,)> = sqlx::query_as(MONTH_ROW)
         .bind(reservation.user_id)
         .bind(reservation.month_start_ms)
         .fetch_optional(&mut *conn)
         .await?;
-    if month.is_some() {
-        return Ok(None);
+    if month.is_none() {
+        create_month(conn, reservation).await?;
     }
-    create_month(conn, reservation).await?;
     Ok(reservation_insert(reservation).fetch_optional(&mut *conn).await?.map(|(id,)| id))
 }
 
@@ -798,9 +801,15 @@ mod tests {
     /// past a settlement still waiting.
     async fn reservations_on_sqlite_are_exact(locked: bool) {
         let (dir, db, user, month) = sqlite_with_user("batch@example.test").await;
-        let runs = (0..40).map(|n| reservation(user, n, month)).collect();
-        let ids: Vec<i64> =
-            reserve_all(&db, dir.path(), runs, locked).await.into_iter().filter_map(Result::unwrap).collect();
+        let runs: Vec<_> = (0..40).map(|n| reservation(user, n, month)).collect();
+        let outcomes = if locked {
+            reserve_all(&db, dir.path(), runs, true).await
+        } else {
+            // Each written by its run, at once: the future is done in its first poll.
+            let at_once = runs.into_iter().map(|r| futures_util::FutureExt::now_or_never(db.reserve_tokens(r)));
+            at_once.map(|outcome| outcome.expect("a run that need not wait writes its own reservation")).collect()
+        };
+        let ids: Vec<i64> = outcomes.into_iter().filter_map(Result::unwrap).collect();
         assert_eq!(ids.len(), 10, "{ids:?}");
         assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 10);
 
@@ -826,6 +835,7 @@ mod tests {
             reserve_all(&db, dir.path(), more, false).await.into_iter().map(Result::unwrap).collect();
         assert_eq!(more.iter().flatten().count(), 1, "{more:?}");
         db.flush_usage().await;
+        assert!(db.usage_writer.settled(), "every settlement written is counted down");
         assert_eq!(db.tokens_since(user, month).await.unwrap(), 1_000);
         db.close().await;
     }
@@ -849,7 +859,7 @@ mod tests {
     #[tokio::test]
     async fn the_sqlite_usage_writer_has_a_connection_of_its_own() {
         let (dir, db, user, month) = sqlite_with_user("own@example.test").await;
-        assert!(db.reserve_tokens(reservation(user, 0, month)).await.unwrap().is_some());
+        let first = db.reserve_tokens(reservation(user, 0, month)).await.unwrap().unwrap();
 
         // Every pooled connection, each acquired to the end: an acquire given up while it was
         // still opening a connection would leave that connection to close on its own thread,
@@ -863,7 +873,27 @@ mod tests {
             tokio::time::timeout(std::time::Duration::from_secs(2), db.reserve_tokens(reservation(user, 1, month)))
                 .await;
         assert!(matches!(reserved, Ok(Ok(Some(_)))), "with the pool exhausted: {reserved:?}");
+        // The usage writer too: a settlement waiting sends the next reservation through it.
+        let record = UsageRecord {
+            user_id: user,
+            tool: "what".to_owned(),
+            provider: "p".to_owned(),
+            model: "m".to_owned(),
+            cost_micro_usd: 0,
+            priced: false,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            latency_ms: 1,
+            ttft_ms: Some(1),
+            status: "ok".to_owned(),
+            request_id: "req-0".to_owned(),
+        };
+        db.settle_usage(first, month, record);
+        let through_writer = db.reserve_tokens(reservation(user, 2, month));
+        let reserved = tokio::time::timeout(std::time::Duration::from_secs(2), through_writer).await;
+        assert!(matches!(reserved, Ok(Ok(Some(_)))), "through the writer, with the pool exhausted: {reserved:?}");
         drop(taken);
+        assert_eq!(db.usage_statuses("req-0").await.unwrap(), ["ok"], "the settlement was written");
 
         db.close().await;
         #[cfg(target_os = "linux")]

@@ -375,7 +375,8 @@ pub async fn stream_answer(
             })
         });
         async move {
-            // Most reservations are written at once, in this task (`Db::reserve_tokens`), in
+            // A reservation that can be written at once (`Db::reserve_tokens`: the usage rows'
+            // SQLite connection free, no settlement waiting) is written here, in this task, in
             // this first poll, which comes after the provider call's (the `join!` below).
             if let Poll::Ready(recorder) = std::future::poll_fn(|cx| Poll::Ready(reserving.as_mut().poll(cx))).await {
                 return recorder;

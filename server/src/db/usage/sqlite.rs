@@ -8,24 +8,28 @@
 //! rusqlite's, with no worker thread, behind a mutex:
 //!
 //! - A run takes it only if it is free, and only if SQLite's write lock is free too (its busy
-//!   timeout is zero): it never waits, on a runtime thread, for anyone. Otherwise the
-//!   reservation goes to the usage writer, as every reservation did before.
+//!   timeout is zero): it never waits for anyone. Otherwise the reservation goes to the usage
+//!   writer, as every reservation did before.
 //! - The usage writer writes its batches on it too, so it stays the process's one writer of
 //!   usage rows and keeps its page cache (SQLite drops a connection's cache whenever another
-//!   has written). A batch that finds the write lock held (another process on the same file)
-//!   waits for it in timer sleeps, not in SQLite's busy handler, so it blocks no thread either.
+//!   has written). A batch that finds the connection in use yields to other tasks, and one
+//!   that finds the write lock held (another process on the same file) waits for it in timer
+//!   sleeps, not in SQLite's busy handler, so it blocks no thread either.
 //!
 //! The price: the statements run on the runtime thread that writes them, a run's reservation
-//! (tens of µs) or a writer's batch (up to 256 rows), and so does the WAL checkpoint that a
-//! commit takes on when the WAL has grown past 1,000 pages (with an `fsync`), as it did on
-//! sqlx's worker thread before.
+//! (tens of µs) or a writer's batch (up to 256 rows). The WAL checkpoint, which SQLite would
+//! run (with an `fsync`) inside the commit that took the WAL past 1,000 pages, is left to a
+//! pooled sqlx connection every [`CHECKPOINT_EVERY`] commits instead.
 //!
 //! What makes a reservation exact, here as through the writer, is that it is one statement,
 //! which holds SQLite's write lock from its read to its insert, whichever connection runs it.
 
 use std::{
     path::Path,
-    sync::Mutex,
+    sync::{
+        Mutex, TryLockError,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -45,7 +49,18 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 pub(in crate::db) struct SqliteUsage {
     /// `None` once the database is closed ([`SqliteUsage::close`]).
     conn: Mutex<Option<rusqlite::Connection>>,
+    /// Where the WAL is checkpointed: on one of the pool's connections, on sqlx's worker thread
+    /// for it, rather than here on a runtime thread (see [`SqliteUsage::committed`]).
+    pool: sqlx::AnyPool,
+    /// Commits on this connection since the last checkpoint was started.
+    commits: AtomicU32,
 }
+
+/// Commits on [`SqliteUsage`] between two WAL checkpoints: a lone reservation appends 5 or 6
+/// pages (its row and its indexes), so the WAL stays under SQLite's own threshold of 1,000
+/// pages (2.5 MB at most over 2,000 reservations in `the_wal_is_checkpointed_by_the_pool`,
+/// 44 MB with no checkpoint).
+const CHECKPOINT_EVERY: u32 = 100;
 
 impl std::fmt::Debug for SqliteUsage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,14 +71,34 @@ impl std::fmt::Debug for SqliteUsage {
 impl SqliteUsage {
     /// Opens the database file, whose schema is already migrated, with the pool's settings but
     /// a busy timeout of zero: a held write lock is an answer, not a wait.
-    pub(in crate::db) fn open(path: &Path) -> rusqlite::Result<SqliteUsage> {
+    /// It never checkpoints the WAL itself (`wal_autocheckpoint = 0`): a commit that passed
+    /// SQLite's threshold would checkpoint, with an `fsync`, on the runtime thread that made it.
+    pub(in crate::db) fn open(path: &Path, pool: sqlx::AnyPool) -> rusqlite::Result<SqliteUsage> {
         let conn = rusqlite::Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA cache_size = -512; PRAGMA synchronous = NORMAL;")?;
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA cache_size = -512; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;",
+        )?;
         conn.busy_timeout(Duration::ZERO)?;
-        Ok(SqliteUsage { conn: Mutex::new(Some(conn)) })
+        Ok(SqliteUsage { conn: Mutex::new(Some(conn)), pool, commits: AtomicU32::new(0) })
+    }
+
+    /// Counts a commit, and every [`CHECKPOINT_EVERY`] commits starts a passive checkpoint of
+    /// the WAL on a pooled connection (it copies what no reader still needs into the database
+    /// file, so that the next writer can start the WAL over).
+    fn committed(&self) {
+        if self.commits.fetch_add(1, Ordering::Relaxed) + 1 < CHECKPOINT_EVERY {
+            return;
+        }
+        self.commits.store(0, Ordering::Relaxed);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                tracing::debug!(cause = %err, "WAL checkpoint failed");
+            }
+        });
     }
 
     /// Writes a run's reservation now if neither the connection nor SQLite's write lock is
@@ -71,9 +106,16 @@ impl SqliteUsage {
     /// when it cannot be written without waiting.
     pub(in crate::db) fn try_reserve(&self, reservation: &TokenReservation) -> Option<DbResult<Option<i64>>> {
         let guard = self.conn.try_lock().ok()?;
-        match reserve(guard.as_ref()?, reservation) {
+        let written = reserve(guard.as_ref()?, reservation);
+        drop(guard);
+        match written {
             Err(err) if is_busy(&err) => None,
-            written => Some(written.map_err(DbError::from)),
+            written => {
+                if let Ok(Some(_)) = written {
+                    self.committed();
+                }
+                Some(written.map_err(DbError::from))
+            }
         }
     }
 
@@ -87,21 +129,47 @@ impl SqliteUsage {
     ) -> DbResult<Vec<Option<i64>>> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
+        let mut tries = 0_u32;
         loop {
-            let written = {
-                // Held for one batch; a run holds it for one reservation at most.
-                let mut guard = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let Some(conn) = guard.as_mut() else { return Err(DbError::Sqlx(sqlx::Error::PoolClosed)) };
-                write_batch(conn, settlements, reservations)
+            // A run holds the connection for one reservation at most: the writer lets other
+            // tasks run meanwhile rather than block its thread on the mutex.
+            let Some(written) = self.try_write(settlements, reservations) else {
+                tries += 1;
+                if tries < 16 {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                continue;
             };
             match written {
-                Err(err) if is_busy(&err) && started.elapsed() < LOCK_WAIT => {
+                Err(DbError::Sqlite(err)) if is_busy(&err) && started.elapsed() < LOCK_WAIT => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
-                written => return written.map_err(DbError::from),
+                written => return written,
             }
         }
+    }
+
+    /// The batch, if the connection is free; `None` when a run holds it.
+    fn try_write(
+        &self,
+        settlements: &[Settlement],
+        reservations: &[TokenReservation],
+    ) -> Option<DbResult<Vec<Option<i64>>>> {
+        let mut guard = match self.conn.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        let Some(conn) = guard.as_mut() else { return Some(Err(DbError::Sqlx(sqlx::Error::PoolClosed))) };
+        let written = write_batch(conn, settlements, reservations);
+        drop(guard);
+        if written.is_ok() {
+            self.committed();
+        }
+        Some(written.map_err(DbError::from))
     }
 
     /// Closes the connection; later writes fail as the closed pool's do.
@@ -162,9 +230,9 @@ fn settle(conn: &rusqlite::Connection, settlements: &[Settlement]) -> rusqlite::
     Ok(())
 }
 
-/// As the sqlx `reserve_sqlite`, statement for statement. Only an insert writes, and the
-/// first either makes the row (and returns) or writes nothing, so a busy lock at any step
-/// leaves nothing written.
+/// As the sqlx `reserve_sqlite`, statement for statement. The first insert either makes the
+/// row (and returns) or writes nothing, so a busy lock at any step leaves nothing written but,
+/// perhaps, the month's row, which any later reservation would make the same.
 fn reserve(conn: &rusqlite::Connection, reservation: &TokenReservation) -> rusqlite::Result<Option<i64>> {
     let insert = || -> rusqlite::Result<Option<i64>> {
         let v = ReservationValues::new(reservation);
@@ -182,17 +250,24 @@ fn reserve(conn: &rusqlite::Connection, reservation: &TokenReservation) -> rusql
             ("$11", &v.cost_limit_micro_usd),
             ("$12", &v.via),
         ];
-        conn.prepare_cached(RESERVATION_INSERT)?.query_row(&params[..], |row| row.get(0)).optional()
+        let mut statement = conn.prepare_cached(RESERVATION_INSERT)?;
+        let mut rows = statement.query(&params[..])?;
+        let Some(row) = rows.next()? else { return Ok(None) };
+        let id: i64 = row.get(0)?;
+        // Stepping on to the end finishes the statement, which (out of a transaction) commits
+        // it, and returns the commit's error (a full disk, say); the reset that `query_row`
+        // ends with would drop that error and report a row that was rolled back.
+        while rows.next()?.is_some() {}
+        Ok(Some(id))
     };
     if let Some(id) = insert()? {
         return Ok(Some(id));
     }
-    // Refused, or no month row yet (see `reserve_sqlite`).
+    // Refused, or no month row yet: once more with the month's row there (see `reserve_sqlite`).
     let month: [(&str, &dyn ToSql); 2] = [("$1", &reservation.user_id), ("$2", &reservation.month_start_ms)];
-    if conn.prepare_cached(MONTH_ROW)?.query_row(&month[..], |_| Ok(())).optional()?.is_some() {
-        return Ok(None);
+    if conn.prepare_cached(MONTH_ROW)?.query_row(&month[..], |_| Ok(())).optional()?.is_none() {
+        conn.prepare_cached(CREATE_MONTH)?.execute(&month[..])?;
     }
-    conn.prepare_cached(CREATE_MONTH)?.execute(&month[..])?;
     insert()
 }
 
@@ -204,6 +279,29 @@ fn is_busy(err: &rusqlite::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{hold_write_lock, reservation, sqlite_with_user};
+    use crate::db::TokenReservation;
+
+    /// The connection never checkpoints the WAL in a commit of its own (that would `fsync` on a
+    /// runtime thread); a pooled connection does, every `CHECKPOINT_EVERY` commits, so that the
+    /// WAL file stays within what that many commits write rather than growing with every one.
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_by_the_pool() {
+        let (dir, db, user, month) = sqlite_with_user("wal@example.test").await;
+        let sqlite = db.sqlite_usage.clone().unwrap();
+        let wal = || std::fs::metadata(dir.path().join("aniate.db-wal")).map_or(0, |m| m.len());
+        let mut most = 0;
+        for n in 0..2_000 {
+            let unlimited = TokenReservation { tokens_per_month: 1 << 40, ..reservation(user, n, month) };
+            assert!(matches!(sqlite.try_reserve(&unlimited), Some(Ok(Some(_)))), "run {n}");
+            if n % 50 == 49 {
+                // The checkpoint runs in a task of its own, on the pool's worker thread.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                most = most.max(wal());
+            }
+        }
+        assert!(most < 4 << 20, "the WAL grew to {most} bytes");
+        db.close().await;
+    }
 
     /// A run writes its reservation itself only when it need not wait: with the connection free
     /// it gets its row at once; with the connection in use (by a batch of the usage writer) or
