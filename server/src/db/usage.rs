@@ -745,6 +745,24 @@ mod tests {
         (dir, db, user, crate::limits::month_bounds(now_ms()).0)
     }
 
+    /// How run `req-0` of `user` ended: `status`, with `tokens` prompt and as many completion tokens.
+    fn settled_run(user_id: i64, status: &str, tokens: u64) -> UsageRecord {
+        UsageRecord {
+            user_id,
+            tool: "what".to_owned(),
+            provider: "p".to_owned(),
+            model: "m".to_owned(),
+            cost_micro_usd: 0,
+            priced: false,
+            prompt_tokens: tokens,
+            completion_tokens: tokens,
+            latency_ms: 1,
+            ttft_ms: Some(1),
+            status: status.to_owned(),
+            request_id: "req-0".to_owned(),
+        }
+    }
+
     pub(super) fn reservation(user_id: i64, n: usize, month_start_ms: i64) -> TokenReservation {
         TokenReservation {
             user_id,
@@ -815,20 +833,7 @@ mod tests {
 
         // One run is cancelled before the provider took it (no tokens used), settled just before
         // five more reservations: the 100 tokens it frees make room for exactly one of them.
-        let record = UsageRecord {
-            user_id: user,
-            tool: "what".to_owned(),
-            provider: "p".to_owned(),
-            model: "m".to_owned(),
-            cost_micro_usd: 0,
-            priced: false,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            latency_ms: 1,
-            ttft_ms: Some(1),
-            status: "cancelled".to_owned(),
-            request_id: "req-0".to_owned(),
-        };
+        let record = settled_run(user, "cancelled", 0);
         db.settle_usage(ids[0], month, record);
         let more = (40..45).map(|n| reservation(user, n, month)).collect();
         let more: Vec<Option<i64>> =
@@ -874,20 +879,7 @@ mod tests {
                 .await;
         assert!(matches!(reserved, Ok(Ok(Some(_)))), "with the pool exhausted: {reserved:?}");
         // The usage writer too: a settlement waiting sends the next reservation through it.
-        let record = UsageRecord {
-            user_id: user,
-            tool: "what".to_owned(),
-            provider: "p".to_owned(),
-            model: "m".to_owned(),
-            cost_micro_usd: 0,
-            priced: false,
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            latency_ms: 1,
-            ttft_ms: Some(1),
-            status: "ok".to_owned(),
-            request_id: "req-0".to_owned(),
-        };
+        let record = settled_run(user, "ok", 1);
         db.settle_usage(first, month, record);
         let through_writer = db.reserve_tokens(reservation(user, 2, month));
         let reserved = tokio::time::timeout(std::time::Duration::from_secs(2), through_writer).await;
