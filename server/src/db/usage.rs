@@ -91,11 +91,11 @@ enum WriterMessage {
 /// at once. On a SQLite file the writer writes on the usage rows' own connection
 /// ([`SqliteUsage`]), on which a run writes its reservation itself when that connection is
 /// free and no settlement is waiting; otherwise the reservation goes through the writer too
-/// (group commit), after the settlements sent before it. What a crash can lose is bounded: a SIGTERM drains the
-/// writer ([`Db::close`]); a SIGKILL loses at most the batch being written and those waiting
-/// for it. Settlements lost so leave their rows `running` at their reservation (counted
-/// against the quota for [`STALE_RESERVATION_MS`], then no longer); reservations lost so were
-/// never answered, so their runs never reached the model.
+/// (group commit), after the settlements sent before it. What a crash can lose is bounded: a
+/// SIGTERM drains the writer ([`Db::close`]); a SIGKILL loses at most the batch being written
+/// and those waiting for it. Settlements lost so leave their rows `running` at their
+/// reservation (counted against the quota for [`STALE_RESERVATION_MS`], then no longer);
+/// reservations lost so were never answered, so their runs never reached the model.
 #[derive(Debug, Clone)]
 pub(super) struct UsageWriter {
     sender: tokio::sync::mpsc::UnboundedSender<WriterMessage>,

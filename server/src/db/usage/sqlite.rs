@@ -71,6 +71,7 @@ impl std::fmt::Debug for SqliteUsage {
 impl SqliteUsage {
     /// Opens the database file, whose schema is already migrated, with the pool's settings but
     /// a busy timeout of zero: a held write lock is an answer, not a wait.
+    ///
     /// It never checkpoints the WAL itself (`wal_autocheckpoint = 0`): a commit that passed
     /// SQLite's threshold would checkpoint, with an `fsync`, on the runtime thread that made it.
     pub(in crate::db) fn open(path: &Path, pool: sqlx::AnyPool) -> rusqlite::Result<SqliteUsage> {
