@@ -803,11 +803,20 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
     let progress = !out.json && !out.quiet && !live_text && std::io::stderr().is_terminal();
     let mut text = String::new();
     let mut received = 0usize;
+    // What is to be printed on stdout, written out once no further reply is ready: one write for
+    // the replies that came in together, and none held back while the next is awaited.
+    let mut printed = Vec::new();
+    // Whether the text printed so far ends a line (a live answer gets a newline at the end).
+    let mut line_ended = true;
     loop {
+        if !replies.has_ready() {
+            write_out(&mut printed)?;
+        }
         let reply = tokio::select! {
             reply = replies.next() => reply,
             () = interrupt.recv() => {
                 drop(replies);
+                write_out(&mut printed)?;
                 if progress {
                     eprintln!();
                 }
@@ -816,7 +825,10 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
         };
         let Some(reply) = reply else { break };
         if out.json {
-            render::json::write_reply_line(&mut std::io::stdout().lock(), &reply)?;
+            render::json::write_json_line(&mut printed, &reply)?;
+            if reply.is_final() {
+                write_out(&mut printed)?;
+            }
             match reply {
                 Reply::Error(error) => return Err(anyhow::Error::new(Failure::new(Exit::from_ipc(error.code), ""))),
                 // A refused result is a failed run: nothing to apply, and scripts must notice.
@@ -832,9 +844,11 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
             Reply::Delta(delta) => {
                 received += delta.text.len();
                 if live_text {
-                    let mut stdout = std::io::stdout().lock();
-                    stdout.write_all(render::style::sanitize_text(&delta.text).as_bytes())?;
-                    stdout.flush()?;
+                    let clean = render::style::sanitize_text(&delta.text);
+                    if !clean.is_empty() {
+                        line_ended = clean.ends_with('\n');
+                    }
+                    printed.extend_from_slice(clean.as_bytes());
                 } else {
                     text.push_str(&delta.text);
                     if progress {
@@ -843,11 +857,12 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
                 }
             }
             Reply::Done(done) => {
+                if live_text && received > 0 && !line_ended {
+                    printed.push(b'\n');
+                }
+                write_out(&mut printed)?;
                 if progress {
                     eprint!("\r\x1b[2K");
-                }
-                if live_text && !text.ends_with('\n') && received > 0 {
-                    out.print("\n")?;
                 }
                 if done.cached {
                     out.note("(cached answer; --fresh asks again)\n");
@@ -855,6 +870,7 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
                 return finish_run(&out, &args, &tool, &display_name, &original, &text, done.done);
             }
             Reply::Error(error) => {
+                write_out(&mut printed)?;
                 if progress {
                     eprint!("\r\x1b[2K");
                 }
@@ -862,7 +878,20 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
+    write_out(&mut printed)?;
     Err(anyhow::Error::new(Failure::new(Exit::Error, "the answer ended without a result")))
+}
+
+/// Writes `printed` to stdout in one write, flushed, and empties it.
+fn write_out(printed: &mut Vec<u8>) -> std::io::Result<()> {
+    if printed.is_empty() {
+        return Ok(());
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(printed)?;
+    stdout.flush()?;
+    printed.clear();
+    Ok(())
 }
 
 fn finish_run(

@@ -82,6 +82,13 @@ impl Replies {
         Some(reply)
     }
 
+    /// Whether a reply has arrived that [`Replies::next`] would return without waiting: a caller
+    /// that prints replies as they come writes out what it has only when nothing more is ready,
+    /// one write for replies that arrived together.
+    pub fn has_ready(&self) -> bool {
+        !self.finished && !self.rx.is_empty()
+    }
+
     /// Waits for the result of a one-shot request.
     pub async fn result<T: serde::de::DeserializeOwned>(mut self) -> Result<T, IpcError> {
         while let Some(reply) = self.next().await {

@@ -5,6 +5,8 @@ use aniate_testkit::{
     FakeLlmConfig, Rule,
     stack::{Stack, StackOptions},
 };
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::harness::Client;
@@ -73,4 +75,39 @@ async fn a_fix_of_stdin_says_how_to_use_it() {
     assert!(run.stdout.contains("+    return a + b"), "{}", run.stdout);
     assert!(run.stderr.contains("The input came from stdin, so there is no file to apply it to"), "{}", run.stderr);
     assert!(!run.stderr.contains("stdin --apply"), "{}", run.stderr);
+}
+
+/// A text answer is printed as it streams, not when the run ends (`ant` writes what has come
+/// whenever it would otherwise wait), and it ends with one newline: an answer that ends its last
+/// line gets no blank line after it, one that does not gets its newline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_answer_streams_as_it_comes_and_ends_with_one_newline() {
+    use tokio::io::AsyncReadExt;
+
+    let answer = "first line\nsecond line\n";
+    let fake = FakeLlmConfig {
+        default_reply: Some(answer.to_owned()),
+        chunk_chars: 6,
+        chunk_delay_ms: 400,
+        ..Default::default()
+    };
+    let stack = Stack::start(StackOptions { fake, ..Default::default() }).await.unwrap();
+    let client = Client::new(&stack, "u");
+    client.ready("live@example.test", &["what"]).await;
+
+    let mut child = client.command(&["what", "-i", "say two lines", "--fresh"]).spawn().expect("spawn ant");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut printed = vec![0; 64];
+    let first = tokio::time::timeout(Duration::from_secs(30), stdout.read(&mut printed)).await.unwrap().unwrap();
+    // Four chunks 400 ms apart: the first bytes show while the model is still answering.
+    assert!(first > 0 && first < answer.len(), "printed at once: {:?}", String::from_utf8_lossy(&printed[..first]));
+    assert!(child.try_wait().unwrap().is_none(), "the first bytes came only when the run ended");
+    printed.truncate(first);
+    stdout.read_to_end(&mut printed).await.unwrap();
+    assert!(child.wait().await.unwrap().success());
+    assert_eq!(String::from_utf8(printed).unwrap(), answer);
+
+    stack.fake.set_config(FakeLlmConfig { default_reply: Some("no newline".to_owned()), ..Default::default() });
+    let run = client.ant(&["what", "-i", "say it without a newline", "--fresh"]).await;
+    assert_eq!(run.ok().stdout, "no newline\n");
 }
