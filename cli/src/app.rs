@@ -100,16 +100,10 @@ impl Out {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { global, command } = cli;
     match command {
-        Command::Run(words) => {
-            let run = crate::args::parse_run_args(&words).map_err(|err| {
-                // `ant fix --help` is not an error.
-                let exit = Exit::for_clap_error(&err);
-                let _ = err.print();
-                anyhow::Error::new(Failure::new(exit, ""))
-            })?;
-            let global = global.merged_with(&run.global);
-            run_tool(&global, run).await
-        }
+        command @ Command::Run(_) => match start(Cli { global, command }) {
+            Started::Done(result) => result,
+            Started::Async(rest) => Box::pin(finish(rest)).await,
+        },
         Command::Completions { shell } => {
             crate::args::write_completions(shell, &mut std::io::stdout().lock());
             Ok(())
@@ -150,16 +144,26 @@ async fn connect(global: &GlobalArgs) -> anyhow::Result<Backend> {
     }
 }
 
-/// As [`connect`], and sends `request`: to a daemon in the same write as the hello
-/// ([`DaemonClient::connect_with_request`]), which saves a round trip on the socket.
-async fn connect_with_request(global: &GlobalArgs, request: Request) -> anyhow::Result<(Backend, Replies)> {
-    let (home, options) = client_options(global)?;
+/// As [`connect`] with `home` and `options`, and sends `request`: to a daemon in the same write
+/// as the hello ([`DaemonClient::connect_with_request`]), which saves a round trip on the socket.
+/// A daemon already found `outdated` is restarted first.
+async fn connect_with_request(
+    global: &GlobalArgs,
+    home: &Home,
+    options: &ClientOptions,
+    request: Request,
+    outdated: bool,
+) -> anyhow::Result<(Backend, Replies)> {
     if global.no_daemon {
-        let (backend, replies) = private(&home, &options, Some(request)).await?;
+        let (backend, replies) = private(home, options, Some(request)).await?;
         let replies = replies.ok_or_else(|| anyhow::anyhow!("the private aniated was not sent the request"))?;
         return Ok((backend, replies));
     }
-    match DaemonClient::connect_with_request(&home, &options, request).await {
+    let connected = match outdated {
+        true => DaemonClient::restart_with_request(home, options, request).await,
+        false => DaemonClient::connect_with_request(home, options, request).await,
+    };
+    match connected {
         Ok((client, replies)) => Ok((Backend(client), replies)),
         Err(err) => Err(daemon_failure(err)),
     }
@@ -767,8 +771,24 @@ fn installed_tool(home: &Home, slug: &str) -> anyhow::Result<ToolMeta> {
     })
 }
 
-async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
-    let out = Out::new(global);
+/// A tool run read and checked, ready to be sent: nothing here waits for the daemon.
+pub struct PreparedRun {
+    global: GlobalArgs,
+    args: RunArgs,
+    out: Out,
+    tool: ToolMeta,
+    params: RunToolParams,
+    /// The input's name for messages (`stdin` for `-`).
+    display_name: String,
+    home: Home,
+    options: ClientOptions,
+    /// The running daemon was found older than `ant`: it is to be restarted.
+    daemon_outdated: bool,
+}
+
+/// Reads a tool run's metadata and input, and checks them, before anything is sent.
+fn prepare_run(global: GlobalArgs, args: RunArgs) -> anyhow::Result<PreparedRun> {
+    let out = Out::new(&global);
     let home = home()?;
     let tool = installed_tool(&home, &args.slug)?;
     let input = match &args.file {
@@ -784,114 +804,286 @@ async fn run_tool(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
     if input.is_none() && args.instructions.as_deref().is_none_or(|i| i.trim().is_empty()) {
         return Err(usage(format!("`{}` needs a file or -i \"your question\"", tool.slug)));
     }
-    let original = input.as_ref().map(|input| input.content.clone()).unwrap_or_default();
     let display_name =
         input.as_ref().map(|input| input.display_name().to_owned()).unwrap_or_else(|| "stdin".to_owned());
     let params = RunToolParams {
         tool: tool.slug.clone(),
-        content: original.clone(),
-        instructions: args.instructions.clone(),
         filename: input.as_ref().and_then(|input| input.filename.clone()),
         language: args.language.clone().or_else(|| input.as_ref().and_then(|input| input.language.clone())),
+        content: input.map(|input| input.content).unwrap_or_default(),
+        instructions: args.instructions.clone(),
         fresh: args.fresh,
     };
-    let mut interrupt = crate::interrupt::Interrupt::new();
-    // Kept until the run ends: it is the connection the replies come over.
-    let (_backend, mut replies) = connect_with_request(global, Request::RunTool(params)).await.map_err(reipc)?;
+    let (_, options) = client_options(&global)?;
+    Ok(PreparedRun { global, args, out, tool, params, display_name, home, options, daemon_outdated: false })
+}
 
-    let live_text = tool.output == OutputKind::Text && !out.json;
-    let progress = !out.json && !out.quiet && !live_text && std::io::stderr().is_terminal();
-    let mut text = String::new();
-    let mut received = 0usize;
-    // What is to be printed on stdout, written out once no further reply is ready: one write for
-    // the replies that came in together, and none held back while the next is awaited.
-    let mut printed = Vec::new();
-    // Whether the text printed so far ends a line (a live answer gets a newline at the end).
-    let mut line_ended = true;
+/// What [`start`] did: the command run through, or what is left for [`finish`].
+pub enum Started {
+    Done(anyhow::Result<()>),
+    Async(Rest),
+}
+
+/// What is left to do once [`start`] has done what it can without an async runtime.
+pub enum Rest {
+    /// Any command but a tool run.
+    Command(Cli),
+    /// A tool run that needs the async client: to start or restart the daemon, or with
+    /// `--no-daemon`.
+    Run(Box<PreparedRun>),
+}
+
+/// Starts the command, and runs it through if it needs no async runtime: a tool run through a
+/// daemon that is running and current goes over blocking I/O
+/// ([`aniated::client::BlockingReplies`]), since a runtime built for that one exchange would be
+/// most of `ant`'s own cost on the way to the daemon. Anything else is left to [`finish`].
+pub fn start(cli: Cli) -> Started {
+    let Cli { global, command } = cli;
+    let words = match command {
+        Command::Run(words) => words,
+        command => return Started::Async(Rest::Command(Cli { global, command })),
+    };
+    let run = match crate::args::parse_run_args(&words) {
+        Ok(run) => run,
+        Err(err) => {
+            // `ant fix --help` is not an error.
+            let exit = Exit::for_clap_error(&err);
+            let _ = err.print();
+            return Started::Done(Err(anyhow::Error::new(Failure::new(exit, ""))));
+        }
+    };
+    let global = global.merged_with(&run.global);
+    let prepared = match prepare_run(global, run) {
+        Ok(prepared) => prepared,
+        Err(err) => return Started::Done(Err(err)),
+    };
+    #[cfg(unix)]
+    if !prepared.global.no_daemon {
+        return run_tool_blocking(prepared);
+    }
+    Started::Async(Rest::Run(Box::new(prepared)))
+}
+
+/// Runs what [`start`] left.
+pub async fn finish(rest: Rest) -> anyhow::Result<()> {
+    match rest {
+        Rest::Command(cli) => run(cli).await,
+        Rest::Run(prepared) => run_tool(*prepared).await,
+    }
+}
+
+/// A tool run through the running daemon over blocking I/O; the run back, to go through the
+/// async client, when the daemon is not running or is older than `ant`.
+#[cfg(unix)]
+fn run_tool_blocking(mut run: PreparedRun) -> Started {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use aniated::client::BlockingReplies;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    // Until the run ends, a Ctrl-C ends the wait for the daemon and is reported as one.
+    let registered = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
+    let unregister = || {
+        if let Ok(id) = &registered {
+            signal_hook::low_level::unregister(*id);
+        }
+    };
+    let request = Request::RunTool(run.params.clone());
+    let mut replies = match BlockingReplies::send(&run.home, &run.options, request, Arc::clone(&cancel)) {
+        Ok(replies) => replies,
+        Err(_) if cancel.load(Ordering::Relaxed) => return Started::Done(Err(interrupted(false))),
+        Err(err @ (ClientError::NotRunning(_) | ClientError::Outdated(_))) => {
+            unregister();
+            run.daemon_outdated = matches!(err, ClientError::Outdated(_));
+            return Started::Async(Rest::Run(Box::new(run)));
+        }
+        Err(err) => return Started::Done(Err(daemon_failure(err))),
+    };
+    let mut view = RunView::new(&run);
+    let result = loop {
+        if !replies.has_ready()
+            && let Err(err) = view.write_out()
+        {
+            break Err(err.into());
+        }
+        let reply = replies.next();
+        if cancel.load(Ordering::Relaxed) {
+            // Closing the connection cancels the run in the daemon.
+            drop(replies);
+            break view.interrupted();
+        }
+        let Some(reply) = reply else { break view.ended() };
+        if let Some(result) = view.on_reply(reply) {
+            break result;
+        }
+    };
+    unregister();
+    Started::Done(result)
+}
+
+/// A tool run through the async client: the daemon (started or restarted if need be), or a
+/// private one with `--no-daemon`.
+async fn run_tool(run: PreparedRun) -> anyhow::Result<()> {
+    let mut interrupt = crate::interrupt::Interrupt::new();
+    let request = Request::RunTool(run.params.clone());
+    // Kept until the run ends: it is the connection the replies come over.
+    let (_backend, mut replies) =
+        connect_with_request(&run.global, &run.home, &run.options, request, run.daemon_outdated)
+            .await
+            .map_err(reipc)?;
+    let mut view = RunView::new(&run);
     loop {
         if !replies.has_ready() {
-            write_out(&mut printed)?;
+            view.write_out()?;
         }
         let reply = tokio::select! {
             reply = replies.next() => reply,
             () = interrupt.recv() => {
                 drop(replies);
-                write_out(&mut printed)?;
-                if progress {
-                    eprintln!();
-                }
-                return Err(anyhow::Error::new(Failure::new(Exit::Interrupted, "interrupted")));
+                return view.interrupted();
             }
         };
-        let Some(reply) = reply else { break };
+        let Some(reply) = reply else { return view.ended() };
+        if let Some(result) = view.on_reply(reply) {
+            return result;
+        }
+    }
+}
+
+/// The error of a run ended by Ctrl-C.
+fn interrupted(progress: bool) -> anyhow::Error {
+    if progress {
+        eprintln!();
+    }
+    anyhow::Error::new(Failure::new(Exit::Interrupted, "interrupted"))
+}
+
+/// What a tool run shows as its replies come, whichever client they come through.
+struct RunView<'a> {
+    run: &'a PreparedRun,
+    /// A text answer, printed as it streams.
+    live_text: bool,
+    /// A progress line on stderr while an answer that is printed at the end comes in.
+    progress: bool,
+    /// The answer so far, when it is printed at the end.
+    text: String,
+    received: usize,
+    /// What is to be printed on stdout, written out once no further reply is ready: one write
+    /// for the replies that came in together, and none held back while the next is awaited.
+    printed: Vec<u8>,
+    /// Whether the text printed so far ends a line (a live answer gets a newline at the end).
+    line_ended: bool,
+}
+
+impl<'a> RunView<'a> {
+    fn new(run: &'a PreparedRun) -> RunView<'a> {
+        let out = &run.out;
+        let live_text = run.tool.output == OutputKind::Text && !out.json;
+        RunView {
+            run,
+            live_text,
+            progress: !out.json && !out.quiet && !live_text && std::io::stderr().is_terminal(),
+            text: String::new(),
+            received: 0,
+            printed: Vec::new(),
+            line_ended: true,
+        }
+    }
+
+    /// Writes what is waiting to be printed, in one write.
+    fn write_out(&mut self) -> std::io::Result<()> {
+        if self.printed.is_empty() {
+            return Ok(());
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&self.printed)?;
+        stdout.flush()?;
+        self.printed.clear();
+        Ok(())
+    }
+
+    /// Takes the next reply; the run's result once it is over.
+    fn on_reply(&mut self, reply: Reply) -> Option<anyhow::Result<()>> {
+        match self.take(reply) {
+            Ok(None) => None,
+            Ok(Some(result)) => Some(result),
+            Err(err) => Some(Err(err.into())),
+        }
+    }
+
+    fn take(&mut self, reply: Reply) -> std::io::Result<Option<anyhow::Result<()>>> {
+        let (run, out) = (self.run, &self.run.out);
         if out.json {
-            render::json::write_json_line(&mut printed, &reply)?;
-            if reply.is_final() {
-                write_out(&mut printed)?;
+            render::json::write_json_line(&mut self.printed, &reply)?;
+            if !reply.is_final() {
+                return Ok(None);
             }
-            match reply {
-                Reply::Error(error) => return Err(anyhow::Error::new(Failure::new(Exit::from_ipc(error.code), ""))),
+            self.write_out()?;
+            return Ok(Some(match reply {
+                Reply::Error(error) => Err(anyhow::Error::new(Failure::new(Exit::from_ipc(error.code), ""))),
                 // A refused result is a failed run: nothing to apply, and scripts must notice.
                 Reply::Done(done) if done.done.result_rejected.is_some() => {
-                    return Err(anyhow::Error::new(Failure::new(Exit::Error, "")));
+                    Err(anyhow::Error::new(Failure::new(Exit::Error, "")))
                 }
-                Reply::Done(_) => return Ok(()),
-                _ => continue,
-            }
+                _ => Ok(()),
+            }));
         }
         match reply {
-            Reply::Meta(_) | Reply::Result(_) => {}
+            Reply::Meta(_) | Reply::Result(_) => Ok(None),
             Reply::Delta(delta) => {
-                received += delta.text.len();
-                if live_text {
+                self.received += delta.text.len();
+                if self.live_text {
                     let clean = render::style::sanitize_text(&delta.text);
                     if !clean.is_empty() {
-                        line_ended = clean.ends_with('\n');
+                        self.line_ended = clean.ends_with('\n');
                     }
-                    printed.extend_from_slice(clean.as_bytes());
+                    self.printed.extend_from_slice(clean.as_bytes());
                 } else {
-                    text.push_str(&delta.text);
-                    if progress {
-                        eprint!("\r{} {} … {}", tool.slug, display_name, files::format_size(received));
+                    self.text.push_str(&delta.text);
+                    if self.progress {
+                        eprint!("\r{} {} … {}", run.tool.slug, run.display_name, files::format_size(self.received));
                     }
                 }
+                Ok(None)
             }
             Reply::Done(done) => {
-                if live_text && received > 0 && !line_ended {
-                    printed.push(b'\n');
+                if self.live_text && self.received > 0 && !self.line_ended {
+                    self.printed.push(b'\n');
                 }
-                write_out(&mut printed)?;
-                if progress {
+                self.write_out()?;
+                if self.progress {
                     eprint!("\r\x1b[2K");
                 }
                 if done.cached {
                     out.note("(cached answer; --fresh asks again)\n");
                 }
-                return finish_run(&out, &args, &tool, &display_name, &original, &text, done.done);
+                let original = &run.params.content;
+                Ok(Some(finish_run(out, &run.args, &run.tool, &run.display_name, original, &self.text, done.done)))
             }
             Reply::Error(error) => {
-                write_out(&mut printed)?;
-                if progress {
+                self.write_out()?;
+                if self.progress {
                     eprint!("\r\x1b[2K");
                 }
-                return Err(ipc_failure(error));
+                Ok(Some(Err(ipc_failure(error))))
             }
         }
     }
-    write_out(&mut printed)?;
-    Err(anyhow::Error::new(Failure::new(Exit::Error, "the answer ended without a result")))
-}
 
-/// Writes `printed` to stdout in one write, flushed, and empties it.
-fn write_out(printed: &mut Vec<u8>) -> std::io::Result<()> {
-    if printed.is_empty() {
-        return Ok(());
+    /// The run's end at a Ctrl-C.
+    fn interrupted(&mut self) -> anyhow::Result<()> {
+        self.write_out()?;
+        Err(interrupted(self.progress))
     }
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(printed)?;
-    stdout.flush()?;
-    printed.clear();
-    Ok(())
+
+    /// The run's end when the replies stopped before its result.
+    fn ended(&mut self) -> anyhow::Result<()> {
+        self.write_out()?;
+        Err(anyhow::Error::new(Failure::new(Exit::Error, "the answer ended without a result")))
+    }
 }
 
 fn finish_run(

@@ -91,6 +91,9 @@ pub enum ClientError {
     Protocol(String),
     #[error("aniated{0} did not answer within 5 s; it may be stuck (`ant daemon logs` shows what it was doing)")]
     Stuck(String),
+    /// The daemon is older than this client (its `aniated/VERSION`): it is to be restarted.
+    #[error("aniated is older than this client ({0})")]
+    Outdated(String),
     /// The daemon answered the hello with an error: a private `aniated --stdio` that could not
     /// start its engine (an unreadable CA certificate, say) says why this way.
     #[error("{}", .0.message)]
@@ -209,6 +212,25 @@ impl DaemonClient {
         Ok((client, replies))
     }
 
+    /// What [`DaemonClient::connect_with_request`] does once it has found the running daemon
+    /// older than this client, for a client that found so itself ([`ClientError::Outdated`] from
+    /// [`BlockingReplies::send`]): stops that daemon, starts a current one, and sends `request`
+    /// to it with the hello.
+    pub async fn restart_with_request(
+        home: &Home,
+        options: &ClientOptions,
+        request: Request,
+    ) -> Result<(DaemonClient, Replies), ClientError> {
+        let first = first_frame(options, request)?;
+        if let Ok(client) = DaemonClient::connect_once(home, options).await {
+            tracing::info!(daemon = %client.hello.daemon, "restarting an older daemon");
+            client.shutdown_and_wait(home).await;
+        }
+        let (client, replies) = DaemonClient::start_and_open(home, options, Some(&first)).await?;
+        let replies = replies.ok_or_else(|| ClientError::Protocol("the first request was not sent".to_owned()))?;
+        Ok((client, replies))
+    }
+
     /// Connects to a running daemon and exchanges hellos; `first`, a serialized request frame
     /// with id [`FIRST_ID`], goes out with the hello, and its replies come back with the client.
     async fn open(
@@ -240,15 +262,8 @@ impl DaemonClient {
         // A daemon that dies as we connect (killed, or stopping) resets the connection or
         // closes it before its hello: that is "not running", and the caller may start one.
         let gone = || ClientError::NotRunning(home.socket.display().to_string());
-        let stuck = || {
-            // The kernel took the connection, but the daemon never read it.
-            let pid = std::fs::read_to_string(home.lock_path()).ok().map(|pid| pid.trim().to_owned());
-            ClientError::Stuck(pid.filter(|pid| !pid.is_empty()).map(|pid| format!(" (pid {pid})")).unwrap_or_default())
-        };
-        let lost =
-            IpcError::new(IpcErrorCode::Internal, "aniated closed the connection mid-request (it may have crashed)")
-                .with_hint("the next command starts a fresh daemon; `ant daemon logs` shows what happened");
-        DaemonClient::greet(reader, Box::new(SharedStream(stream)), options, first, gone, stuck, lost).await
+        let stuck = || stuck(home);
+        DaemonClient::greet(reader, Box::new(SharedStream(stream)), options, first, gone, stuck, lost()).await
     }
 
     /// `ant --no-daemon`: starts `aniated --stdio`, a daemon private to this client that serves
@@ -323,12 +338,9 @@ impl DaemonClient {
         stuck: impl FnOnce() -> ClientError + Send,
         lost: IpcError,
     ) -> Result<(DaemonClient, Option<Replies>), ClientError> {
-        let hello = ClientFrame::Hello(ClientHello { protocol: PROTOCOL, client: options.client.clone() });
-        let mut opening = serde_json::to_vec(&hello).map_err(std::io::Error::other)?;
-        opening.push(b'\n');
+        let opening = opening(options, first)?;
         let pending: Pending = Arc::default();
-        let first_replies = first.map(|frame| {
-            opening.extend_from_slice(frame);
+        let first_replies = first.map(|_| {
             let (tx, rx) = Replies::channel(REPLY_CAPACITY);
             lock(&pending).insert(FIRST_ID, tx);
             rx
@@ -387,10 +399,7 @@ impl DaemonClient {
     /// daemon when dropped early.
     fn watch(&self, id: u64, replies: Replies) -> Replies {
         let client = self.clone();
-        let (pid, secs) = (self.hello.pid, self.reply_timeout.as_secs());
-        let stuck = IpcError::new(IpcErrorCode::Internal, format!("aniated (pid {pid}) sent nothing for {secs} s"))
-            .with_hint(format!("it may be stuck: `kill {pid}` stops it, and the next command starts a fresh one"));
-        let replies = replies.with_silence_limit(self.reply_timeout, stuck);
+        let replies = replies.with_silence_limit(self.reply_timeout, silent(&self.hello, self.reply_timeout));
         replies.on_cancel(move || {
             lock(&client.pending).remove(&id);
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -409,9 +418,7 @@ impl DaemonClient {
     }
 
     fn is_older_than_us(&self) -> bool {
-        let ours = parse_version(aniate_proto::VERSION);
-        let theirs = self.hello.daemon.strip_prefix("aniated/").map(parse_version);
-        self.hello.protocol != PROTOCOL || theirs.is_none_or(|theirs| theirs < ours)
+        is_older_than_us(&self.hello)
     }
 
     /// Asks the daemon to stop and waits (up to 5 s) until its socket is gone.
@@ -472,12 +479,194 @@ impl DaemonClient {
     }
 }
 
+/// Whether the daemon that sent `hello` is older than this client (or speaks another protocol).
+fn is_older_than_us(hello: &DaemonHello) -> bool {
+    let ours = parse_version(aniate_proto::VERSION);
+    let theirs = hello.daemon.strip_prefix("aniated/").map(parse_version);
+    hello.protocol != PROTOCOL || theirs.is_none_or(|theirs| theirs < ours)
+}
+
+/// The kernel took the connection, but the daemon never read it.
+fn stuck(home: &Home) -> ClientError {
+    let pid = std::fs::read_to_string(home.lock_path()).ok().map(|pid| pid.trim().to_owned());
+    ClientError::Stuck(pid.filter(|pid| !pid.is_empty()).map(|pid| format!(" (pid {pid})")).unwrap_or_default())
+}
+
+/// What a request still waiting gets when the daemon's connection ends.
+fn lost() -> IpcError {
+    IpcError::new(IpcErrorCode::Internal, "aniated closed the connection mid-request (it may have crashed)")
+        .with_hint("the next command starts a fresh daemon; `ant daemon logs` shows what happened")
+}
+
+/// What a request gets when the daemon that sent `hello` says nothing for `limit`.
+fn silent(hello: &DaemonHello, limit: Duration) -> IpcError {
+    let (pid, secs) = (hello.pid, limit.as_secs());
+    IpcError::new(IpcErrorCode::Internal, format!("aniated (pid {pid}) sent nothing for {secs} s"))
+        .with_hint(format!("it may be stuck: `kill {pid}` stops it, and the next command starts a fresh one"))
+}
+
+/// A connection's first write: the hello, and `first` (a request frame) after it.
+fn opening(options: &ClientOptions, first: Option<&[u8]>) -> Result<Vec<u8>, ClientError> {
+    let hello = ClientFrame::Hello(ClientHello { protocol: PROTOCOL, client: options.client.clone() });
+    let mut opening = serde_json::to_vec(&hello).map_err(std::io::Error::other)?;
+    opening.push(b'\n');
+    opening.extend_from_slice(first.unwrap_or_default());
+    Ok(opening)
+}
+
 /// `request` as the first request frame of a connection, sent with the hello.
 fn first_frame(options: &ClientOptions, request: Request) -> Result<Vec<u8>, ClientError> {
     let frame = RequestFrame { id: FIRST_ID, request, server: options.server.clone(), token: options.token.clone() };
     let mut first = serde_json::to_vec(&ClientFrame::Request(frame)).map_err(std::io::Error::other)?;
     first.push(b'\n');
     Ok(first)
+}
+
+/// One request to a running daemon over blocking I/O, with no async runtime: what `ant` runs a
+/// tool with, which would otherwise start a runtime for nothing but this one exchange. The
+/// request goes in the same write as the hello, as [`DaemonClient::connect_with_request`] sends
+/// it; its replies are read as they come, and dropping this closes the connection, which
+/// cancels the request in the daemon.
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct BlockingReplies {
+    reader: std::io::BufReader<Watched>,
+    line: Vec<u8>,
+    finished: bool,
+    /// What a silence of the reply timeout becomes.
+    silent: IpcError,
+}
+
+/// How often a blocking read looks at its cancel flag: a Ctrl-C that lands just before a read
+/// begins (rather than during one, which ends it at once) is seen this late.
+#[cfg(unix)]
+const CANCEL_CHECK: Duration = Duration::from_millis(50);
+
+/// The daemon's socket, read until data comes, `silence` passes (an error of kind `TimedOut`)
+/// or `cancel` is set (kind `Interrupted`).
+#[cfg(unix)]
+#[derive(Debug)]
+struct Watched {
+    stream: std::os::unix::net::UnixStream,
+    silence: Duration,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(unix)]
+impl std::io::Read for Watched {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::ErrorKind;
+
+        let deadline = Instant::now() + self.silence;
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(ErrorKind::Interrupted.into());
+            }
+            match self.stream.read(buf) {
+                // A signal (with a read timeout set, Linux does not restart the read).
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if Instant::now() >= deadline {
+                        return Err(ErrorKind::TimedOut.into());
+                    }
+                }
+                read => return read,
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+impl BlockingReplies {
+    /// Connects to the running daemon and sends `request` with the hello. Setting `cancel`
+    /// (from a signal handler, say) ends the wait for the hello or for a reply within
+    /// [`CANCEL_CHECK`], and the replies with a `cancelled` error.
+    ///
+    /// [`ClientError::NotRunning`] when no daemon answers, and [`ClientError::Outdated`] when
+    /// the one that answers is older than this client: [`DaemonClient::connect_with_request`]
+    /// starts or restarts it (a request the older one may have begun is cancelled as this
+    /// connection closes). Other errors are those that function reports.
+    pub fn send(
+        home: &Home,
+        options: &ClientOptions,
+        request: Request,
+        cancel: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<BlockingReplies, ClientError> {
+        use std::io::{ErrorKind, Write};
+
+        let opening = opening(options, Some(&first_frame(options, request)?))?;
+        let gone = || ClientError::NotRunning(home.socket.display().to_string());
+        let mut stream = match std::os::unix::net::UnixStream::connect(&home.socket) {
+            Ok(stream) => stream,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::NotFound | ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                return Err(gone());
+            }
+            Err(err) => return Err(ClientError::Io(err)),
+        };
+        stream.set_read_timeout(Some(CANCEL_CHECK))?;
+        let sent = stream.write_all(&opening);
+        let watched = Watched { stream, silence: Duration::from_secs(5), cancel };
+        let mut reader = std::io::BufReader::new(watched);
+        let mut line = Vec::new();
+        let hello = match crate::frames::read_frame_blocking::<DaemonFrame, _>(&mut reader, &mut line) {
+            Ok(Some(DaemonFrame::Hello(hello))) => {
+                sent.map_err(|_| gone())?;
+                hello
+            }
+            Ok(Some(DaemonFrame::Reply(ReplyFrame { event: Reply::Error(error), .. }))) => {
+                return Err(ClientError::Refused(error));
+            }
+            Err(crate::frames::FrameError::Io(err)) if err.kind() == ErrorKind::TimedOut => return Err(stuck(home)),
+            Err(crate::frames::FrameError::Io(err)) if err.kind() == ErrorKind::Interrupted => {
+                return Err(ClientError::Io(err));
+            }
+            Ok(None) | Err(crate::frames::FrameError::Io(_)) => return Err(gone()),
+            Ok(Some(other)) => return Err(ClientError::Protocol(format!("expected a hello, got {other:?}"))),
+            Err(err) => return Err(ClientError::Protocol(err.to_string())),
+        };
+        if is_older_than_us(&hello) {
+            return Err(ClientError::Outdated(hello.daemon));
+        }
+        reader.get_mut().silence = options.reply_timeout;
+        Ok(BlockingReplies { reader, line, finished: false, silent: silent(&hello, options.reply_timeout) })
+    }
+
+    /// Whether a whole reply is already here, so that the next call of `next` returns it
+    /// without waiting (see [`Replies::has_ready`]).
+    pub fn has_ready(&self) -> bool {
+        !self.finished && self.reader.buffer().contains(&b'\n')
+    }
+}
+
+#[cfg(unix)]
+impl Iterator for BlockingReplies {
+    type Item = Reply;
+
+    /// The next reply, waiting for it; `None` after the final one. A connection that ends, goes
+    /// silent for the reply timeout or is cancelled gives an error as its final reply.
+    fn next(&mut self) -> Option<Reply> {
+        while !self.finished {
+            let reply = match crate::frames::read_frame_blocking::<DaemonFrame, _>(&mut self.reader, &mut self.line) {
+                Ok(Some(DaemonFrame::Reply(frame))) if frame.id == FIRST_ID => frame.event,
+                Ok(Some(_)) => continue,
+                Err(crate::frames::FrameError::Io(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
+                    Reply::Error(self.silent.clone())
+                }
+                Err(crate::frames::FrameError::Io(err)) if err.kind() == std::io::ErrorKind::Interrupted => {
+                    Reply::Error(IpcError::new(IpcErrorCode::Cancelled, "cancelled"))
+                }
+                Ok(None) | Err(_) => Reply::Error(lost()),
+            };
+            self.finished = reply.is_final();
+            return Some(reply);
+        }
+        None
+    }
 }
 
 /// Dispatches reply frames to their requests; when the daemon goes away, every pending

@@ -58,38 +58,69 @@ pub async fn read_frame<T: DeserializeOwned, R: AsyncBufRead + Unpin>(
 ) -> Result<Option<T>, FrameError> {
     line.clear();
     loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            if line.is_empty() {
-                return Ok(None);
-            }
-            // A last frame without its newline still counts.
-            break;
-        }
-        match available.iter().position(|&b| b == b'\n') {
-            Some(end) => {
-                if line.len() + end > MAX_FRAME_BYTES {
-                    return Err(FrameError::TooLarge);
-                }
-                line.extend_from_slice(&available[..end]);
-                reader.consume(end + 1);
-                break;
-            }
-            None => {
-                let n = available.len();
-                if line.len() + n > MAX_FRAME_BYTES {
-                    return Err(FrameError::TooLarge);
-                }
-                line.extend_from_slice(available);
-                reader.consume(n);
-            }
+        let (used, scanned) = scan(reader.fill_buf().await?, line)?;
+        reader.consume(used);
+        if let Some(frame) = frame_of(scanned, line) {
+            return frame;
         }
     }
-    if line.iter().all(u8::is_ascii_whitespace) {
-        // Blank lines are keep-alives from hand-written clients; skip them.
-        return Box::pin(read_frame(reader, line)).await;
+}
+
+/// [`read_frame`] with blocking reads, for a client without an async runtime.
+pub fn read_frame_blocking<T: DeserializeOwned, R: std::io::BufRead>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> Result<Option<T>, FrameError> {
+    line.clear();
+    loop {
+        let (used, scanned) = scan(reader.fill_buf()?, line)?;
+        reader.consume(used);
+        if let Some(frame) = frame_of(scanned, line) {
+            return frame;
+        }
     }
-    serde_json::from_slice(line).map(Some).map_err(FrameError::Malformed)
+}
+
+/// Where [`scan`] left a frame.
+enum Scanned {
+    /// Its newline is still to come.
+    Partial,
+    /// At its newline.
+    Line,
+    /// At the end of the stream.
+    End,
+}
+
+/// Moves what `available` (a read's bytes, empty at the end of the stream) holds of the current
+/// frame into `line`: how many bytes it took, and where that leaves the frame.
+fn scan(available: &[u8], line: &mut Vec<u8>) -> Result<(usize, Scanned), FrameError> {
+    let (take, used, scanned) = match available.iter().position(|&b| b == b'\n') {
+        Some(end) => (end, end + 1, Scanned::Line),
+        None if available.is_empty() => (0, 0, Scanned::End),
+        None => (available.len(), available.len(), Scanned::Partial),
+    };
+    if line.len() + take > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge);
+    }
+    line.extend_from_slice(&available[..take]);
+    Ok((used, scanned))
+}
+
+/// What the reader returns once [`scan`] has left `line` so: `None` to read on (a frame not yet
+/// complete, or a blank line, a keep-alive from a hand-written client, now skipped).
+fn frame_of<T: DeserializeOwned>(scanned: Scanned, line: &mut Vec<u8>) -> Option<Result<Option<T>, FrameError>> {
+    match scanned {
+        Scanned::Partial => None,
+        Scanned::End if line.is_empty() => Some(Ok(None)),
+        // A last frame without its newline still counts.
+        Scanned::Line | Scanned::End if !line.iter().all(u8::is_ascii_whitespace) => {
+            Some(serde_json::from_slice(line).map(Some).map_err(FrameError::Malformed))
+        }
+        Scanned::Line | Scanned::End => {
+            line.clear();
+            None
+        }
+    }
 }
 
 /// Writes one frame and its newline (not flushed: callers batch).
@@ -160,6 +191,49 @@ mod fuzz {
                     }
                 }
             });
+        }
+
+        /// The blocking reader (`ant`'s tool runs) reads what the async one reads, frame for
+        /// frame and error for error.
+        #[test]
+        fn blocking_and_async_readers_agree(
+            pieces in prop::collection::vec(prop_oneof![
+                Just(b"{\"a\":1}\n".to_vec()),
+                Just(b"  \n".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"{\"b\":".to_vec()),
+                prop::collection::vec(any::<u8>(), 0..40),
+            ], 0..12),
+            capacity in 1usize..64,
+        ) {
+            let bytes = pieces.concat();
+            let described = |frame: Result<Option<serde_json::Value>, FrameError>| match frame {
+                Ok(frame) => Ok(frame),
+                Err(err) => Err(err.to_string()),
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let from_async = runtime.block_on(async {
+                let mut reader = tokio::io::BufReader::with_capacity(capacity, bytes.as_slice());
+                let mut line = Vec::new();
+                let mut frames = Vec::new();
+                for _ in 0..20 {
+                    let frame = described(read_frame(&mut reader, &mut line).await);
+                    let end = !matches!(frame, Ok(Some(_)));
+                    frames.push(frame);
+                    if end { break; }
+                }
+                frames
+            });
+            let mut reader = std::io::BufReader::with_capacity(capacity, bytes.as_slice());
+            let mut line = Vec::new();
+            let mut from_blocking = Vec::new();
+            for _ in 0..20 {
+                let frame = described(read_frame_blocking(&mut reader, &mut line));
+                let end = !matches!(frame, Ok(Some(_)));
+                from_blocking.push(frame);
+                if end { break; }
+            }
+            prop_assert_eq!(from_async, from_blocking);
         }
 
         #[test]

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use aniate_cli::{
+    app::Started,
     args::{Invocation, parse_invocation},
     exit::{Exit, Failure, hint_of},
     render,
@@ -30,14 +31,18 @@ fn main() -> ExitCode {
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
         std::env::var_os("NO_COLOR").as_deref(),
     );
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return Exit::Error.into();
-        }
+    // A tool run through a running daemon is done without an async runtime.
+    let result = match aniate_cli::app::start(cli) {
+        Started::Done(result) => result,
+        Started::Async(rest) => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(aniate_cli::app::finish(rest)),
+            Err(err) => {
+                eprintln!("error: cannot start the async runtime: {err}");
+                return Exit::Error.into();
+            }
+        },
     };
-    match runtime.block_on(aniate_cli::app::run(cli)) {
+    match result {
         Ok(()) => Exit::Ok.into(),
         Err(err) => {
             let exit = Exit::for_error(&err);
