@@ -748,6 +748,8 @@ fn parse_version(version: &str) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
+    use aniate_proto::ipc::RunToolParams;
+
     use super::*;
 
     /// A private daemon that refuses writes its error and exits before reading the hello: the
@@ -777,6 +779,81 @@ mod tests {
             Err(other) => panic!("expected the refusal, got {other}"),
             Ok(_) => panic!("expected the refusal, got a client"),
         }
+    }
+
+    /// A daemon of one connection for [`BlockingReplies`]: reads the opening, answers `hello`
+    /// (its version) and then `replies` (raw frames), and holds the connection until the client
+    /// closes it.
+    #[cfg(unix)]
+    fn one_connection_daemon(home: &Home, daemon: &str, replies: &'static str) -> std::thread::JoinHandle<Vec<u8>> {
+        use std::io::{BufRead, Read, Write};
+
+        let listener = std::os::unix::net::UnixListener::bind(&home.socket).unwrap();
+        let hello = format!("{{\"hello\":{{\"protocol\":{PROTOCOL},\"daemon\":\"{daemon}\",\"pid\":7}}}}\n");
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut opening = Vec::new();
+            for _ in 0..2 {
+                reader.read_until(b'\n', &mut opening).unwrap();
+            }
+            (&stream).write_all(hello.as_bytes()).unwrap();
+            (&stream).write_all(replies.as_bytes()).unwrap();
+            let _ = reader.read_to_end(&mut Vec::new());
+            opening
+        })
+    }
+
+    /// `ant`'s blocking client sends the run with the hello, reads its replies, and ends them
+    /// with an error when the daemon goes silent for the reply timeout or the run is cancelled;
+    /// it leaves a daemon that is missing or older to the async client, which starts one.
+    #[cfg(unix)]
+    #[test]
+    fn blocking_replies_come_and_end() {
+        use std::sync::atomic::AtomicBool;
+
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        let mut options = ClientOptions::new("test");
+        options.reply_timeout = Duration::from_secs(1);
+        let run = || Request::RunTool(RunToolParams { tool: "what".to_owned(), ..Default::default() });
+        let no_cancel = || Arc::new(AtomicBool::new(false));
+        let sent = BlockingReplies::send(&home, &options, run(), no_cancel());
+        assert!(matches!(sent, Err(ClientError::NotRunning(_))), "{sent:?}");
+
+        let meta = "{\"reply\":{\"id\":1,\"event\":\"delta\",\"data\":{\"text\":\"hi\"}}}\n";
+        let daemon = one_connection_daemon(&home, &format!("aniated/{}", aniate_proto::VERSION), meta);
+        let mut replies = BlockingReplies::send(&home, &options, run(), no_cancel()).unwrap();
+        assert!(matches!(replies.next(), Some(Reply::Delta(delta)) if delta.text == "hi"));
+        let silent_from = Instant::now();
+        let Some(Reply::Error(error)) = replies.next() else { panic!("the silence is an error") };
+        assert!(silent_from.elapsed() >= Duration::from_secs(1), "{:?}", silent_from.elapsed());
+        assert_eq!(error.message, "aniated (pid 7) sent nothing for 1 s");
+        assert!(replies.next().is_none());
+        drop(replies);
+        let opening = String::from_utf8(daemon.join().unwrap()).unwrap();
+        assert!(opening.starts_with("{\"hello\":") && opening.contains("\"run_tool\""), "{opening}");
+        std::fs::remove_file(&home.socket).unwrap();
+
+        let cancel = no_cancel();
+        let _daemon = one_connection_daemon(&home, &format!("aniated/{}", aniate_proto::VERSION), "");
+        let mut replies = BlockingReplies::send(&home, &options, run(), Arc::clone(&cancel)).unwrap();
+        let cancelled_at = Instant::now();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            cancel.store(true, Ordering::Relaxed);
+        });
+        let Some(Reply::Error(error)) = replies.next() else { panic!("a cancel ends the replies") };
+        assert_eq!(error.code, IpcErrorCode::Cancelled);
+        let waited = cancelled_at.elapsed();
+        assert!(waited >= Duration::from_millis(100) && waited < Duration::from_millis(400), "{waited:?}");
+        setter.join().unwrap();
+        drop(replies);
+        std::fs::remove_file(&home.socket).unwrap();
+
+        let _older = one_connection_daemon(&home, "aniated/0.0.1", "");
+        let sent = BlockingReplies::send(&home, &options, run(), no_cancel());
+        assert!(matches!(&sent, Err(ClientError::Outdated(daemon)) if daemon == "aniated/0.0.1"), "{sent:?}");
     }
 
     #[test]
