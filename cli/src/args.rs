@@ -98,7 +98,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
     /// Do not use or start the aniated daemon: run a private one for this command only
-    /// (`aniated --stdio`), with its own connection to the server and no cache
+    /// (the `--stdio` mode of `aniated`), with its own connection to the server and no cache
     #[arg(long, global = true)]
     pub no_daemon: bool,
     /// `--server` or `ANIATE_SERVER`; may be empty, unlike [`GlobalArgs::server_url`].

@@ -27,8 +27,14 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(stack: &Stack, home: &Path) -> Daemon {
+        Daemon::start_with(stack, home, &[])
+    }
+
+    /// [`Daemon::start`] with `extra` in its environment.
+    pub fn start_with(stack: &Stack, home: &Path, extra: &[(&str, &str)]) -> Daemon {
         let env = stack.client_env(home);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(extra);
         let process = TestProcess::spawn(Path::new(&daemon_bin()), &["--foreground"], &env, &home.join("stderr.log"))
             .expect("spawn aniated");
         let socket = home.join("aniated.sock");

@@ -135,6 +135,23 @@ fn unit_files_verify() {
     }
 }
 
+/// `ANIATE_LOG=trace` logs what the daemon does, not the daemon logging: its log is in the home
+/// it watches, and a watch that woke for every write there logged every wake, so an idle daemon
+/// at trace level wrote megabytes a second, for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_daemon_logging_everything_stays_quiet() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let home = stack.new_home("h");
+    let daemon = Daemon::start_with(&stack, &home, &[("ANIATE_LOG", "trace")]);
+    let logged = || std::fs::metadata(home.join("aniated.log")).map_or(0, |meta| meta.len());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = logged();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let grew = logged() - before;
+    assert!(grew < 64 * 1024, "an idle daemon logged {grew} bytes in a second");
+    drop(daemon);
+}
+
 /// The daemon reloads when another program changes its home, and only then. A reload reads
 /// the home's files, and inotify reports reads too: counting them made every reload set off the
 /// next, so an idle daemon re-read its home every 50 ms for as long as it ran.
