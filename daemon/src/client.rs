@@ -221,11 +221,16 @@ impl DaemonClient {
         options: &ClientOptions,
         request: Request,
     ) -> Result<(DaemonClient, Replies), ClientError> {
-        let first = first_frame(options, request)?;
         if let Ok(client) = DaemonClient::connect_once(home, options).await {
+            if !client.is_older_than_us() {
+                // Another client restarted it in the meantime.
+                drop(client);
+                return DaemonClient::connect_with_request(home, options, request).await;
+            }
             tracing::info!(daemon = %client.hello.daemon, "restarting an older daemon");
             client.shutdown_and_wait(home).await;
         }
+        let first = first_frame(options, request)?;
         let (client, replies) = DaemonClient::start_and_open(home, options, Some(&first)).await?;
         let replies = replies.ok_or_else(|| ClientError::Protocol("the first request was not sent".to_owned()))?;
         Ok((client, replies))
