@@ -784,6 +784,9 @@ pub struct PreparedRun {
     options: ClientOptions,
     /// The running daemon was found older than `ant`: it is to be restarted.
     daemon_outdated: bool,
+    /// Set by a Ctrl-C once the blocking path has begun (it stays registered when the run goes
+    /// on through the async client, which looks at it too).
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Reads a tool run's metadata and input, and checks them, before anything is sent.
@@ -815,7 +818,8 @@ fn prepare_run(global: GlobalArgs, args: RunArgs) -> anyhow::Result<PreparedRun>
         fresh: args.fresh,
     };
     let (_, options) = client_options(&global)?;
-    Ok(PreparedRun { global, args, out, tool, params, display_name, home, options, daemon_outdated: false })
+    let cancel = std::sync::Arc::default();
+    Ok(PreparedRun { global, args, out, tool, params, display_name, home, options, daemon_outdated: false, cancel })
 }
 
 /// What [`start`] did: the command run through, or what is left for [`finish`].
@@ -876,27 +880,19 @@ pub async fn finish(rest: Rest) -> anyhow::Result<()> {
 /// async client, when the daemon is not running or is older than `ant`.
 #[cfg(unix)]
 fn run_tool_blocking(mut run: PreparedRun) -> Started {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    };
+    use std::sync::{Arc, atomic::Ordering};
 
     use aniated::client::BlockingReplies;
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    // Until the run ends, a Ctrl-C ends the wait for the daemon and is reported as one.
-    let registered = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
-    let unregister = || {
-        if let Ok(id) = &registered {
-            signal_hook::low_level::unregister(*id);
-        }
-    };
+    let cancel = Arc::clone(&run.cancel);
+    // From here on a Ctrl-C ends the wait for the daemon and is reported as one. The handler
+    // stays for the rest of the process: a run handed to the async client looks at the flag too.
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
     let request = Request::RunTool(run.params.clone());
     let mut replies = match BlockingReplies::send(&run.home, &run.options, request, Arc::clone(&cancel)) {
         Ok(replies) => replies,
         Err(_) if cancel.load(Ordering::Relaxed) => return Started::Done(Err(interrupted(false))),
         Err(err @ (ClientError::NotRunning(_) | ClientError::Outdated(_))) => {
-            unregister();
             run.daemon_outdated = matches!(err, ClientError::Outdated(_));
             return Started::Async(Rest::Run(Box::new(run)));
         }
@@ -920,7 +916,6 @@ fn run_tool_blocking(mut run: PreparedRun) -> Started {
             break result;
         }
     };
-    unregister();
     Started::Done(result)
 }
 
@@ -928,12 +923,20 @@ fn run_tool_blocking(mut run: PreparedRun) -> Started {
 /// private one with `--no-daemon`.
 async fn run_tool(run: PreparedRun) -> anyhow::Result<()> {
     let mut interrupt = crate::interrupt::Interrupt::new();
+    // A Ctrl-C caught by the blocking path's handler before this one was listening.
+    let cancelled = || run.cancel.load(std::sync::atomic::Ordering::Relaxed);
+    if cancelled() {
+        return Err(interrupted(false));
+    }
     let request = Request::RunTool(run.params.clone());
     // Kept until the run ends: it is the connection the replies come over.
     let (_backend, mut replies) =
         connect_with_request(&run.global, &run.home, &run.options, request, run.daemon_outdated)
             .await
             .map_err(reipc)?;
+    if cancelled() {
+        return Err(interrupted(false));
+    }
     let mut view = RunView::new(&run);
     loop {
         if !replies.has_ready() {
@@ -1018,7 +1021,7 @@ impl<'a> RunView<'a> {
         let (run, out) = (self.run, &self.run.out);
         if out.json {
             render::json::write_json_line(&mut self.printed, &reply)?;
-            if !reply.is_final() {
+            if !matches!(reply, Reply::Done(_) | Reply::Error(_)) {
                 return Ok(None);
             }
             self.write_out()?;

@@ -221,14 +221,18 @@ impl DaemonClient {
         options: &ClientOptions,
         request: Request,
     ) -> Result<(DaemonClient, Replies), ClientError> {
-        if let Ok(client) = DaemonClient::connect_once(home, options).await {
-            if !client.is_older_than_us() {
-                // Another client restarted it in the meantime.
+        match DaemonClient::connect_once(home, options).await {
+            // Restarted by another client in the meantime, or not ours to restart.
+            Ok(client) if !client.is_older_than_us() || !options.autostart => {
                 drop(client);
                 return DaemonClient::connect_with_request(home, options, request).await;
             }
-            tracing::info!(daemon = %client.hello.daemon, "restarting an older daemon");
-            client.shutdown_and_wait(home).await;
+            Ok(client) => {
+                tracing::info!(daemon = %client.hello.daemon, "restarting an older daemon");
+                client.shutdown_and_wait(home).await;
+            }
+            Err(ClientError::NotRunning(_)) => {}
+            Err(err) => return Err(err),
         }
         let first = first_frame(options, request)?;
         let (client, replies) = DaemonClient::start_and_open(home, options, Some(&first)).await?;
@@ -527,6 +531,18 @@ fn first_frame(options: &ClientOptions, request: Request) -> Result<Vec<u8>, Cli
     Ok(first)
 }
 
+/// Connects to the Unix socket at `path` without waiting for the daemon to accept: when its
+/// queue of connections is full (a daemon that stopped accepting), an error of kind
+/// `WouldBlock` at once, as the async client's connect gives, rather than a wait with no end.
+#[cfg(unix)]
+fn connect_now(path: &std::path::Path) -> std::io::Result<std::os::unix::net::UnixStream> {
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.connect(&socket2::SockAddr::unix(path)?)?;
+    socket.set_nonblocking(false)?;
+    Ok(socket.into())
+}
+
 /// One request to a running daemon over blocking I/O, with no async runtime: what `ant` runs a
 /// tool with, which would otherwise start a runtime for nothing but this one exchange. The
 /// request goes in the same write as the hello, as [`DaemonClient::connect_with_request`] sends
@@ -601,7 +617,7 @@ impl BlockingReplies {
 
         let opening = opening(options, Some(&first_frame(options, request)?))?;
         let gone = || ClientError::NotRunning(home.socket.display().to_string());
-        let mut stream = match std::os::unix::net::UnixStream::connect(&home.socket) {
+        let mut stream = match connect_now(&home.socket) {
             Ok(stream) => stream,
             Err(err)
                 if matches!(
@@ -611,10 +627,20 @@ impl BlockingReplies {
             {
                 return Err(gone());
             }
+            // The daemon's queue of connections is full: it has not accepted any for a while.
+            Err(err) if err.kind() == ErrorKind::WouldBlock => return Err(stuck(home)),
             Err(err) => return Err(ClientError::Io(err)),
         };
         stream.set_read_timeout(Some(CANCEL_CHECK))?;
+        // A daemon that stopped reading (a request of up to 1 MiB fills the socket's buffer)
+        // gets as long to read it as to say hello.
+        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
         let sent = stream.write_all(&opening);
+        if let Err(err) = &sent
+            && matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+        {
+            return Err(stuck(home));
+        }
         let watched = Watched { stream, silence: Duration::from_secs(5), cancel };
         let mut reader = std::io::BufReader::new(watched);
         let mut line = Vec::new();
@@ -859,6 +885,26 @@ mod tests {
         let _older = one_connection_daemon(&home, "aniated/0.0.1", "");
         let sent = BlockingReplies::send(&home, &options, run(), no_cancel());
         assert!(matches!(&sent, Err(ClientError::Outdated(daemon)) if daemon == "aniated/0.0.1"), "{sent:?}");
+    }
+
+    /// A daemon that stopped accepting connections (its queue full) is reported stuck at once,
+    /// not waited for: a blocking connect would wait with no end, and Ctrl-C could not stop it.
+    #[cfg(unix)]
+    #[test]
+    fn a_daemon_that_accepts_nothing_is_stuck() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        std::fs::write(home.lock_path(), "4242").unwrap();
+        let listener = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        listener.bind(&socket2::SockAddr::unix(&home.socket).unwrap()).unwrap();
+        // A queue of one connection, which the first client fills.
+        listener.listen(0).unwrap();
+        let _queued = std::os::unix::net::UnixStream::connect(&home.socket).unwrap();
+        let run = Request::RunTool(RunToolParams { tool: "what".to_owned(), ..Default::default() });
+        let started = Instant::now();
+        let sent = BlockingReplies::send(&home, &ClientOptions::new("test"), run, Arc::default());
+        assert!(matches!(&sent, Err(ClientError::Stuck(pid)) if pid == " (pid 4242)"), "{sent:?}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -49,7 +49,9 @@ pub fn watch_home(home: &Home, changed: impl Fn() + Send + 'static) -> std::io::
     use inotify::{EventMask, Inotify, WatchMask};
 
     let mut inotify = Inotify::init()?;
-    let mask = WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::MOVED_FROM | WatchMask::DELETE;
+    // CREATE for a link made in place (`ln -s … config.toml`), which is all that reports one.
+    let mask =
+        WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO | WatchMask::MOVED_FROM | WatchMask::DELETE | WatchMask::CREATE;
     let mut watches = inotify.watches();
     let descriptors = [watches.add(&home.root, mask)?, watches.add(home.tools_dir(), mask)?];
     std::thread::Builder::new().name("aniated-watch".to_owned()).spawn(move || {
@@ -57,10 +59,19 @@ pub fn watch_home(home: &Home, changed: impl Fn() + Send + 'static) -> std::io::
         let mut ignored = 0;
         // Until both watches are removed (the watcher dropped, or the directories deleted).
         while ignored < 2 {
-            let Ok(events) = inotify.read_events_blocking(&mut buffer) else { return };
+            let events = match inotify.read_events_blocking(&mut buffer) {
+                Ok(events) => events,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    tracing::warn!(cause = %err, "stopped watching files; restart the daemon after editing them");
+                    return;
+                }
+            };
             let mut relevant = false;
             for event in events {
                 ignored += usize::from(event.mask.contains(EventMask::IGNORED));
+                // Events were dropped: anything may have changed.
+                relevant |= event.mask.contains(EventMask::Q_OVERFLOW);
                 relevant |= event.name.and_then(|name| name.to_str()).is_some_and(is_watched_name);
             }
             if relevant {
@@ -177,6 +188,13 @@ mod tests {
         std::fs::remove_file(home.tool_path("what")).unwrap();
         settle();
         assert!(changes.load(Ordering::Relaxed) > renamed, "a removed tool is a change");
+        #[cfg(unix)]
+        {
+            let removed = changes.load(Ordering::Relaxed);
+            std::os::unix::fs::symlink(dir.path().join("elsewhere.toml"), home.root.join("credentials")).unwrap();
+            settle();
+            assert!(changes.load(Ordering::Relaxed) > removed, "a link made in place is a change");
+        }
         drop(watcher);
     }
 
