@@ -792,7 +792,7 @@ pub struct PreparedRun {
 /// Reads a tool run's metadata and input, and checks them, before anything is sent.
 fn prepare_run(global: GlobalArgs, args: RunArgs) -> anyhow::Result<PreparedRun> {
     let out = Out::new(&global);
-    let home = home()?;
+    let (home, options) = client_options(&global)?;
     let tool = installed_tool(&home, &args.slug)?;
     let input = match &args.file {
         Some(path) => Some(
@@ -817,7 +817,6 @@ fn prepare_run(global: GlobalArgs, args: RunArgs) -> anyhow::Result<PreparedRun>
         instructions: args.instructions.clone(),
         fresh: args.fresh,
     };
-    let (_, options) = client_options(&global)?;
     let cancel = std::sync::Arc::default();
     Ok(PreparedRun { global, args, out, tool, params, display_name, home, options, daemon_outdated: false, cancel })
 }
