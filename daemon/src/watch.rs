@@ -159,6 +159,13 @@ mod tests {
         })
         .unwrap();
         let settle = || std::thread::sleep(Duration::from_millis(100));
+        // The thread names itself once it runs: wait for it (and for it to wait on inotify).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while cfg!(target_os = "linux") && watch_thread_wakes().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no watch thread");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        settle();
         let wakes = watch_thread_wakes();
 
         let mut log = std::fs::OpenOptions::new().create(true).append(true).open(home.log_path()).unwrap();
